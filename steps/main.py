@@ -1,0 +1,90 @@
+"""`main` entry point: run every stage in order as child runs of one parent run.
+
+`python -m steps.main [--params FILE] [--KEY VALUE ...]` where KEY is a params.yaml field, either
+bare when only one stage has it (`--source`, `--C`) or qualified (`--train.seed`). Each override
+goes to the stage that owns it. Caching is the stages' own business (ingest reuses a verified
+download, validate a matching marker); main just runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import mlflow
+
+from steps import chain, cli, tracking
+from steps.config import Params, load_params, section_fields
+from steps.errors import ConfigError, StageError
+from steps.paths import PARAMS_FILE
+
+log = logging.getLogger(__name__)
+
+
+def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """Turn `--KEY VALUE` pairs into {stage: {field: value}}, rejecting unknown or ambiguous keys."""
+    owners: dict[str, list[str]] = {}
+    for section, cls in section_fields(Params).items():
+        for name in section_fields(cls):
+            owners.setdefault(name, []).append(section)
+    routed: dict[str, dict[str, str]] = {}
+    if len(pairs) % 2:
+        raise ConfigError(f"main parameters: {pairs[-1]!r} has no value")
+    for flag, value in zip(pairs[::2], pairs[1::2], strict=True):
+        if not flag.startswith("--"):
+            raise ConfigError(f"main parameters: expected --KEY VALUE, got {flag!r}")
+        key = flag[2:]
+        section, _, name = key.rpartition(".")
+        if section:
+            if section not in owners.get(name, []):
+                raise ConfigError(f"main parameters: unknown parameter {key!r}")
+            sections = [section]
+        else:
+            sections = owners.get(name, [])
+            if not sections:
+                raise ConfigError(f"main parameters: unknown parameter {key!r}")
+            if len(sections) > 1:
+                choices = " or ".join(f"{s}.{name}" for s in sections)
+                raise ConfigError(f"main parameters: {key!r} is ambiguous, use {choices}")
+        for owner in sections:
+            routed.setdefault(owner, {})[name] = value
+    return routed
+
+
+def run_pipeline(params_file: str, overrides: dict[str, dict[str, str]]) -> None:
+    """Run every stage of the pipeline in order under one parent run."""
+    unknown_stages = set(overrides) - set(chain.PIPELINE)
+    if unknown_stages:
+        raise ConfigError(
+            f"main parameters: {', '.join(sorted(unknown_stages))} is not a stage of main"
+        )
+    with tracking.stage_run("main"):
+        for stage in chain.PIPELINE:
+            parameters = {"params": params_file, **overrides.get(stage, {})}
+            chain.run_entry_point(stage, parameters)
+    log.info("pipeline finished: %s", " -> ".join(chain.PIPELINE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli.setup_logging()
+    parser = argparse.ArgumentParser(
+        prog="python -m steps.main",
+        description="Run the whole pipeline: " + " -> ".join(chain.PIPELINE),
+        epilog="Any other --KEY VALUE overrides params.yaml for the stage that owns KEY.",
+    )
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        load_params(args.params)  # fail on a bad params file before any stage starts
+        overrides = route_overrides(rest)
+        tracking.configure()
+        run_pipeline(args.params, overrides)
+    except StageError as exc:
+        print(f"error: main: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

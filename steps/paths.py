@@ -1,0 +1,28 @@
+"""Every file and folder a stage reads or writes, declared once.
+
+Paths are relative to the working directory, which is the project root both under `mlflow run`
+and `dvc repro`. Stage functions take them as arguments with these defaults, so tests point them
+at tmp_path instead.
+"""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where MLproject lives (for mlflow.run)
+
+PARAMS_FILE = Path("params.yaml")
+
+DATA_DIR = Path("data")
+DOWNLOAD_DIR = DATA_DIR / "downloads"  # verified https downloads, reused by later runs
+INGESTED_DIR = DATA_DIR / "ingested"
+TRAIN_FILE_NAME = "train.parquet"
+TEST_FILE_NAME = "test.parquet"
+MANIFEST_FILE_NAME = "manifest.json"
+VALIDATED_MARKER = DATA_DIR / "validated.json"  # written only when validation passes
+
+EXPECTATIONS_DIR = Path("expectations")
+
+REPORTS_DIR = Path("reports")
+VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"
+
+TRACKING_DB = Path("mlflow.db")
+ARTIFACTS_DIR = Path("mlartifacts")

@@ -1,0 +1,58 @@
+"""Fixtures shared by every test: isolated MLflow stores, project copies, the real data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
+
+# What an MLflow project needs to run (anything else in the repo is not copied).
+PROJECT_FILES = ("MLproject", "conda.yaml", "params.yaml", "steps", "pyfunc", "expectations")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store in tmp_path, set for this process and its children."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """A copy of the MLflow project in tmp_path: entry points run there write outputs there."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for name in PROJECT_FILES:
+        src = REPO_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def shared_imdb_dir() -> Path:
+    """../shared/data/imdb (or $IMDB_SHARED_DATA): skipped when absent, required in CI."""
+    path = Path(os.environ.get("IMDB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "imdb"))
+    if not (path / "train.csv.gz").is_file():
+        reason = f"real IMDB data not found at {path}/train.csv.gz (set IMDB_SHARED_DATA)"
+        if os.environ.get("IMDB_REQUIRE_SHARED_DATA"):
+            pytest.fail(reason + "; IMDB_REQUIRE_SHARED_DATA is set, so this is an error")
+        pytest.skip(reason)
+    return path
