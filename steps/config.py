@@ -49,11 +49,19 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True)
+class RegisterConfig:
+    """The Model Registry entry every stage after training refers to."""
+
+    model_name: str
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of params.yaml."""
 
     ingest: IngestConfig
     validate: ValidateConfig
+    register: RegisterConfig
 
 
 T = TypeVar("T")
