@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -79,12 +81,34 @@ def read_split(split: str, ingested_dir: Path = INGESTED_DIR) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def write_marker(manifest: Manifest, suite_sha256: str, marker: Path = VALIDATED_MARKER) -> None:
-    """Record that this exact content passed this exact suite."""
-    write_json(
-        marker,
-        {"content_sha256": manifest.content_sha256, "suite_sha256": suite_sha256},
-    )
+def marker_record(
+    manifest: Manifest, suite_sha256: str, bounds: Mapping[str, Any] | None = None
+) -> dict:
+    """What the marker says: the content, the suite and the bounds it passed."""
+    return {
+        "content_sha256": manifest.content_sha256,
+        "suite_sha256": suite_sha256,
+        "bounds": dict(bounds or {}),
+    }
+
+
+def write_marker(
+    manifest: Manifest,
+    suite_sha256: str,
+    marker: Path = VALIDATED_MARKER,
+    bounds: Mapping[str, Any] | None = None,
+) -> None:
+    """Record that this exact content passed this exact suite with these bounds."""
+    write_json(marker, marker_record(manifest, suite_sha256, bounds))
+
+
+def read_marker(marker: Path = VALIDATED_MARKER) -> dict | None:
+    """The marker's record, or None when there is no readable marker."""
+    try:
+        recorded = json.loads(Path(marker).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def is_validated(ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER) -> bool:

@@ -18,4 +18,8 @@ class SourceError(StageError):
 
 
 class ValidationFailed(StageError):
-    """The ingested data broke one or more expectations."""
+    """The ingested data broke one or more expectations (each one described in `failures`)."""
+
+    def __init__(self, message: str, failures: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.failures = tuple(failures)

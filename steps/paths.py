@@ -22,7 +22,10 @@ VALIDATED_MARKER = DATA_DIR / "validated.json"  # written only when validation p
 EXPECTATIONS_DIR = Path("expectations")
 
 REPORTS_DIR = Path("reports")
-VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"
+VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"  # GX Data Docs site (index.html) + result
+VALIDATION_RESULT_FILE_NAME = "validation_result.json"
+COMPARE_TABLE = REPORTS_DIR / "compare.md"
+COMPARE_PLOT = REPORTS_DIR / "compare.png"
 
 TRACKING_DB = Path("mlflow.db")
 ARTIFACTS_DIR = Path("mlartifacts")

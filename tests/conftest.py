@@ -22,6 +22,10 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     """A fresh SQLite MLflow store in tmp_path, set for this process and its children."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # An experiment created without an explicit artifact location (mlflow.set_experiment in a
+    # test) would otherwise put its artifacts in ./mlruns of whatever the working directory is;
+    # this is the variable MLflow's own store reads for its default artifact root.
+    monkeypatch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", (tmp_path / "mlartifacts").as_uri())
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)

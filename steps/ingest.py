@@ -1,0 +1,191 @@
+"""`ingest` stage: read reviews from the configured source into data/ingested/.
+
+`python -m steps.ingest [--source X] [--params FILE]` or `mlflow run . -e ingest -P source=X`.
+The source may be a local folder or file, an https:// URL, s3://bucket/key or an ODBC source
+(see steps/sources). The output is `train.parquet`, `test.parquet` and `manifest.json`, written
+as a whole folder atomically; when the source has no test split a stratified, seeded one is
+carved (`ingest.test_size`, `ingest.seed`). Output whose content hash already matches is left
+untouched, so re-running on unchanged data changes no file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from steps import cli, sources, tracking
+from steps.config import IngestConfig, Params
+from steps.dataset import LABELS, SPLITS, Manifest, content_hash, read_manifest
+from steps.errors import ConfigError, SourceError, StageError
+from steps.fsutil import atomic_dir, write_json
+from steps.paths import DOWNLOAD_DIR, INGESTED_DIR, MANIFEST_FILE_NAME
+
+log = logging.getLogger(__name__)
+
+POSITIVE = LABELS[1]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `ingest` left in the output folder."""
+
+    manifest: Manifest
+    written: bool  # False when the folder already held exactly this content
+    seconds: float
+
+
+def ingest(
+    cfg: IngestConfig, out_dir: Path = INGESTED_DIR, download_dir: Path = DOWNLOAD_DIR
+) -> Outcome:
+    """Read `cfg.source`, normalise it into train/test splits and write `out_dir` atomically."""
+    started = time.monotonic()
+    if not 0 < cfg.test_size < 1:
+        raise ConfigError(f"ingest.test_size must be between 0 and 1, got {cfg.test_size}")
+    where = sources.describe(cfg.source)
+    log.info("ingesting %s", where)
+    loaded = sources.load(cfg, Path(download_dir))
+    if loaded.test is None:
+        train, test = carve_test_split(loaded.train, cfg.test_size, cfg.seed, where)
+        how = f"carved (stratified, test_size={cfg.test_size}, seed={cfg.seed})"
+    else:
+        train, test, how = loaded.train, loaded.test, "source"
+    frames = {"train": train, "test": test}
+    manifest = Manifest(
+        source=where,
+        content_sha256=content_hash([train, test]),
+        rows={split: len(frame) for split, frame in frames.items()},
+        positives={split: int((f["sentiment"] == POSITIVE).sum()) for split, f in frames.items()},
+        test_split=how,
+        details=loaded.details,
+    )
+    out_dir = Path(out_dir)
+    existing = _current_manifest(out_dir)
+    if existing is not None and existing.content_sha256 == manifest.content_sha256:
+        log.info(
+            "%s already holds this content (sha256 %s, from %s): left untouched",
+            out_dir,
+            manifest.content_sha256[:12],
+            existing.source,
+        )
+        return Outcome(existing, written=False, seconds=time.monotonic() - started)
+    with atomic_dir(out_dir) as tmp:
+        for split, frame in frames.items():
+            frame.to_parquet(tmp / SPLITS[split], index=False)
+        write_json(tmp / MANIFEST_FILE_NAME, manifest.to_dict())
+    log.info(
+        "wrote %s: train %s rows, test %s rows (%s test split), sha256 %s",
+        out_dir,
+        f"{len(train):,}",
+        f"{len(test):,}",
+        how,
+        manifest.content_sha256[:12],
+    )
+    return Outcome(manifest, written=True, seconds=time.monotonic() - started)
+
+
+def carve_test_split(
+    frame: pd.DataFrame, test_size: float, seed: int, where: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A stratified, seeded train/test split of a source that has no test split.
+
+    The test split gets ceil(test_size * rows) rows, shared out between the labels in proportion
+    (largest remainder), each label's rows drawn by a seeded permutation; both splits are then
+    shuffled. Done with numpy rather than scikit-learn, whose import alone costs seconds here.
+    """
+    rows = len(frame)
+    n_test = math.ceil(test_size * rows)
+    if not 0 < n_test < rows:
+        raise SourceError(
+            f"{where}: {rows} rows are too few to carve a test split of {test_size}:"
+            " give more rows or a source with a test split"
+        )
+    labels = frame["sentiment"].to_numpy()
+    classes = sorted(set(labels))
+    members = {label: np.flatnonzero(labels == label) for label in classes}
+    quotas = {label: n_test * len(members[label]) / rows for label in classes}
+    take = {label: math.floor(quota) for label, quota in quotas.items()}
+    by_remainder = sorted(classes, key=lambda label: take[label] - quotas[label])
+    for label in by_remainder[: n_test - sum(take.values())]:
+        take[label] += 1
+    rng = np.random.default_rng(seed)
+    test_idx, train_idx = [], []
+    for label in classes:
+        drawn = rng.permutation(members[label])
+        test_idx.append(drawn[: take[label]])
+        train_idx.append(drawn[take[label] :])
+    train = frame.iloc[rng.permutation(np.concatenate(train_idx))]
+    test = frame.iloc[rng.permutation(np.concatenate(test_idx))]
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _current_manifest(out_dir: Path) -> Manifest | None:
+    """The manifest of a complete existing output folder, or None."""
+    if not all((out_dir / name).is_file() for name in SPLITS.values()):
+        return None
+    try:
+        return read_manifest(out_dir)
+    except (StageError, TypeError):  # missing, unreadable or from an older layout
+        return None
+
+
+def checksum_for(file_cfg: IngestConfig, cfg: IngestConfig) -> IngestConfig:
+    """Apply `ingest.sha256` only to the source it was written for.
+
+    The checksum in params.yaml describes params.yaml's source. A source given on the command
+    line (`-P source=...`) without its own `--sha256` is downloaded unchecked, and its computed
+    digest is logged and recorded in the manifest.
+    """
+    if cfg.source == file_cfg.source or cfg.sha256 != file_cfg.sha256 or not cfg.sha256:
+        return cfg
+    if cfg.source.lower().startswith(("https://", "http://")):
+        log.info(
+            "ingest.sha256 in the params file belongs to %s, not to %s: not checked"
+            " (pass --sha256 to check it)",
+            file_cfg.source,
+            sources.describe(cfg.source),
+        )
+    return dataclasses.replace(cfg, sha256="")
+
+
+def run_stage(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> None:
+    """The stage body: ingest inside the `ingest` MLflow run and log what happened."""
+    cfg = checksum_for(params.ingest, cfg)
+    out_dir = INGESTED_DIR
+    with tracking.stage_run("ingest"):
+        tracking.log_config(dataclasses.replace(cfg, source=sources.describe(cfg.source)))
+        outcome = ingest(cfg, out_dir=out_dir, download_dir=DOWNLOAD_DIR)
+        manifest = outcome.manifest
+        metrics = {"ingest_seconds": outcome.seconds}
+        for split, rows in manifest.rows.items():
+            positives = manifest.positives[split]
+            metrics |= {
+                f"{split}_rows": rows,
+                f"{split}_positive": positives,
+                f"{split}_negative": rows - positives,
+            }
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(
+            {
+                "ingest.output": "written" if outcome.written else "unchanged",
+                "ingest.content_sha256": manifest.content_sha256,
+            }
+        )
+        mlflow.log_artifact(str(out_dir / MANIFEST_FILE_NAME), artifact_path="ingest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run("ingest", run_stage, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

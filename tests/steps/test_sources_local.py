@@ -1,0 +1,284 @@
+"""Local sources for real: aclImdb folders and archives, split-file folders, single files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import aclimdb_order, make_reviews, write_aclimdb, write_aclimdb_tar
+
+from steps.config import load_params
+from steps.errors import SourceError
+from steps.paths import PROJECT_ROOT
+from steps.sources import load
+from steps.sources.local import load_path
+
+# Texts a reader must keep byte for byte: non-ASCII, C1 controls (as in the real data), CRLF.
+ODD_REVIEWS = pd.DataFrame(
+    {
+        "review": [
+            "Amélie, naïve café scenes \u0085 and \u0096 dashes.<br /><br />Loved it.",
+            "Line one\r\nline two, with a trailing space ",
+            '"Quoted", commas, and\nnewlines in a CSV field',
+        ],
+        "sentiment": ["positive", "negative", "negative"],
+    }
+)
+
+
+def _cfg(source: str):
+    import dataclasses
+
+    return dataclasses.replace(load_params(PROJECT_ROOT / "params.yaml").ingest, source=source)
+
+
+def _reviews(n: int, seed: int) -> pd.DataFrame:
+    return pd.concat([make_reviews(n, seed=seed), ODD_REVIEWS], ignore_index=True)
+
+
+@pytest.fixture
+def splits() -> dict[str, pd.DataFrame]:
+    return {"train": _reviews(40, seed=1), "test": _reviews(20, seed=2).iloc[3:]}
+
+
+def test_aclimdb_folder_reads_both_splits_exactly(tmp_path, splits):
+    acl = write_aclimdb(tmp_path, splits)
+    loaded = load_path(acl)
+    pd.testing.assert_frame_equal(loaded.train, aclimdb_order(splits["train"]))
+    pd.testing.assert_frame_equal(loaded.test, aclimdb_order(splits["test"]))
+    assert loaded.details["format"] == "aclImdb folder"
+
+
+def test_folder_that_contains_aclimdb_is_accepted(tmp_path, splits):
+    write_aclimdb(tmp_path, splits)
+    loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads")
+    assert len(loaded.train) == len(splits["train"])  # unsup/, urls_*.txt and *.feat ignored
+    assert len(loaded.test) == len(splits["test"])
+
+
+def test_aclimdb_train_only_has_no_test_split(tmp_path, splits):
+    acl = write_aclimdb(tmp_path, {"train": splits["train"]})
+    loaded = load_path(acl)
+    assert loaded.test is None
+    assert len(loaded.train) == len(splits["train"])
+
+
+def test_archive_gives_the_same_frames_as_the_folder(tmp_path, splits):
+    archive = write_aclimdb_tar(tmp_path / "aclImdb_v1.tar.gz", splits)
+    folder = write_aclimdb(tmp_path / "extracted", splits)
+    from_archive, from_folder = load_path(archive), load_path(folder)
+    pd.testing.assert_frame_equal(from_archive.train, from_folder.train)
+    pd.testing.assert_frame_equal(from_archive.test, from_folder.test)
+    assert from_archive.details["format"] == "aclImdb archive"
+
+
+def test_review_files_are_ordered_by_numeric_id(tmp_path):
+    pos = tmp_path / "aclImdb" / "train" / "pos"
+    pos.mkdir(parents=True)
+    for review_id in (10, 2, 1):
+        (pos / f"{review_id}_9.txt").write_text(f"review {review_id}", encoding="utf-8")
+    assert load_path(tmp_path).train["review"].tolist() == ["review 1", "review 2", "review 10"]
+
+
+def test_non_utf8_review_file_names_the_file(tmp_path, splits):
+    acl = write_aclimdb(tmp_path, splits)
+    (acl / "train" / "neg" / "7_1.txt").write_bytes("caf\xe9 latin-1".encode("latin-1"))
+    with pytest.raises(SourceError, match=r"train/neg/7_1\.txt: not UTF-8 text .*0xe9"):
+        load_path(acl)
+
+
+def test_unreadable_review_file_is_one_line(tmp_path, splits):
+    acl = write_aclimdb(tmp_path, splits)
+    (acl / "train" / "pos" / "99_9.txt").mkdir()  # unreadable as a file, even for root
+    with pytest.raises(SourceError) as err:
+        load(_cfg(str(acl)), tmp_path / "downloads")
+    assert str(err.value) == (
+        f"{acl}: cannot read or write {acl}/train/pos/99_9.txt (Is a directory)"
+    )
+
+
+def test_damaged_archive_is_reported(tmp_path, splits):
+    archive = write_aclimdb_tar(tmp_path / "aclImdb_v1.tar.gz", splits)
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"aclImdb_v1\.tar\.gz: not a readable \.tar\.gz archive"):
+        load_path(archive)
+
+
+def test_archive_without_reviews_is_reported(tmp_path):
+    import tarfile
+
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with tarfile.open(tmp_path / "other.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "notes.txt", arcname="notes.txt")
+    with pytest.raises(SourceError, match=r"no reviews in aclImdb/train/pos"):
+        load_path(tmp_path / "other.tar.gz")
+
+
+@pytest.mark.parametrize("ending", [".csv", ".csv.gz", ".parquet"])
+def test_folder_with_train_and_test_files(tmp_path, splits, ending):
+    for split, frame in splits.items():
+        path = tmp_path / f"{split}{ending}"
+        if ending == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+    loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads")
+    pd.testing.assert_frame_equal(loaded.train, splits["train"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(loaded.test, splits["test"].reset_index(drop=True))
+
+
+def test_folder_with_train_csv_gz_only_has_no_test_split(tmp_path, splits):
+    splits["train"].to_csv(tmp_path / "train.csv.gz", index=False)
+    loaded = load_path(tmp_path)
+    assert loaded.test is None
+    pd.testing.assert_frame_equal(loaded.train, splits["train"])
+
+
+def test_folder_with_two_train_files_is_ambiguous(tmp_path, splits):
+    splits["train"].to_csv(tmp_path / "train.csv", index=False)
+    splits["train"].to_csv(tmp_path / "train.csv.gz", index=False)
+    with pytest.raises(SourceError, match=r"both train\.csv and train\.csv\.gz are present"):
+        load_path(tmp_path)
+
+
+def test_folder_without_reviews_says_what_it_found(tmp_path):
+    (tmp_path / "notes.md").write_text("hello")
+    with pytest.raises(
+        SourceError, match=r"no train file or aclImdb layout here \(found: notes\.md\)"
+    ):
+        load_path(tmp_path)
+
+
+def test_kaggle_style_single_csv_with_mixed_label_spellings(tmp_path):
+    # The 50k "IMDB Dataset.csv" has a space in its name and labels positive/negative; other
+    # exports use pos/neg or 1/0, in any case and with stray spaces.
+    frame = make_reviews(12, seed=3)
+    spellings = {
+        "positive": ["positive", " POS", "1", "Positive "],
+        "negative": ["neg", "0", "NEGATIVE"],
+    }
+    raw = frame.copy()
+    raw["sentiment"] = [
+        spellings[label][i % len(spellings[label])] for i, label in enumerate(frame["sentiment"])
+    ]
+    path = tmp_path / "IMDB Dataset.csv"
+    raw.to_csv(path, index=False)
+    loaded = load(_cfg(str(path)), tmp_path / "downloads")
+    assert loaded.test is None
+    pd.testing.assert_frame_equal(loaded.train, frame)
+
+
+def test_parquet_with_integer_labels_and_extra_columns(tmp_path):
+    frame = make_reviews(10, seed=4)
+    raw = pd.DataFrame(
+        {
+            "id": range(10),
+            "Review": frame["review"],
+            "SENTIMENT": (frame["sentiment"] == "positive").astype("int64"),
+        }
+    )
+    raw.to_parquet(tmp_path / "reviews.parquet", index=False)
+    pd.testing.assert_frame_equal(load_path(tmp_path / "reviews.parquet").train, frame)
+
+
+def test_csv_keeps_na_like_and_blank_reviews_as_text(tmp_path):
+    # "NA"/"null" are words here, and a blank review is for validation to flag, not for a reader
+    # to turn into a missing value.
+    path = tmp_path / "reviews.csv"
+    path.write_text('review,sentiment\nNA,pos\nnull,neg\n"",neg\n', encoding="utf-8")
+    assert load_path(path).train["review"].tolist() == ["NA", "null", ""]
+
+
+def test_unknown_labels_are_reported_with_values_counts_and_rows(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text(
+        "review,sentiment\na,pos\nb,neutral\nc,neg\nd,neutral\ne,\nf,2\n", encoding="utf-8"
+    )
+    with pytest.raises(SourceError) as err:
+        load_path(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert "4 of 6 rows have a sentiment other than positive/negative, pos/neg or 1/0" in message
+    assert "'neutral' x2 (rows 2, 4)" in message
+    assert "'' x1 (row 5)" in message
+    assert "'2' x1 (row 6)" in message
+
+
+def test_null_labels_and_reviews_in_parquet_are_reported(tmp_path):
+    path = tmp_path / "reviews.parquet"
+    pd.DataFrame({"review": ["a", "b"], "sentiment": ["pos", None]}).to_parquet(path)
+    with pytest.raises(SourceError, match=r"1 of 2 rows .*<empty> x1 \(row 2\)"):
+        load_path(path)
+    pd.DataFrame({"review": ["a", None], "sentiment": ["pos", "neg"]}).to_parquet(path)
+    with pytest.raises(SourceError, match=r"1 rows have no review text \(null\), first at row 2"):
+        load_path(path)
+
+
+def test_missing_column_lists_what_was_found(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,label\nfine,pos\n", encoding="utf-8")
+    with pytest.raises(
+        SourceError, match=r"missing column review and sentiment \(found: text, label\)"
+    ):
+        load_path(path)
+
+
+def test_non_utf8_csv_is_reported(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes("review,sentiment\ncafé crème,pos\n".encode("cp1252"))
+    with pytest.raises(
+        SourceError, match=r"reviews\.csv: not UTF-8 text .*0xe9.*re-save the file as UTF-8"
+    ):
+        load_path(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "cause"),
+    [
+        ("reviews.csv.gz", b"review,sentiment\nplain text, not gzip\n", "not a readable gzip file"),
+        ("reviews.csv", b'review,sentiment\n"never closed,pos\n', "not a readable CSV"),
+        ("reviews.csv", b"", "the file is empty"),
+        ("reviews.parquet", b"PAR1 not really parquet", "not a readable Parquet file"),
+        ("reviews.txt", b"review,sentiment\n", "unknown file type 'reviews.txt'"),
+    ],
+)
+def test_unreadable_files_are_reported(tmp_path, name, content, cause):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=rf"{path}: {cause}"):
+        load_path(path)
+
+
+def test_truncated_gzip_csv_is_reported(tmp_path):
+    path = tmp_path / "train.csv.gz"
+    data = gzip.compress(make_reviews(200, seed=5).to_csv(index=False).encode())
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"train\.csv\.gz: not a readable gzip file"):
+        load_path(path)
+
+
+def test_missing_path_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError) as err:
+        load(_cfg("no/such/data"), tmp_path / "downloads")
+    assert str(err.value).startswith("no/such/data: no such file or folder")
+    assert str(tmp_path / "no/such/data") in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "cause"),
+    [("", "ingest.source is empty"), ("ftp://host/x.csv", "unsupported scheme 'ftp'")],
+)
+def test_unusable_source_strings(tmp_path, source, cause):
+    with pytest.raises(SourceError, match=cause):
+        load(_cfg(source), tmp_path)
+
+
+def test_source_given_relative_to_home_is_expanded(tmp_path, monkeypatch, splits):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    splits["train"].to_csv(tmp_path / "reviews.csv", index=False)
+    assert len(load(_cfg("~/reviews.csv"), Path("unused")).train) == len(splits["train"])

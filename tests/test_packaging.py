@@ -1,0 +1,93 @@
+"""The project's packaging agrees with itself: conda.yaml mirrors pyproject.toml, every MLproject
+entry point has its stage module, the Makefile documents every target; and (slow) the conda.yaml
+environment really builds and runs an entry point with `mlflow run --env-manager uv`."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import mlflow
+import pytest
+import yaml
+from conftest import REPO_ROOT
+from support import make_reviews
+
+from steps import chain
+
+
+def _normalise(requirement: str) -> str:
+    return re.sub(r"\s+", "", requirement).lower()
+
+
+def test_conda_yaml_mirrors_pyproject_dependencies():
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    conda = yaml.safe_load((REPO_ROOT / "conda.yaml").read_text())
+    pip_deps = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    assert [_normalise(d) for d in pip_deps] == [
+        _normalise(d) for d in pyproject["project"]["dependencies"]
+    ]
+    python = next(d for d in conda["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_every_entry_point_runs_a_stage_module_that_exists():
+    project = yaml.safe_load((REPO_ROOT / "MLproject").read_text())
+    entry_points = project["entry_points"]
+    assert set(chain.PIPELINE) <= set(entry_points)
+    for name, spec in entry_points.items():
+        module = re.fullmatch(r"python -m steps\.(\w+)", spec["command"])
+        assert module, f"entry point {name!r} should run a stage module: {spec['command']!r}"
+        path = REPO_ROOT / "steps" / f"{module.group(1)}.py"
+        assert path.is_file(), f"entry point {name!r} runs a missing module {path}"
+        assert 'if __name__ == "__main__":' in path.read_text()
+
+
+def test_make_help_lists_every_target():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    documented = set(re.findall(r"^([a-z][a-z-]*):.*## ", makefile, flags=re.M))
+    assert targets == documented, f"targets without a ## comment: {targets - documented}"
+    out = subprocess.run(
+        ["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines()}
+    assert listed == targets
+
+
+@pytest.mark.slow
+def test_conda_yaml_environment_builds_and_runs_an_entry_point_with_uv(
+    project_copy, tracking_uri, tmp_path, monkeypatch
+):
+    """conda.yaml must not drift from what the code needs: build it from scratch and run ingest."""
+    source = tmp_path / "reviews.csv"
+    make_reviews(400).to_csv(source, index=False)
+    monkeypatch.setenv("MLFLOW_ENV_ROOT", str(tmp_path / "envs"))  # a fresh env, not a cached one
+    bin_dir = str(REPO_ROOT / ".venv" / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = subprocess.run(
+        [
+            "mlflow",
+            "run",
+            str(project_copy),
+            "-e",
+            "ingest",
+            "-P",
+            f"source={source}",
+            "--env-manager",
+            "uv",
+        ],
+        cwd=project_copy,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "envs").is_dir() and any((tmp_path / "envs").iterdir())
+    assert (project_copy / "data" / "ingested" / "train.parquet").is_file()
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    assert run.data.tags["mlflow.project.env"] == "uv"
+    assert run.info.status == "FINISHED"
