@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -17,10 +18,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 PROJECT_FILES = ("MLproject", "conda.yaml", "params.yaml", "steps", "pyfunc", "expectations")
 
 
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory) -> Path:
+    """One migrated, empty SQLite store per session; creating one costs seconds, copying it none."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("empty-store")
+    store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", (folder / "mlartifacts").as_uri())
+    store.engine.dispose()
+    return folder / "mlflow.db"
+
+
 @pytest.fixture
-def tracking_uri(tmp_path, monkeypatch) -> str:
+def tracking_uri(tmp_path, monkeypatch, _empty_store) -> str:
     """A fresh SQLite MLflow store in tmp_path, set for this process and its children."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(_empty_store, db)
+    with sqlite3.connect(db) as conn:  # the Default experiment's artifacts go to this test's tmp
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            ((tmp_path / "mlartifacts" / "0").as_uri(),),
+        )
+    uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # An experiment created without an explicit artifact location (mlflow.set_experiment in a
     # test) would otherwise put its artifacts in ./mlruns of whatever the working directory is;

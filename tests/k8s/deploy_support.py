@@ -1,0 +1,50 @@
+"""What the deploy tests share besides fixtures: the manifests' location and rendering, and the
+tiny pyfunc model whose versions stand in for the real model."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import mlflow
+import yaml
+
+from steps.paths import PROJECT_ROOT
+
+K8S_DIR = PROJECT_ROOT / "k8s"
+
+# A tiny real pyfunc: "positive" when a review contains one of its words. Versions differ by
+# their words, so a test can tell which version answered.
+MODEL_CODE = textwrap.dedent("""
+    import mlflow
+    import pandas as pd
+    from mlflow.pyfunc import PythonModel
+
+
+    class KeywordModel(PythonModel):
+        def load_context(self, context):
+            self.words = tuple(context.model_config["positive_words"])
+
+        def predict(self, context, model_input, params=None):
+            texts = model_input["text"].astype(str).str.lower()
+            hits = [any(w in t for w in self.words) for t in texts]
+            return pd.DataFrame({
+                "label": ["positive" if h else "negative" for h in hits],
+                "probability": [0.9 if h else 0.1 for h in hits],
+            })
+
+
+    mlflow.models.set_model(KeywordModel())
+""")
+# Version 2 no longer knows "best", so it and version 1 disagree on a smoke review.
+VERSION_WORDS = {1: ["wonderful", "best", "loved"], 2: ["wonderful", "loved"]}
+PIP_REQUIREMENTS = [f"mlflow=={mlflow.__version__}", "pandas"]  # skips requirement inference
+
+
+def kustomization_documents(directory: Path = K8S_DIR) -> list[dict]:
+    """Every document of every resource the kustomization lists, in order."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    documents = []
+    for resource in kustomization["resources"]:
+        documents += [d for d in yaml.safe_load_all((directory / resource).read_text()) if d]
+    return documents

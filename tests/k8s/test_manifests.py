@@ -1,0 +1,248 @@
+"""The manifests in k8s/: valid against the Kubernetes OpenAPI schemas, complete, consistent
+with params.yaml, and lined up with the image `mlflow models build-docker` makes.
+
+There is no `kustomize` binary here: the kustomizations use only `resources` (and, for the
+deployer, one `secretGenerator`), which `kustomization_documents` renders the way kustomize does
+(the listed files' documents, in order); a test checks that nothing else is used.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import mlflow
+import mlflow.models.container as serving_container
+import pytest
+import yaml
+from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomization_documents
+
+from steps import cli, deploy
+from steps.config import load_params
+from steps.deploy_plan import SLOTS
+from steps.paths import PROJECT_ROOT
+
+CFG = load_params(PROJECT_ROOT / "params.yaml").deploy
+DEPLOYER_DIR = K8S_DIR / "deployer"
+KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources"}
+
+
+def by_kind(documents: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+@pytest.fixture(scope="module")
+def deployer_manifests() -> list[dict]:
+    return kustomization_documents(DEPLOYER_DIR)
+
+
+def test_every_manifest_validates_against_the_current_kubernetes_schemas(
+    manifests, deployer_manifests
+):
+    version = kubernetes_validate.latest_version()
+    assert version >= "1.37"
+    for document in manifests + deployer_manifests:
+        # strict: an unknown or misspelt field is an error, not silently dropped
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kustomizations_list_every_manifest_and_use_nothing_else():
+    for directory, extra in (
+        (K8S_DIR, set()),
+        (DEPLOYER_DIR, {"secretGenerator", "generatorOptions"}),
+    ):
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert set(kustomization) <= KUSTOMIZE_FIELDS | extra
+        listed = set(kustomization["resources"])
+        on_disk = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        assert listed == on_disk, directory
+    generator = yaml.safe_load((DEPLOYER_DIR / "kustomization.yaml").read_text())["secretGenerator"]
+    assert generator == [
+        {"name": "imdb-sentiment-tracking", "namespace": CFG.namespace, "envs": [".env"]}
+    ]
+    # The credentials file is git-ignored; only the example with placeholders is committed.
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(DEPLOYER_DIR / ".env")], cwd=PROJECT_ROOT
+    )
+    assert ignored.returncode == 0
+    example = (DEPLOYER_DIR / ".env.example").read_text()
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(
+        re.findall(r"^([A-Z_]+)=", example, re.M)
+    )
+    assert re.search(r"^MLFLOW_TRACKING_PASSWORD=<token>$", example, re.M)
+
+
+def test_the_serving_set_is_complete(manifests):
+    kinds = sorted(d["kind"] for d in manifests)
+    assert kinds == sorted(
+        ["Namespace", "Deployment", "Deployment", "Service", "Service", "HorizontalPodAutoscaler",
+         "HorizontalPodAutoscaler", "PodDisruptionBudget", "PodDisruptionBudget", "NetworkPolicy"]
+    )  # fmt: skip
+    assert "Secret" not in kinds  # nothing secret in the serving set at all
+    for document in manifests:
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == CFG.namespace
+
+
+def test_slots_and_services_match_params_and_each_other(manifests):
+    deployments = by_kind(manifests, "Deployment")
+    assert set(deployments) == {deploy.deployment_name(CFG, s) for s in SLOTS}
+    for slot in SLOTS:
+        d = deployments[deploy.deployment_name(CFG, slot)]
+        assert d["spec"]["selector"]["matchLabels"] == {"app": CFG.app, deploy.SLOT_LABEL: slot}
+        assert (
+            d["spec"]["selector"]["matchLabels"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        )
+        assert "replicas" not in d["spec"]  # the HPA owns it
+        assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        c = container(d)
+        assert c["name"] == CFG.container
+        assert c["image"].rsplit(":", 1)[0] == deploy.image_ref(CFG, 1).rsplit(":", 1)[0]
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert env[deploy.WORKERS_ENV] == str(CFG.workers)
+    # Apart from their slot, the two Deployments are the same object.
+    blue, green = (yaml.safe_dump(deployments[deploy.deployment_name(CFG, s)]) for s in SLOTS)
+    assert blue.replace("blue", "green") == green
+
+    services = by_kind(manifests, "Service")
+    live, preview = services[CFG.app], services[deploy.preview_service(CFG)]
+    assert live["spec"]["selector"] == {"app": CFG.app, "slot": "blue"}
+    assert preview["spec"]["selector"] == {"app": CFG.app, "slot": "green"}
+    for service in (live, preview):
+        (port,) = service["spec"]["ports"]
+        assert port["name"] == CFG.port_name and port["targetPort"] == "http"
+
+
+def test_port_and_probes_line_up_with_the_mlflow_image(manifests):
+    nginx = (Path(serving_container.__file__).parent / "scoring_server" / "nginx.conf").read_text()
+    (listen,) = re.findall(r"listen (\d+)", nginx)
+    routes = re.search(r"location ~ \^/\(([a-z|]+)\)", nginx).group(1).split("|")
+    assert int(listen) == serving_container.DEFAULT_NGINX_SERVER_PORT
+    assert "ping" in routes and "invocations" in routes
+    # The entrypoint reads the worker count from this variable, else one per CPU.
+    assert f'"{deploy.WORKERS_ENV}", cpu_count' in inspect.getsource(
+        serving_container._serve_pyfunc
+    )
+    for d in by_kind(manifests, "Deployment").values():
+        c = container(d)
+        (port,) = c["ports"]
+        assert port == {"name": "http", "containerPort": int(listen), "protocol": "TCP"}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"] == {"path": "/ping", "port": "http"}, probe
+
+
+def test_pods_are_non_root_and_restricted(manifests, deployer_manifests):
+    namespace = by_kind(manifests, "Namespace")[CFG.namespace]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for d in by_kind(manifests + deployer_manifests, "Deployment").values():
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] > 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        c = container(d)
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert {"requests", "limits"} <= set(c["resources"])
+        # A read-only root needs every path the process writes to be a volume.
+        volumes = {v["name"] for v in pod["volumes"]}
+        assert {m["name"] for m in c["volumeMounts"]} <= volumes
+        assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_autoscaling_disruption_and_network_policy_cover_both_slots(manifests):
+    deployments = by_kind(manifests, "Deployment")
+    hpas = by_kind(manifests, "HorizontalPodAutoscaler")
+    pdbs = by_kind(manifests, "PodDisruptionBudget")
+    for name, d in deployments.items():
+        target = hpas[name]["spec"]["scaleTargetRef"]
+        assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert hpas[name]["spec"]["minReplicas"] >= 2  # the idle slot stays a live rollback
+        assert pdbs[name]["spec"]["selector"]["matchLabels"] == d["spec"]["selector"]["matchLabels"]
+    (policy,) = by_kind(manifests, "NetworkPolicy").values()
+    selected = policy["spec"]["podSelector"]["matchLabels"].items()
+    assert all(
+        selected <= d["spec"]["template"]["metadata"]["labels"].items()
+        for d in deployments.values()
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["egress"] == []
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_credentials_only_come_from_the_secret(manifests, deployer_manifests):
+    assert not by_kind(manifests + deployer_manifests, "Secret")  # only the generator makes one
+    for d in by_kind(manifests + deployer_manifests, "Deployment").values():
+        for env in container(d).get("env", []):
+            if re.search(r"(?i)password|token|secret|key|credential|tracking", env["name"]):
+                assert "value" not in env, f"{env['name']} is inline in {d['metadata']['name']}"
+    (deployer,) = by_kind(deployer_manifests, "Deployment").values()
+    c = container(deployer)
+    assert c["envFrom"] == [{"secretRef": {"name": "imdb-sentiment-tracking"}}]
+    assert all("MLFLOW" not in e["name"] for e in c["env"])
+
+
+def test_deployer_image_and_arguments():
+    dockerfile = (DEPLOYER_DIR / "Dockerfile").read_text()
+    for line in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+        for source in line.split():
+            if source != "README.md":  # written by the lead with the final README
+                assert (PROJECT_ROOT / source).exists(), source
+    entrypoint = yaml.safe_load(re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.M).group(1))
+    assert entrypoint == ["python", "-m", "steps.deploy"]
+    (deployer,) = by_kind(kustomization_documents(DEPLOYER_DIR), "Deployment").values()
+    args = container(deployer)["args"]
+    assert args == yaml.safe_load(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
+    _, cfg, parsed = cli.parse("deploy", args, deploy.add_arguments)
+    assert parsed.watch is True and cfg.build is False
+
+
+@pytest.mark.slow  # runs the real `mlflow models generate-dockerfile` (about 10 s)
+def test_build_command_and_generated_dockerfile_match_the_manifests(
+    tmp_path, model_code, manifests
+):
+    """`mlflow models generate-dockerfile` (what build-docker builds) on a tiny real model."""
+    model = tmp_path / "model"
+    mlflow.pyfunc.save_model(
+        model, python_model=str(model_code), model_config={"positive_words": VERSION_WORDS[1]},
+        pip_requirements=PIP_REQUIREMENTS,
+    )  # fmt: skip
+    command = deploy.build_command(str(model), "unused:1")
+    assert command[1:6] == ["-m", "mlflow", "models", "build-docker", "-m"]
+    assert command[-2:] == ["--env-manager", "local"]
+    out = tmp_path / "context"
+    generate = [sys.executable, "-m", "mlflow", "models", "generate-dockerfile", "-m", str(model),
+                "-d", str(out), *command[command.index("--env-manager"):]]  # fmt: skip
+    subprocess.run(generate, check=True, capture_output=True, timeout=300)
+
+    dockerfile = (out / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11[.\d]*-slim$", dockerfile, re.M)
+    assert f"RUN pip install mlflow=={mlflow.__version__}" in dockerfile  # same nginx.conf as ours
+    assert "COPY model_dir/model /opt/ml/model" in dockerfile
+    assert "ENV MLFLOW_DISABLE_ENV_CREATION=True" in dockerfile
+    (entrypoint,) = re.findall(r"^ENTRYPOINT (.+)$", dockerfile, re.M)
+    assert (
+        shlex.split(entrypoint)[-1].endswith("C._serve('local')\"]")
+        or "C._serve('local')" in entrypoint
+    )
+    exposed = {int(p) for p in re.findall(r"^EXPOSE (\d+)", dockerfile, re.M)}
+    ports = {
+        container(d)["ports"][0]["containerPort"] for d in by_kind(manifests, "Deployment").values()
+    }
+    assert ports == {serving_container.DEFAULT_NGINX_SERVER_PORT}
+    assert exposed <= ports  # mlflow's Dockerfile exposes nothing today; if it does, it must agree
+    # The model is baked in: the pods need no tracking server and no credentials.
+    assert (out / "model_dir" / "model" / "MLmodel").is_file()
