@@ -9,7 +9,10 @@ SOURCE ?=
 
 # The venv's bin comes first so `mlflow`, `uvicorn` and `dvc` are the project's own.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# With DAGSHUB_REPO set, steps/tracking.py derives the DagsHub tracking URI itself: don't pin one.
+ifndef DAGSHUB_REPO
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+endif
 export MLFLOW_EXPERIMENT_NAME ?= imdb-sentiment
 
 .PHONY: help install run test test-fast lint format bench clean
@@ -49,3 +52,53 @@ bench: $(STAMP) ## benchmarks: print tables of speed, memory and accuracy
 
 clean: ## remove pipeline outputs (data/ingested, reports, models); keeps downloads and mlflow.db
 	rm -rf data/ingested data/validated.json reports models
+
+.PHONY: deploy deploy-plan deploy-rollback
+IMAGE ?=
+
+deploy: $(STAMP) ## roll the registry's champion out blue/green (k8s/); IMAGE=... skips the build
+	$(PY) -m steps.deploy $(if $(IMAGE),--image '$(IMAGE)')
+
+deploy-plan: $(STAMP) ## print what `make deploy` would do, touching nothing
+	$(PY) -m steps.deploy --dry-run $(if $(IMAGE),--image '$(IMAGE)')
+
+deploy-rollback: $(STAMP) ## switch the live Service back to the other slot, at once
+	$(PY) -m steps.deploy --rollback
+
+.PHONY: serve models promote rollback dockerfile image
+PORT ?= 5001
+WORKERS ?= 1
+VERSION ?=
+# Read from params.yaml only when a target below needs it (one source of truth for the name).
+MODEL_NAME = $(shell $(PY) -c 'from steps.config import load_params; print(load_params().register.model_name)')
+DOCKER_DIR ?= build/docker
+
+serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1)
+	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
+		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
+
+models: $(STAMP) ## list the registered versions: aliases, promotion decisions, metrics
+	$(PY) -m steps.registry
+
+promote: $(STAMP) ## latest version vs @champion (promote.* in params.yaml); VERSION=N by hand
+	$(PY) -m steps.promote $(if $(VERSION),--version '$(VERSION)')
+
+rollback: $(STAMP) ## move @champion back to @previous
+	$(PY) -m steps.promote --rollback
+
+dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion to DOCKER_DIR
+	mlflow models generate-dockerfile -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
+		-d $(DOCKER_DIR)
+
+image: $(STAMP) ## build imdb-sentiment:<champion version> with Docker (needs a Docker engine)
+	mlflow models build-docker -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
+		-n '$(MODEL_NAME):$(shell $(PY) -m steps.registry --champion)'
+
+.PHONY: compare repro
+METRIC ?=
+
+compare: $(STAMP) ## table + chart of the experiment's best runs (reports/compare.*); METRIC=val_f1
+	$(PY) -m steps.compare $(if $(METRIC),--metric '$(METRIC)')
+
+repro: $(STAMP) ## dvc repro: rerun only the stages whose code, data or params changed (dvc.yaml)
+	dvc repro

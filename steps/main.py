@@ -12,8 +12,6 @@ import argparse
 import logging
 import sys
 
-import mlflow
-
 from steps import chain, cli, tracking
 from steps.config import Params, load_params, section_fields
 from steps.errors import ConfigError, StageError
@@ -23,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """Turn `--KEY VALUE` pairs into {stage: {field: value}}, rejecting unknown or ambiguous keys."""
+    """Turn `--KEY VALUE` pairs into {stage: {field: value}}; unknown or ambiguous keys fail."""
     owners: dict[str, list[str]] = {}
     for section, cls in section_fields(Params).items():
         for name in section_fields(cls):

@@ -26,6 +26,16 @@ VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"  # GX Data Docs site (index.h
 VALIDATION_RESULT_FILE_NAME = "validation_result.json"
 COMPARE_TABLE = REPORTS_DIR / "compare.md"
 COMPARE_PLOT = REPORTS_DIR / "compare.png"
+TRAIN_METRICS_FILE = REPORTS_DIR / "train_metrics.json"  # validation metrics of the train stage
+METRICS_FILE = REPORTS_DIR / "metrics.json"  # evaluate's test metrics + behavioural verdict
+EVAL_REPORT_FILE = METRICS_FILE  # (the name register reads it by)
+PLOTS_DIR = REPORTS_DIR / "plots"  # evaluate's PNGs and the CSV/JSON data behind them
+MISCLASSIFIED_FILE = REPORTS_DIR / "misclassified.csv"
+BEHAVIOURAL_FILE = REPORTS_DIR / "behavioural.json"  # every behavioural case and its outcome
+
+MODELS_DIR = Path("models")
+MODEL_DIR = MODELS_DIR / "model"  # the trained pyfunc model (mlflow.pyfunc.save_model)
+TRAINED_MODEL_INFO_FILE = MODELS_DIR / "model.json"  # train's run id and logged model URI
 
 TRACKING_DB = Path("mlflow.db")
 ARTIFACTS_DIR = Path("mlartifacts")

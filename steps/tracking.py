@@ -4,6 +4,16 @@ Default: a project-local SQLite store (`sqlite:///mlflow.db`) with artifacts in 
 never the deprecated `./mlruns` file store. `MLFLOW_TRACKING_URI` and `MLFLOW_EXPERIMENT_NAME`
 (or the `MLFLOW_EXPERIMENT_ID`/`MLFLOW_RUN_ID` that `mlflow run` passes down) take precedence.
 Nothing here runs on import: stage CLIs call `configure()` first.
+
+Where runs and registered models go (`resolve_target`), first match wins:
+1. `MLFLOW_TRACKING_URI` set: runs go there (credentials: MLflow's own `MLFLOW_TRACKING_USERNAME`
+   and `MLFLOW_TRACKING_PASSWORD`).
+2. `DAGSHUB_REPO=owner/name` (+ `DAGSHUB_USER_TOKEN`, optional `DAGSHUB_USERNAME`): runs go to
+   `https://dagshub.com/owner/name.mlflow` with basic auth (`DAGSHUB_MLFLOW_URL` overrides the URL,
+   `DAGSHUB_CLIENT_HOST` the host of a self-hosted DagsHub).
+3. Otherwise the local SQLite store above.
+Registered models go to `MLFLOW_REGISTRY_URI` when set; else, when runs go to DagsHub (whose
+hosted MLflow has no Model Registry), to the local SQLite store; else to the tracking store.
 """
 
 from __future__ import annotations
@@ -14,12 +24,16 @@ import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from steps.errors import StageError
 from steps.paths import ARTIFACTS_DIR, PROJECT_ROOT, TRACKING_DB
 
 log = logging.getLogger(__name__)
@@ -28,13 +42,92 @@ EXPERIMENT_NAME = "imdb-sentiment"
 DEFAULT_TRACKING_URI = f"sqlite:///{TRACKING_DB}"
 
 
+DAGSHUB_HOST = "https://dagshub.com"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where runs and registered models go, and why (`origin` names the deciding variable)."""
+
+    tracking_uri: str
+    registry_uri: str | None  # None: MLflow's default, the tracking store itself
+    origin: str
+    username: str | None = None  # basic-auth credentials to export for MLflow (DagsHub only)
+    password: str | None = None
+
+
+def resolve_target(env: Mapping[str, str]) -> Target:
+    """Decide the tracking and registry stores from environment variables (see module doc)."""
+    registry = env.get("MLFLOW_REGISTRY_URI") or None
+    if uri := env.get("MLFLOW_TRACKING_URI"):
+        if registry is None and _is_dagshub(uri, env):
+            registry = DEFAULT_TRACKING_URI
+        return Target(uri, registry, origin="MLFLOW_TRACKING_URI")
+    if repo := env.get("DAGSHUB_REPO"):
+        owner, _, name = repo.strip().strip("/").partition("/")
+        if not owner or not name or "/" in name:
+            raise StageError(
+                f"DAGSHUB_REPO={repo!r} must be owner/name (e.g. alice/imdb-sentiment)"
+            )
+        token = env.get("DAGSHUB_USER_TOKEN")
+        if not token:
+            raise StageError(
+                f"DAGSHUB_REPO={repo} is set but DAGSHUB_USER_TOKEN is not: create a token in"
+                " DagsHub user settings (Tokens) and export it, or unset DAGSHUB_REPO"
+            )
+        host = (env.get("DAGSHUB_CLIENT_HOST") or DAGSHUB_HOST).rstrip("/")
+        url = env.get("DAGSHUB_MLFLOW_URL") or f"{host}/{owner}/{name}.mlflow"
+        return Target(
+            url,
+            registry or DEFAULT_TRACKING_URI,
+            origin=f"DAGSHUB_REPO={repo}",
+            # DagsHub accepts user:token (its client looks the user up) and token:token (what its
+            # client writes for DVC remotes), so the user name is optional.
+            username=env.get("DAGSHUB_USERNAME") or token,
+            password=token,
+        )
+    return Target(DEFAULT_TRACKING_URI, registry, origin="default")
+
+
+def _is_dagshub(uri: str, env: Mapping[str, str]) -> bool:
+    host = urlparse(uri).hostname or ""
+    dagshub = urlparse(env.get("DAGSHUB_CLIENT_HOST") or DAGSHUB_HOST).hostname or ""
+    return uri.startswith(("http://", "https://")) and (host == dagshub or uri.endswith(".mlflow"))
+
+
 def configure() -> str:
-    """Point MLflow at the tracking store and experiment; return the experiment id."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    artifact_root = local_artifact_root(uri)
-    if artifact_root and not _sqlite_path(uri).exists():
-        _bootstrap_local_store(uri, artifact_root)
+    """Point MLflow at the tracking store, registry and experiment; return the experiment id.
+
+    A tracking server that refuses the credentials or cannot be reached is a one-line StageError.
+    """
+    target = resolve_target(os.environ)
+    uri = target.tracking_uri
+    if target.username is not None:
+        # MLflow reads basic-auth credentials from these per request; children inherit them.
+        os.environ["MLFLOW_TRACKING_USERNAME"] = target.username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = target.password or ""
+    for store in {uri, target.registry_uri} - {None}:
+        artifact_root = local_artifact_root(store)
+        if artifact_root and not _sqlite_path(store).exists():
+            _bootstrap_local_store(store, artifact_root)
     mlflow.set_tracking_uri(uri)
+    # Both setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI for child processes.
+    mlflow.set_registry_uri(target.registry_uri)
+    if target.origin != "default":
+        log.info(
+            "tracking runs at %s (%s), models registered at %s",
+            _safe(uri),
+            target.origin,
+            _safe(target.registry_uri or uri),
+        )
+    try:
+        return _set_experiment(uri)
+    except MlflowException as exc:
+        raise StageError(_explain(exc, target)) from None
+
+
+def _set_experiment(uri: str) -> str:
+    artifact_root = local_artifact_root(uri)
     if experiment_id := os.environ.get("MLFLOW_EXPERIMENT_ID"):
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
@@ -49,6 +142,33 @@ def configure() -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _explain(exc: MlflowException, target: Target) -> str:
+    """One line saying what the tracking server said and which variables to check."""
+    where = f"tracking server {_safe(target.tracking_uri)}"
+    check = (
+        "DAGSHUB_USER_TOKEN (and DAGSHUB_USERNAME, if set)"
+        if target.username is not None
+        else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    )
+    status = exc.get_http_status_code()
+    if status == 401:
+        return f"{where} rejected the credentials (HTTP 401): check {check}"
+    if status == 403:
+        return f"{where} refused access (HTTP 403): the user of {check} lacks permission"
+    first = " ".join(str(exc.message).split())[:300]
+    return f"{where} ({target.origin}) failed: {first}"
+
+
+def _safe(uri: str) -> str:
+    """The URI without any user:password part, for logs and error messages."""
+    parsed = urlparse(uri)
+    if parsed.password is None and parsed.username is None:
+        return uri
+    return parsed._replace(
+        netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+    ).geturl()
 
 
 def local_artifact_root(uri: str) -> Path | None:
@@ -135,6 +255,11 @@ def git_commit(repo: Path = PROJECT_ROOT) -> str | None:
 
 
 if __name__ == "__main__":  # `python -m steps.tracking`: create the store and experiment
+    import sys
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    experiment = configure()
-    print(f"tracking store {mlflow.get_tracking_uri()}, experiment id {experiment}")
+    try:
+        experiment = configure()
+    except StageError as exc:
+        sys.exit(f"error: tracking: {exc}")
+    print(f"tracking store {_safe(mlflow.get_tracking_uri())}, experiment id {experiment}")

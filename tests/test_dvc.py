@@ -1,0 +1,296 @@
+"""DVC: dvc.yaml mirrors MLproject and params.yaml; `dvc repro` in a temporary git repository runs
+the real stages on small data written here; push/pull go to the default local remote (from a fresh
+clone) and to moto's S3 server on 127.0.0.1; `dvc exp run -S train.C=...` reruns only what it must.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from conftest import PROJECT_FILES, REPO_ROOT
+from support import free_port, make_reviews
+
+from steps import chain
+from steps.config import Params, section_fields
+
+# The stages that turn files into files. register and promote change the Model Registry, not
+# files, so they stay `mlflow run` entry points (main runs them after these).
+DVC_STAGES = ("ingest", "validate", "train", "evaluate")
+DVC_FILES = ("dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore")
+ROWS = 800  # 640 train / 160 test: enough to learn, validate and evaluate in seconds
+MIN_ROWS = 100  # validate.min_rows for that small set (the real default expects 25k reviews)
+C_VALUE = "0.37"  # an unusual value, so the logged param can only come from this experiment
+
+
+def load_dvc_yaml() -> dict:
+    return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+
+
+def declared(stage: dict, *kinds: str) -> list[str]:
+    """The paths a stage declares as outs/metrics/plots (entries may carry options)."""
+    kinds = kinds or ("outs", "metrics", "plots")
+    return [next(iter(e)) if isinstance(e, dict) else e for k in kinds for e in stage.get(k, [])]
+
+
+# Static checks: cheap, run always.
+
+
+def test_dvc_yaml_has_the_mlproject_pipeline_stages_with_the_same_cli():
+    stages = load_dvc_yaml()["stages"]
+    mlproject = yaml.safe_load((REPO_ROOT / "MLproject").read_text())["entry_points"]
+    assert tuple(stages) == DVC_STAGES
+    assert chain.PIPELINE[: len(DVC_STAGES)] == DVC_STAGES
+    for name, stage in stages.items():
+        assert stage["cmd"] == mlproject[name]["command"] == f"python -m steps.{name}"
+        assert f"steps/{name}.py" in stage["deps"]
+
+
+def test_each_stage_lists_exactly_the_params_of_its_section():
+    """Every stage reads its whole params.yaml section (the CLI loads it into one dataclass)."""
+    sections = section_fields(Params)
+    for name, stage in load_dvc_yaml()["stages"].items():
+        listed = set(stage.get("params", []))
+        assert listed == {f"{name}.{field}" for field in section_fields(sections[name])}, name
+
+
+def test_stage_deps_and_outs_exist_and_chain():
+    stages = load_dvc_yaml()["stages"]
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    produced: set[str] = set()
+    for name, stage in stages.items():
+        for dep in stage["deps"]:
+            dep = re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: params[m[1]][m[2]], dep)
+            assert (REPO_ROOT / dep).exists() or dep in produced, f"{name}: {dep}"
+        produced.update(declared(stage))
+
+
+def test_default_remote_is_a_local_folder_beside_the_checkout_without_credentials():
+    config = (REPO_ROOT / ".dvc" / "config").read_text()
+    assert re.search(r"^\s*remote = local$", config, re.M)
+    assert re.search(r"^\s*url = \.\./\.\./dvc-storage$", config, re.M)  # relative to .dvc/
+    assert not re.search(r"password|secret|access_key|token", config, re.I)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", ".dvc/config.local"], cwd=REPO_ROOT, check=False
+    )
+    assert ignored.returncode == 0, ".dvc/config.local must be git-ignored (credentials go there)"
+
+
+# The real pipeline in a temporary git repository.
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def outputs(repo: Path) -> list[Path]:
+    """Every file the pipeline's outs, metrics and plots hold (to compare after a pull)."""
+    paths = []
+    for stage in load_dvc_yaml()["stages"].values():
+        for out in declared(stage):
+            path = repo / out
+            paths.extend(
+                sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            )
+    return paths
+
+
+@dataclasses.dataclass
+class Pipeline:
+    repo: Path
+    env: dict[str, str]
+    tracking_uri: str
+    first_repro: str
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Pipeline:
+    """The project copied into a fresh git repo, params pointed at small data, `dvc repro` done."""
+    root = tmp_path_factory.mktemp("dvc")
+    repo = root / "repo"
+    repo.mkdir()
+    for name in PROJECT_FILES + DVC_FILES:
+        src, dest = REPO_ROOT / name, repo / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest)
+    source = root / "reviews.csv"
+    make_reviews(ROWS, seed=1).to_csv(source, index=False)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ingest"].update(source=str(source), sha256="")
+    params["validate"]["min_rows"] = MIN_ROWS
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "DAGSHUB_", "AWS_", "DVC_", "GIT_"))
+    }
+    env.update(
+        PATH=f"{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        MLFLOW_TRACKING_URI=tracking_uri,
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
+        # No AWS credentials but what a test puts in .dvc/config.local.
+        AWS_CONFIG_FILE=str(root / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(root / "no-aws-credentials"),
+    )
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "project"], repo, env)
+    first = run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "dvc repro"], repo, env)
+    return Pipeline(repo, env, tracking_uri, first.stdout + first.stderr)
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.mark.slow
+def test_repro_runs_every_stage_and_a_second_repro_does_nothing(pipeline):
+    assert stages_run(pipeline.first_repro) == list(DVC_STAGES)
+    for path in outputs(pipeline.repo):
+        assert path.is_file() and path.stat().st_size > 0, path
+    lock = (pipeline.repo / "dvc.lock").read_text()
+
+    again = run(["dvc", "repro"], pipeline.repo, pipeline.env)
+    assert stages_run(again.stdout) == []
+    assert "Data and pipelines are up to date" in again.stdout
+    assert (pipeline.repo / "dvc.lock").read_text() == lock
+    status = run(["dvc", "status", "--json"], pipeline.repo, pipeline.env)
+    assert json.loads(status.stdout) == {}
+
+    # Each stage logged to the one MLflow experiment, like `mlflow run` does.
+    client = mlflow.MlflowClient(pipeline.tracking_uri)
+    experiment = client.get_experiment_by_name("imdb-sentiment")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["stage"] for r in runs) == sorted(DVC_STAGES)
+
+
+@pytest.mark.slow
+def test_metrics_and_plots_are_what_evaluate_wrote(pipeline):
+    stages = load_dvc_yaml()["stages"]
+    (metrics_file,) = declared(stages["evaluate"], "metrics")
+    assert metrics_file == "reports/metrics.json"
+    shown = json.loads(
+        run(["dvc", "metrics", "show", "--json"], pipeline.repo, pipeline.env).stdout
+    )
+    written = json.loads((pipeline.repo / metrics_file).read_text())
+    assert shown[""]["data"][metrics_file]["data"] == written
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline.repo, pipeline.env).stdout)
+    assert set(plots["data"]) == set(declared(stages["evaluate"], "plots"))
+    for name in ("roc.csv", "precision_recall.csv", "predictions.csv"):
+        assert f"reports/plots/{name}" in plots["data"]
+
+
+@pytest.mark.slow
+def test_push_to_the_default_local_remote_and_pull_into_a_fresh_clone(pipeline):
+    run(["dvc", "push"], pipeline.repo, pipeline.env)
+    storage = pipeline.repo.parent / "dvc-storage"  # ../dvc-storage, beside the checkout
+    assert any(p.is_file() for p in storage.rglob("*"))
+
+    clone = pipeline.repo.parent / "clone"
+    run(["git", "clone", "-q", str(pipeline.repo), str(clone)], pipeline.repo.parent, pipeline.env)
+    run(["dvc", "pull"], clone, pipeline.env)
+    for path in outputs(pipeline.repo):
+        assert filecmp.cmp(path, clone / path.relative_to(pipeline.repo), shallow=False), path
+    assert json.loads(run(["dvc", "status", "--json"], clone, pipeline.env).stdout) == {}
+
+
+@pytest.fixture
+def moto_s3():
+    """moto's S3 server on a free loopback port, stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_push_and_pull_through_an_s3_remote_with_credentials_only_in_config_local(
+    pipeline, moto_s3
+):
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_s3,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="imdb-dvc")
+    repo, env = pipeline.repo, pipeline.env
+    run(["dvc", "remote", "add", "s3", "s3://imdb-dvc/cache"], repo, env)
+    run(["dvc", "remote", "modify", "s3", "endpointurl", moto_s3], repo, env)
+    run(["dvc", "remote", "modify", "--local", "s3", "access_key_id", "testing"], repo, env)
+    run(["dvc", "remote", "modify", "--local", "s3", "secret_access_key", "testing"], repo, env)
+    try:
+        assert "testing" not in (repo / ".dvc" / "config").read_text()
+        assert "secret_access_key" in (repo / ".dvc" / "config.local").read_text()
+
+        run(["dvc", "push", "-r", "s3"], repo, env)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="imdb-dvc")["Contents"]]
+        assert keys and all(k.startswith("cache/files/md5/") for k in keys)
+
+        saved = {p: p.read_bytes() for p in outputs(repo)}
+        shutil.rmtree(repo / ".dvc" / "cache")
+        for path in saved:
+            path.unlink()
+        run(["dvc", "pull", "-r", "s3"], repo, env)
+        assert {p: p.read_bytes() for p in saved} == saved
+        assert json.loads(run(["dvc", "status", "--json"], repo, env).stdout) == {}
+    finally:
+        (repo / ".dvc" / "config.local").unlink(missing_ok=True)  # only the s3 credentials
+        run(["dvc", "remote", "remove", "s3"], repo, env)
+
+
+@pytest.mark.slow
+def test_exp_run_with_a_new_C_reruns_only_train_and_evaluate_and_logs_it(pipeline):
+    """Last in this module: the experiment's results stay in the workspace."""
+    result = run(["dvc", "exp", "run", "-S", f"train.C={C_VALUE}"], pipeline.repo, pipeline.env)
+    assert stages_run(result.stdout) == ["train", "evaluate"]
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], pipeline.repo, pipeline.env).stdout)
+    listed = [
+        rev["data"]["params"]["params.yaml"]["data"]["train"]["C"]
+        for commit in shown
+        for exp in commit.get("experiments") or []
+        for rev in exp["revs"]
+    ]
+    assert float(C_VALUE) in listed, f"dvc exp show does not list train.C={C_VALUE}: {listed}"
+
+    client = mlflow.MlflowClient(pipeline.tracking_uri)
+    experiment = client.get_experiment_by_name("imdb-sentiment")
+    trained = client.search_runs(
+        [experiment.experiment_id], "tags.stage = 'train'", order_by=["attributes.start_time DESC"]
+    )
+    assert len(trained) == 2  # the first repro's and the experiment's
+    assert trained[0].data.params["C"] == C_VALUE
