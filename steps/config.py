@@ -26,7 +26,7 @@ class IngestConfig:
     """Where the reviews come from and how a missing test split is made."""
 
     source: str
-    sha256: str  # expected checksum of an https download; "" skips the check
+    sha256: str  # expected checksum of the https download of `source`; "" skips the check
     test_size: float  # fraction held out when the source has no test split
     seed: int
     s3_endpoint_url: str  # S3-compatible endpoint; "" = AWS (or AWS_ENDPOINT_URL)
@@ -37,9 +37,10 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    """Bounds for the Great Expectations suite (the suite JSON refers to them by name)."""
+    """The Great Expectations suites and the bounds their JSON refers to by name."""
 
-    suite: str
+    suite: str  # run on each split
+    train_test_suite: str  # run on both splits stacked (train/test overlap)
     min_rows: int
     min_review_chars: int
     max_review_chars: int
@@ -56,12 +57,87 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class PromoteConfig:
+    """When a registered candidate replaces `champion` (steps/promote.py)."""
+
+    metric: str  # primary metric, measured for both models on the same data: accuracy|f1|roc_auc
+    min_gain: float  # the candidate must beat the champion by at least this much (absolute)
+    eval_data: str  # "" = the ingested test split; else a Parquet/CSV file (review, sentiment)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """How `compare` ranks the experiment's runs and what it shows."""
+
+    metric: str  # rank by this run metric
+    higher_is_better: bool
+    top_n: int  # rows in the table (the chart shows every run)
+    stage: str  # only runs tagged stage=<this>; "" = every run that logged the metric
+    key_metrics: tuple[str, ...]  # shown beside the ranking metric
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Blue/green deployment on Kubernetes, driven by the registry's `champion` alias."""
+
+    namespace: str
+    app: str  # Deployments <app>-blue/<app>-green, Services <app> (live) and <app>-preview
+    container: str  # the serving container's name in both Deployments
+    port_name: str  # the Services' port name, used by the smoke test's service proxy call
+    image_registry: str  # images are pushed as <image_registry>/<image_repository>:<version>
+    image_repository: str
+    build: bool  # build and push the image; false = CI has pushed <registry>/<repo>:<version>
+    workers: int  # MLFLOW_MODELS_WORKERS in each pod (the image otherwise runs one per node CPU)
+    rollout_timeout: float  # seconds for the idle slot to become ready
+    poll_interval: float  # seconds between rollout status checks
+    request_timeout: float  # seconds for one Kubernetes API call or smoke-test request
+    smoke_reviews: tuple[str, ...]  # sent through the preview Service before the switch
+    text_column: str  # the model's input column
+    label_field: str  # the field of each prediction that holds the label
+    watch_interval: float  # seconds between registry polls in --watch
+    context: str  # kubeconfig context; "" = current context (or in-cluster config)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The model recipe (pyfunc.pipeline.build_pipeline) and how it is validated."""
+
+    val_fraction: float  # share of the ingested train split held out for validation metrics
+    seed: int  # of the stratified validation split
+    refit_full: bool  # after validating, refit on the whole train split (that model ships)
+    negation: bool  # mark negation scope (NLTK mark_negation) before counting n-grams
+    negation_view: bool  # also average in an NB model on negation-marked n-grams
+    ngram_range: tuple[int, int]  # word n-gram sizes (low, high)
+    min_df: int  # keep n-grams found in at least this many training reviews
+    max_features: int | None  # keep at most this many n-grams (most frequent); null = all
+    char_ngram_range: tuple[int, int] | None  # extra char n-grams (low, high); null = none
+    views: tuple[str, ...]  # feature weightings averaged: nb, tfidf, nb_tfidf
+    classifier: str  # logistic | svm (linear SVM, sigmoid-calibrated probabilities)
+    C: float  # inverse regularisation strength of each view's classifier
+    nb_alpha: float  # smoothing of the Naive-Bayes log-count ratio
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Test-split scoring, reports and the behavioural checks."""
+
+    batch_size: int  # reviews per predict call (the progress bar advances per batch)
+    worst_examples: int  # most confidently wrong test reviews saved as a CSV artifact
+    min_check_pass_rate: float  # each behavioural suite must pass at least this share
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of params.yaml."""
 
     ingest: IngestConfig
     validate: ValidateConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
     register: RegisterConfig
+    promote: PromoteConfig
+    deploy: DeployConfig
+    compare: CompareConfig
 
 
 T = TypeVar("T")
@@ -131,9 +207,9 @@ def _coerce(value: Any, typ: Any, key: str, origin: str, *, from_text: bool) -> 
     origin_type = typing.get_origin(typ)
     if origin_type in (typing.Union, types.UnionType):
         options = typing.get_args(typ)
-        if value is None or (from_text and value.lower() in ("", "none", "null")):
-            if type(None) in options:
-                return None
+        is_null = value is None or (from_text and value.lower() in ("", "none", "null"))
+        if is_null and type(None) in options:
+            return None
         errors = []
         for option in options:
             if option is type(None):
@@ -152,9 +228,8 @@ def _coerce(value: Any, typ: Any, key: str, origin: str, *, from_text: bool) -> 
             args = (args[0],) * len(items)
         elif len(items) != len(args):
             raise _type_error(key, origin, value, f"a list of {len(args)} values")
-        return tuple(
-            _coerce(v, t, key, origin, from_text=from_text) for v, t in zip(items, args, strict=True)
-        )
+        pairs = zip(items, args, strict=True)
+        return tuple(_coerce(v, t, key, origin, from_text=from_text) for v, t in pairs)
     if typ is bool:
         if from_text and value.lower() in ("true", "1", "yes"):
             return True

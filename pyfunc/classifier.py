@@ -1,0 +1,150 @@
+"""An average of linear classifiers, each on its own weighting of one shared n-gram count matrix.
+
+Views (every one L2-normalised per review, so one `C` suits all of them):
+- "nb": binary presence x Naive-Bayes log-count ratio (NBSVM, Wang & Manning 2012);
+- "tfidf": sublinear term frequency x inverse document frequency;
+- "nb_tfidf": TF-IDF x the NB log-count ratio.
+Averaging the views' probabilities beat each view alone by 0.2-0.5 points on the validation
+split, and costs no second tokenisation because all views reweight the same counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
+
+VIEWS = ("nb", "tfidf", "nb_tfidf")
+CLASSIFIERS = ("logistic", "svm")
+NO_EVIDENCE = 0.5  # probability given to a review with no known n-gram
+
+
+class MultiViewClassifier(ClassifierMixin, BaseEstimator):
+    """Binary classifier on n-gram counts: one linear model per view, probabilities averaged.
+
+    views: which weightings to average (see VIEWS).
+    classifier: "logistic" (logistic regression) or "svm" (linear SVM with sigmoid-calibrated
+        probabilities, 3-fold).
+    C: inverse regularisation strength of every view's model.
+    nb_alpha: smoothing of the NB log-count ratio.
+    """
+
+    def __init__(
+        self,
+        views: Sequence[str] = VIEWS,
+        classifier: str = "logistic",
+        C: float = 30.0,
+        nb_alpha: float = 1.0,
+    ):
+        self.views = views
+        self.classifier = classifier
+        self.C = C
+        self.nb_alpha = nb_alpha
+
+    def fit(self, X: sp.spmatrix, y: Sequence) -> MultiViewClassifier:
+        views = self._checked_views()
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2:
+            raise ValueError(f"need exactly two classes to train on, got {list(self.classes_)}")
+        positive = y == self.classes_[1]
+        X = sp.csr_matrix(X, dtype=np.float32)
+        present = _binary(X)
+        if any(v.startswith("nb") for v in views):
+            self.log_ratio_ = _log_count_ratio(present, positive, self.nb_alpha)
+        if any(v.endswith("tfidf") for v in views):
+            df = np.bincount(present.indices, minlength=X.shape[1])
+            self.idf_ = (np.log((1 + X.shape[0]) / (1 + df)) + 1).astype(np.float32)
+        base = self._base_estimator()
+        self.estimators_ = [clone(base).fit(self._view(X, v, present), positive) for v in views]
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X: sp.spmatrix) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        X = sp.csr_matrix(X, dtype=np.float32)
+        present = _binary(X)
+        positive = np.mean(
+            [
+                _positive_probability(model, self._view(X, view, present))
+                for view, model in zip(self.views, self.estimators_, strict=True)
+            ],
+            axis=0,
+        )
+        positive[X.getnnz(axis=1) == 0] = NO_EVIDENCE
+        return np.column_stack([1 - positive, positive])
+
+    def predict(self, X: sp.spmatrix) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
+
+    def _view(self, X: sp.csr_matrix, view: str, present: sp.csr_matrix) -> sp.csr_matrix:
+        if view == "nb":
+            weighted = _scale_columns(present, self.log_ratio_)
+        else:
+            tfidf = X.copy()
+            np.log1p(tfidf.data, out=tfidf.data)
+            weighted = _scale_columns(tfidf, self.idf_)
+            if view == "nb_tfidf":
+                weighted = _scale_columns(weighted, self.log_ratio_)
+        return _normalize_rows(weighted)
+
+    def _checked_views(self) -> tuple[str, ...]:
+        views = tuple(self.views)
+        unknown = [v for v in views if v not in VIEWS]
+        if not views or unknown:
+            raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {views}")
+        return views
+
+    def _base_estimator(self):
+        if self.classifier == "logistic":
+            return LogisticRegression(C=self.C, solver="liblinear", max_iter=1000)
+        if self.classifier == "svm":
+            return CalibratedClassifierCV(LinearSVC(C=self.C), method="sigmoid", cv=3)
+        raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+
+
+def _positive_probability(model, X: sp.csr_matrix) -> np.ndarray:
+    if isinstance(model, LogisticRegression):
+        # The same sigmoid as model.predict_proba, without its per-call input validation, which
+        # costs more than the arithmetic when a request carries one review.
+        return expit(X @ model.coef_[0] + model.intercept_[0])
+    return model.predict_proba(X)[:, 1]
+
+
+def _normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row scaled to unit L2 norm (empty rows stay empty), in place."""
+    lengths = np.diff(X.indptr)
+    filled = lengths > 0
+    norms = np.ones(X.shape[0])
+    if X.nnz:  # reduceat over the non-empty rows only: an empty row's start may be out of range
+        squares = np.add.reduceat(X.data.astype(np.float64) ** 2, X.indptr[:-1][filled])
+        norms[filled] = np.sqrt(squares)
+    norms[norms == 0] = 1.0
+    X.data /= np.repeat(norms, lengths).astype(X.data.dtype)
+    return X
+
+
+def _binary(X: sp.csr_matrix) -> sp.csr_matrix:
+    present = X.copy()
+    present.data[:] = 1.0
+    return present
+
+
+def _scale_columns(X: sp.csr_matrix, weights: np.ndarray) -> sp.csr_matrix:
+    scaled = X.copy()
+    scaled.data *= weights[scaled.indices]
+    return scaled
+
+
+def _log_count_ratio(present: sp.csr_matrix, positive: np.ndarray, alpha: float) -> np.ndarray:
+    """log((p / |p|1) / (q / |q|1)) with p, q the smoothed per-class document counts."""
+    p = alpha + np.asarray(present[positive].sum(axis=0)).ravel()
+    q = alpha + np.asarray(present[~positive].sum(axis=0)).ravel()
+    return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)

@@ -1,0 +1,263 @@
+"""`evaluate` entry point: score the trained model on the ingested test split.
+
+    python -m steps.evaluate          (mlflow run . -e evaluate; the stage after train in main)
+
+Loads the model train saved (models/model, as MLflow loads it anywhere) and writes:
+- reports/metrics.json: accuracy, F1, precision, recall, ROC AUC, log loss, the behavioural pass
+  rates and `behavioural_checks_passed` (what register tags and promote requires), the model URI;
+- reports/plots/: confusion matrix, ROC and precision-recall curves as PNG, and the data behind
+  them as CSV/JSON (confusion.json, predictions.csv, roc.csv, precision_recall.csv) for DVC plots;
+- reports/misclassified.csv: the most confidently wrong test reviews;
+- reports/behavioural.json: every behavioural case with its score and outcome.
+All of it is logged to the MLflow run (metrics as `test_*`), the files as artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+from tqdm import tqdm
+
+from steps import behavioural, cli, dataset, tracking
+from steps.config import EvaluateConfig, Params
+from steps.errors import StageError
+from steps.fsutil import atomic_path, write_json
+from steps.paths import (
+    BEHAVIOURAL_FILE,
+    INGESTED_DIR,
+    METRICS_FILE,
+    MISCLASSIFIED_FILE,
+    MODEL_DIR,
+    PLOTS_DIR,
+    TRAINED_MODEL_INFO_FILE,
+)
+
+log = logging.getLogger(__name__)
+
+TEXT_COLUMN = "text"  # the pyfunc's input column
+POSITIVE, NEGATIVE = dataset.LABELS[1], dataset.LABELS[0]
+CURVE_POINTS = 500  # rows kept in roc.csv / precision_recall.csv (enough to draw, small to diff)
+
+
+def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarray:
+    """Probability of positive for each review, in batches, with a progress bar."""
+    scores = np.empty(len(reviews))
+    with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
+        for start in range(0, len(reviews), batch_size):
+            batch = reviews[start : start + batch_size]
+            answer = model.predict(pd.DataFrame({TEXT_COLUMN: batch}))
+            scores[start : start + len(batch)] = answer["score"].to_numpy(dtype=float)
+            bar.update(len(batch))
+    return scores
+
+
+def split_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Threshold-0.5 and ranking metrics of scores (probability of positive) against labels."""
+    truth = labels == POSITIVE
+    predicted = scores > 0.5
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, zero_division=0)),
+        "precision": float(precision_score(truth, predicted, zero_division=0)),
+        "recall": float(recall_score(truth, predicted, zero_division=0)),
+        "roc_auc": float(roc_auc_score(truth, scores)),
+        "log_loss": float(log_loss(truth, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "n_reviews": float(len(labels)),
+    }
+
+
+def worst_misclassified(frame: pd.DataFrame, scores: np.ndarray, count: int) -> pd.DataFrame:
+    """The `count` wrong predictions the model was most sure of."""
+    predicted = np.where(scores > 0.5, POSITIVE, NEGATIVE)
+    confidence = np.abs(scores - 0.5) * 2
+    wrong = frame.assign(predicted=predicted, score=scores, confidence=confidence)
+    wrong = wrong[wrong["predicted"] != wrong["sentiment"]]
+    return wrong.sort_values("confidence", ascending=False).head(count).reset_index(drop=True)
+
+
+def write_plots(labels: np.ndarray, scores: np.ndarray, plots_dir: Path) -> list[Path]:
+    """Confusion matrix, ROC and PR curves as PNG plus their data as CSV/JSON; the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display (set here, not at import time)
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    truth = labels == POSITIVE
+    predicted = np.where(scores > 0.5, POSITIVE, NEGATIVE)
+    written = []
+
+    matrix = confusion_matrix(labels, predicted, labels=[NEGATIVE, POSITIVE])
+    write_json(
+        plots_dir / "confusion.json",
+        {"labels": [NEGATIVE, POSITIVE], "matrix": matrix.tolist(), "rows": "actual"},
+    )
+    written.append(plots_dir / "confusion.json")
+    written.append(
+        _write_csv(
+            pd.DataFrame({"actual": labels, "predicted": predicted}),
+            plots_dir / "predictions.csv",
+        )
+    )
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        ax.text(j, i, f"{value:,}", ha="center", va="center", color=colour)
+    ax.set(
+        xticks=[0, 1], yticks=[0, 1], xticklabels=[NEGATIVE, POSITIVE],
+        yticklabels=[NEGATIVE, POSITIVE], xlabel="predicted", ylabel="actual",
+        title="Confusion matrix (test split)",
+    )  # fmt: skip
+    written.append(_save(fig, plots_dir / "confusion_matrix.png"))
+
+    fpr, tpr, _ = roc_curve(truth, scores)
+    keep = _thin(len(fpr))
+    written.append(
+        _write_csv(pd.DataFrame({"fpr": fpr[keep], "tpr": tpr[keep]}), plots_dir / "roc.csv")
+    )
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(truth, scores):.4f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test split)")
+    ax.legend(loc="lower right")
+    written.append(_save(fig, plots_dir / "roc.png"))
+
+    precision, recall, _ = precision_recall_curve(truth, scores)
+    keep = _thin(len(precision))
+    frame = pd.DataFrame({"recall": recall[keep], "precision": precision[keep]})
+    written.append(_write_csv(frame, plots_dir / "precision_recall.csv"))
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot(recall, precision)
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test split)")
+    ax.set_ylim(0, 1.02)
+    written.append(_save(fig, plots_dir / "precision_recall.png"))
+    plt.close("all")
+    return written
+
+
+def _thin(n: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).astype(int))
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def read_trained_info(info_file: Path = TRAINED_MODEL_INFO_FILE) -> dict[str, Any]:
+    """What train wrote beside the model, or say to run train."""
+    try:
+        return json.loads(Path(info_file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{info_file} not found: run the train stage first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StageError(
+            f"{info_file} is not valid JSON ({exc}): run the train stage again"
+        ) from None
+
+
+def load_model(model_dir: Path = MODEL_DIR) -> Any:
+    """The saved pyfunc model, loaded the way any consumer loads it."""
+    if not (Path(model_dir) / "MLmodel").is_file():
+        raise StageError(f"no model at {model_dir}: run the train stage first")
+    return mlflow.pyfunc.load_model(str(model_dir))
+
+
+def run_evaluate(
+    cfg: EvaluateConfig,
+    ingested_dir: Path = INGESTED_DIR,
+    model_dir: Path = MODEL_DIR,
+    info_file: Path = TRAINED_MODEL_INFO_FILE,
+    metrics_file: Path = METRICS_FILE,
+    plots_dir: Path = PLOTS_DIR,
+    misclassified_file: Path = MISCLASSIFIED_FILE,
+    behavioural_file: Path = BEHAVIOURAL_FILE,
+) -> dict[str, Any]:
+    """The whole stage inside the active MLflow run; returns the report written to metrics_file."""
+    if cfg.batch_size < 1:
+        raise StageError(f"evaluate.batch_size must be at least 1, got {cfg.batch_size}")
+    info = read_trained_info(info_file)
+    model = load_model(model_dir)
+    frame = dataset.read_split("test", ingested_dir)
+    reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
+    tracking.log_config(cfg)
+    log.info("scoring %d test reviews with %s", len(reviews), info.get("model_uri"))
+    scores = predict_scores(model, reviews, cfg.batch_size)
+    metrics = split_metrics(labels, scores)
+    log.info(
+        "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",
+        metrics["accuracy"], metrics["f1"], metrics["roc_auc"], metrics["log_loss"],
+    )  # fmt: skip
+
+    def score(texts: list[str]) -> np.ndarray:
+        return model.predict(pd.DataFrame({TEXT_COLUMN: texts}))["score"].to_numpy(dtype=float)
+
+    checks = behavioural.run_checks(score, cfg.min_check_pass_rate)
+    for case in behavioural.failures(checks):
+        log.warning("behavioural %s failed: %r scored %.3f", case.suite, case.text, case.score)
+    log.info(
+        "behavioural checks %s: %s",
+        "passed" if checks.passed else "FAILED",
+        ", ".join(f"{k} {v:.0%}" for k, v in checks.pass_rates.items()),
+    )
+    check_metrics = checks.metrics()
+    report = {
+        **metrics,
+        **{k: v for k, v in check_metrics.items() if k != "behavioural_checks_passed"},
+        "behavioural_checks_passed": checks.passed,
+        "model_uri": info.get("model_uri"),
+        "train_run_id": info.get("run_id"),
+    }
+    written = write_plots(labels, scores, Path(plots_dir))
+    written.append(
+        _write_csv(worst_misclassified(frame, scores, cfg.worst_examples), Path(misclassified_file))
+    )
+    write_json(behavioural_file, checks.to_dict())
+    write_json(metrics_file, report)
+    written += [Path(behavioural_file), Path(metrics_file)]
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | check_metrics)
+    mlflow.set_tag("behavioural_checks", "passed" if checks.passed else "failed")
+    for path in written:
+        mlflow.log_artifact(str(path), artifact_path="evaluation")
+    return report
+
+
+def _body(params: Params, cfg: EvaluateConfig, args: argparse.Namespace) -> None:
+    dataset.require_validated()
+    with tracking.stage_run("evaluate"):
+        run_evaluate(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run("evaluate", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""`train` entry point: fit the model on the ingested train split, measure it on a held-out
+validation split, and ship it.
+
+    python -m steps.train [--C 0.5] [--ngram_range 1,3] ...   (mlflow run . -e train -P C=0.5)
+
+1. Carve a stratified validation split (`train.val_fraction`, `train.seed`) from the ingested train
+   split; fit the pipeline (pyfunc.pipeline) on the rest; log val_accuracy, val_f1, val_roc_auc,
+   val_log_loss.
+2. With `train.refit_full` (default), refit the same recipe on the whole train split: that model
+   ships, as the published IMDB figures are for models trained on all 25,000 reviews.
+3. Save the model to models/model (atomically, for DVC), log it to the MLflow run, and write
+   models/model.json (run id, model URI) for evaluate and register.
+Data that was never ingested or validated is first made by the ingest and validate entry points,
+run as child runs of this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from pyfunc import packaging
+from pyfunc.pipeline import build_pipeline, n_features
+from steps import chain, cli, dataset, tracking
+from steps.config import Params, TrainConfig
+from steps.errors import StageError
+from steps.fsutil import atomic_dir, write_json
+from steps.paths import (
+    INGESTED_DIR,
+    MODEL_DIR,
+    TRAIN_METRICS_FILE,
+    TRAINED_MODEL_INFO_FILE,
+    VALIDATED_MARKER,
+)
+
+log = logging.getLogger(__name__)
+
+POSITIVE = dataset.LABELS[1]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted pipeline and what was measured while making it."""
+
+    pipeline: Pipeline
+    metrics: dict[str, float]  # val_* metrics, timings, sizes
+
+
+def pipeline_for(cfg: TrainConfig) -> Pipeline:
+    """The unfitted pipeline a train config describes."""
+    return build_pipeline(
+        negation=cfg.negation,
+        negation_view=cfg.negation_view,
+        ngram_range=cfg.ngram_range,
+        min_df=cfg.min_df,
+        max_features=cfg.max_features,
+        char_ngram_range=cfg.char_ngram_range,
+        views=cfg.views,
+        classifier=cfg.classifier,
+        C=cfg.C,
+        nb_alpha=cfg.nb_alpha,
+    )
+
+
+def validation_metrics(labels: list[str], positive_score: np.ndarray) -> dict[str, float]:
+    """Accuracy, F1 (positive class), ROC AUC and log loss of scores against true labels."""
+    truth = np.asarray(labels) == POSITIVE
+    predicted = positive_score > 0.5
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted)),
+        "roc_auc": float(roc_auc_score(truth, positive_score)),
+        "log_loss": float(log_loss(truth, np.clip(positive_score, 1e-15, 1 - 1e-15))),
+    }
+
+
+def train_model(reviews: list[str], labels: list[str], cfg: TrainConfig) -> Trained:
+    """Fit on all but a stratified validation split, score it, then (refit_full) refit on all."""
+    if not 0 < cfg.val_fraction < 1:
+        raise StageError(f"train.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
+    try:
+        fit_x, val_x, fit_y, val_y = train_test_split(
+            reviews, labels, test_size=cfg.val_fraction, stratify=labels, random_state=cfg.seed
+        )
+    except ValueError as exc:  # e.g. too few reviews of one label to stratify
+        raise StageError(f"cannot carve a validation split: {exc}") from None
+    log.info("fitting on %d reviews, validating on %d", len(fit_x), len(val_x))
+    pipeline, fit_seconds, fit_cpu = _fit(cfg, fit_x, fit_y)
+    started = time.process_time()
+    scores = pipeline.predict_proba(val_x)[:, list(pipeline.classes_).index(POSITIVE)]
+    predict_cpu = time.process_time() - started
+    metrics = {f"val_{k}": v for k, v in validation_metrics(val_y, scores).items()}
+    log.info(
+        "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
+        metrics["val_accuracy"], metrics["val_f1"], metrics["val_roc_auc"],
+        metrics["val_log_loss"], fit_seconds,
+    )  # fmt: skip
+    metrics.update(
+        val_fit_seconds=fit_seconds,
+        val_predict_reviews_per_cpu_second=len(val_x) / max(predict_cpu, 1e-9),
+        train_reviews=float(len(fit_x)),
+    )
+    if cfg.refit_full:
+        log.info("refitting on the whole train split (%d reviews)", len(reviews))
+        pipeline, fit_seconds, fit_cpu = _fit(cfg, reviews, labels)
+        metrics["train_reviews"] = float(len(reviews))
+    metrics.update(
+        train_seconds=fit_seconds,
+        train_cpu_seconds=fit_cpu,
+        n_features=float(n_features(pipeline)),
+    )
+    return Trained(pipeline=pipeline, metrics=metrics)
+
+
+def _fit(cfg: TrainConfig, reviews: list[str], labels: list[str]) -> tuple[Pipeline, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        pipeline = pipeline_for(cfg).fit(reviews, labels)
+    except ValueError as exc:  # bad recipe values: unknown view or classifier, bad n-gram range
+        raise StageError(f"cannot train with these train.* parameters: {exc}") from None
+    return pipeline, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def save_model(pipeline: Pipeline, model_dir: Path = MODEL_DIR) -> float:
+    """Write the pyfunc model to `model_dir`, replacing any previous one atomically; size in MB."""
+    with atomic_dir(model_dir) as tmp:
+        packaging.save_model(pipeline, tmp)
+    return sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6
+
+
+def run_train(
+    cfg: TrainConfig,
+    ingested_dir: Path = INGESTED_DIR,
+    model_dir: Path = MODEL_DIR,
+    info_file: Path = TRAINED_MODEL_INFO_FILE,
+    metrics_file: Path = TRAIN_METRICS_FILE,
+) -> dict[str, Any]:
+    """The whole stage inside the active MLflow run; returns what it wrote to `info_file`."""
+    manifest = dataset.read_manifest(ingested_dir)
+    frame = dataset.read_split("train", ingested_dir)
+    reviews, labels = frame["review"].tolist(), frame["sentiment"].tolist()
+    tracking.log_config(cfg)
+    mlflow.set_tags(
+        {"data_manifest_sha256": manifest.content_sha256, "data_source": manifest.source}
+    )
+    trained = train_model(reviews, labels, cfg)
+    size_mb = save_model(trained.pipeline, model_dir)
+    log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
+    metrics = {**trained.metrics, "model_size_mb": size_mb}
+    mlflow.log_metrics(metrics)
+    write_json(metrics_file, metrics)
+    model_info = packaging.log_model(trained.pipeline, name="model")
+    run = mlflow.active_run()
+    info = {
+        "run_id": run.info.run_id,
+        "model_uri": model_info.model_uri,
+        "model_id": model_info.model_id,
+        "model_dir": str(model_dir),
+        "data_manifest_sha256": manifest.content_sha256,
+        "metrics": metrics,
+    }
+    write_json(info_file, info)
+    log.info("logged the model as %s (run %s)", model_info.model_uri, run.info.run_id)
+    return info
+
+
+def ensure_validated_data(params_file: str) -> None:
+    """Run ingest and validate (as child runs) unless validated data is already there."""
+    if dataset.is_validated(INGESTED_DIR, VALIDATED_MARKER):
+        return
+    log.info("no validated data in %s: running ingest and validate first", INGESTED_DIR)
+    for stage in chain.DATA_STAGES:
+        chain.run_entry_point(stage, {"params": params_file})
+
+
+def _body(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None:
+    with tracking.stage_run("train"):
+        ensure_validated_data(args.params)
+        dataset.require_validated()
+        run_train(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run("train", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

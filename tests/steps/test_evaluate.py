@@ -1,0 +1,162 @@
+"""The evaluate stage on a small trained model, and the behavioural checks themselves."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from support import make_reviews, write_ingested
+
+from steps import behavioural, evaluate, train
+from steps.config import load_params
+from steps.errors import StageError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def trained(tmp_path, tracking_uri):
+    """A small model trained by the train stage into tmp_path, and where everything is."""
+    reviews = make_reviews(500, seed=5)
+    ingested = write_ingested(tmp_path / "ingested", reviews[:400], reviews[400:])
+    paths = {
+        "model_dir": tmp_path / "models" / "model",
+        "info_file": tmp_path / "models" / "model.json",
+    }
+    with mlflow.start_run():
+        info = train.run_train(
+            load_params().train,
+            ingested_dir=ingested,
+            metrics_file=tmp_path / "reports" / "train_metrics.json",
+            **paths,
+        )
+    return {"ingested_dir": ingested, **paths, "info": info, "tmp": tmp_path}
+
+
+def _outputs(tmp):
+    reports = tmp / "reports"
+    return {
+        "metrics_file": reports / "metrics.json",
+        "plots_dir": reports / "plots",
+        "misclassified_file": reports / "misclassified.csv",
+        "behavioural_file": reports / "behavioural.json",
+    }
+
+
+def test_evaluate_writes_metrics_plots_and_examples(trained):
+    cfg = load_params().evaluate
+    out = _outputs(trained["tmp"])
+    with mlflow.start_run() as run:
+        report = evaluate.run_evaluate(
+            cfg,
+            ingested_dir=trained["ingested_dir"],
+            model_dir=trained["model_dir"],
+            info_file=trained["info_file"],
+            **out,
+        )
+    assert json.loads(out["metrics_file"].read_text()) == report
+    assert report["model_uri"] == trained["info"]["model_uri"]
+    assert report["n_reviews"] == 100 and report["accuracy"] > 0.9 and report["roc_auc"] > 0.9
+    assert isinstance(report["behavioural_checks_passed"], bool)
+    for suite in behavioural.SUITES:
+        assert 0 <= report[f"behavioural_{suite}_pass_rate"] <= 1
+    for name in ("confusion_matrix.png", "roc.png", "precision_recall.png"):
+        assert (out["plots_dir"] / name).read_bytes()[:8] == PNG_MAGIC
+    confusion = json.loads((out["plots_dir"] / "confusion.json").read_text())
+    assert np.array(confusion["matrix"]).sum() == 100
+    predictions = pd.read_csv(out["plots_dir"] / "predictions.csv")
+    assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 100
+    roc = pd.read_csv(out["plots_dir"] / "roc.csv")
+    assert list(roc.columns) == ["fpr", "tpr"] and roc["fpr"].is_monotonic_increasing
+    assert list(pd.read_csv(out["plots_dir"] / "precision_recall.csv").columns) == [
+        "recall", "precision",
+    ]  # fmt: skip
+    wrong = pd.read_csv(out["misclassified_file"])
+    assert list(wrong.columns) == ["review", "sentiment", "predicted", "score", "confidence"]
+    assert (wrong["sentiment"] != wrong["predicted"]).all()
+    assert wrong["confidence"].is_monotonic_decreasing
+    cases = json.loads(out["behavioural_file"].read_text())["cases"]
+    assert {c["suite"] for c in cases} == set(behavioural.SUITES)
+    client = MlflowClient()
+    data = client.get_run(run.info.run_id).data
+    assert data.metrics["test_accuracy"] == report["accuracy"]
+    assert "behavioural_checks_passed" in data.metrics
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/roc.png",
+        "evaluation/metrics.json",
+        "evaluation/misclassified.csv",
+    } <= logged
+
+
+def test_evaluate_without_a_trained_model_says_to_run_train(trained, tmp_path):
+    cfg = load_params().evaluate
+    with pytest.raises(StageError, match="run the train stage first"):
+        evaluate.run_evaluate(
+            cfg,
+            ingested_dir=trained["ingested_dir"],
+            model_dir=tmp_path / "nothing",
+            info_file=trained["info_file"],
+            **_outputs(tmp_path / "other"),
+        )
+    with pytest.raises(StageError, match="model.json not found: run the train stage first"):
+        evaluate.read_trained_info(tmp_path / "model.json")
+
+
+def test_worst_misclassified_are_the_most_confident_mistakes():
+    frame = pd.DataFrame(
+        {"review": list("abcd"), "sentiment": ["positive", "positive", "negative", "negative"]}
+    )
+    wrong = evaluate.worst_misclassified(frame, np.array([0.4, 0.05, 0.3, 0.9]), count=5)
+    assert wrong["review"].tolist() == ["b", "d", "a"]
+
+
+def _keyword_scorer(negation_aware: bool):
+    """A transparent scorer: counts sentiment words; optionally flips after 'not'/'n't'."""
+    good = {"great", "loved", "wonderful", "superb", "best", "brilliant", "enjoyed", "enjoy"}
+    good |= {"beautiful", "touching", "recommended", "recommend", "moving", "good", "like"}
+    good |= {"liked", "worth"}
+    bad = {"terrible", "hated", "worst", "boring", "waste", "awful", "avoid", "weak", "badly"}
+
+    def score(texts):
+        scores = []
+        for text in texts:
+            words = text.lower().replace(".", " ").replace(",", " ").replace("!", " ").split()
+            total, sign = 0, 1
+            for word in words:
+                if negation_aware and (word in {"not", "didn't"}):
+                    sign = -1
+                total += sign * ((word in good) - (word in bad))
+            scores.append(1 / (1 + np.exp(-2 * total)))
+        return np.array(scores)
+
+    return score
+
+
+def test_behavioural_checks_pass_a_negation_aware_scorer():
+    report = behavioural.run_checks(_keyword_scorer(negation_aware=True), min_pass_rate=1.0)
+    assert report.passed, [c.text for c in behavioural.failures(report)]
+    assert report.metrics()["behavioural_checks_passed"] == 1.0
+
+
+def test_behavioural_checks_catch_a_scorer_blind_to_negation():
+    report = behavioural.run_checks(_keyword_scorer(negation_aware=False), min_pass_rate=1.0)
+    assert not report.passed
+    assert report.pass_rates["directional"] == 0.0
+    assert report.pass_rates["minimum_functionality"] == 1.0
+    assert report.pass_rates["invariance"] == 1.0
+    assert all(c.suite == "directional" for c in behavioural.failures(report))
+
+
+def test_behavioural_invariance_catches_a_case_sensitive_scorer():
+    def shouting_is_negative(texts):
+        return np.array([0.1 if t.isupper() else _keyword_scorer(True)([t])[0] for t in texts])
+
+    report = behavioural.run_checks(shouting_is_negative, min_pass_rate=1.0)
+    assert [c.suite for c in behavioural.failures(report)] == ["invariance"]
+    assert report.pass_rates["invariance"] == pytest.approx(0.9)
+    assert behavioural.run_checks(shouting_is_negative, min_pass_rate=0.9).passed

@@ -1,0 +1,180 @@
+"""The train stage: metrics on a held-out split, the saved and logged model, the CLI and
+`mlflow run . -e train -P C=0.5` on small data written by the test."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from support import make_reviews, write_ingested
+
+from steps import chain, dataset, train
+from steps.config import load_params
+from steps.errors import StageError
+from steps.paths import INGESTED_DIR, MODEL_DIR, TRAINED_MODEL_INFO_FILE, VALIDATED_MARKER
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cfg():
+    return load_params().train
+
+
+@pytest.fixture
+def forget_experiment():
+    """A stage CLI sets the active experiment (MLflow global + MLFLOW_EXPERIMENT_ID) of this
+    process; forget it afterwards so later tests with a fresh store do not look for it."""
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return make_reviews(500, seed=4)
+
+
+def test_train_model_validates_then_refits_on_everything(reviews, cfg):
+    texts, labels = reviews["review"].tolist(), reviews["sentiment"].tolist()
+    trained = train.train_model(texts, labels, cfg)
+    m = trained.metrics
+    assert m["val_accuracy"] > 0.95 and m["val_roc_auc"] > 0.95 and 0 < m["val_log_loss"] < 0.5
+    assert 0.95 < m["val_f1"] <= 1
+    assert m["train_reviews"] == 500  # refit on the whole split
+    assert m["train_seconds"] > 0 and m["n_features"] > 0
+    held_out = dataclasses.replace(cfg, refit_full=False)
+    assert train.train_model(texts, labels, held_out).metrics["train_reviews"] == 400
+
+
+def test_train_model_is_deterministic(reviews, cfg):
+    texts, labels = reviews["review"].tolist(), reviews["sentiment"].tolist()
+    first = train.train_model(texts, labels, cfg).metrics
+    second = train.train_model(texts, labels, cfg).metrics
+    assert first["val_accuracy"] == second["val_accuracy"]
+    assert first["val_log_loss"] == second["val_log_loss"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"val_fraction": 1.5}, "val_fraction"),
+        ({"views": ("nb", "bert")}, "train.* parameters.*views"),
+        ({"classifier": "forest"}, "classifier"),
+    ],
+)
+def test_bad_recipe_values_are_one_line_stage_errors(reviews, cfg, change, message):
+    texts, labels = reviews["review"].tolist(), reviews["sentiment"].tolist()
+    with pytest.raises(StageError, match=message):
+        train.train_model(texts, labels, dataclasses.replace(cfg, **change))
+
+
+def test_run_train_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, tmp_path):
+    ingested = write_ingested(tmp_path / "ingested", reviews[:400], reviews[400:])
+    paths = {
+        "model_dir": tmp_path / "models" / "model",
+        "info_file": tmp_path / "models" / "model.json",
+        "metrics_file": tmp_path / "reports" / "train_metrics.json",
+    }
+    with mlflow.start_run() as run:
+        info = train.run_train(cfg, ingested_dir=ingested, **paths)
+    assert json.loads(paths["info_file"].read_text()) == info
+    assert info["run_id"] == run.info.run_id
+    assert json.loads(paths["metrics_file"].read_text())["val_accuracy"] > 0.9
+    saved = mlflow.pyfunc.load_model(str(paths["model_dir"]))
+    logged = mlflow.pyfunc.load_model(info["model_uri"])
+    sample = pd.DataFrame({"text": ["A brilliant, moving film.", "Dreadful and dull."]})
+    assert saved.predict(sample)["label"].tolist() == ["positive", "negative"]
+    assert logged.predict(sample).equals(saved.predict(sample))
+    data = MlflowClient().get_run(run.info.run_id).data
+    assert data.params["C"] == str(cfg.C)
+    assert data.params["ngram_range"] == ",".join(map(str, cfg.ngram_range))
+    assert {"val_accuracy", "val_f1", "val_roc_auc", "val_log_loss", "train_seconds",
+            "model_size_mb"} <= set(data.metrics)  # fmt: skip
+    manifest = dataset.read_manifest(ingested)
+    assert data.tags["data_manifest_sha256"] == manifest.content_sha256
+    # a second run replaces the saved model as a whole
+    with mlflow.start_run():
+        second = train.run_train(cfg, ingested_dir=ingested, **paths)
+    assert second["model_uri"] != info["model_uri"]
+    assert (
+        mlflow.pyfunc.load_model(str(paths["model_dir"]))
+        .predict(sample)
+        .equals(saved.predict(sample))
+    )
+
+
+def test_cli_runs_ingest_and_validate_first_when_data_is_missing(
+    reviews, tracking_uri, tmp_path, monkeypatch, forget_experiment
+):
+    """Without validated data the train CLI runs the data stages as child runs, then trains."""
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def data_stage(entry_point, parameters=None):
+        # Stands in for the ingest and validate entry points, which chain reaches by name: they
+        # leave behind the files those stages write.
+        calls.append((entry_point, dict(parameters or {}), mlflow.active_run().info.run_id))
+        if entry_point == "ingest":
+            write_ingested(INGESTED_DIR, reviews[:400], reviews[400:])
+        else:
+            dataset.write_marker(dataset.read_manifest(), "suite", VALIDATED_MARKER)
+        return f"{entry_point}-run"
+
+    monkeypatch.setattr(chain, "run_entry_point", data_stage)
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO_ROOT / "params.yaml").read_text())
+    assert train.main(["--params", str(params), "--C", "0.5"]) == 0
+    assert [c[0] for c in calls] == ["ingest", "validate"]
+    assert all(c[1] == {"params": str(params)} for c in calls)
+    info = json.loads(TRAINED_MODEL_INFO_FILE.read_text())
+    assert {c[2] for c in calls} == {info["run_id"]}  # inside train's run: they become children
+    assert MlflowClient().get_run(info["run_id"]).data.params["C"] == "0.5"
+    assert (MODEL_DIR / "MLmodel").is_file()
+
+
+def test_cli_bad_parameter_is_one_error_line(tmp_path, tracking_uri, capsys, forget_experiment):
+    assert train.main(["--C", "lots"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: train: train parameters: C must be a number, got 'lots'"
+
+
+def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews, tracking_uri):
+    """`mlflow run <project> -e train -P C=0.5 --env-manager local`, then `-e evaluate`."""
+    write_ingested(project_copy / INGESTED_DIR, reviews[:400], reviews[400:])
+    dataset.write_marker(
+        dataset.read_manifest(project_copy / INGESTED_DIR), "suite", project_copy / VALIDATED_MARKER
+    )
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    mlflow_cli = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(project_copy),
+        "--env-manager",
+        "local",
+    ]
+    for entry_point, extra in (("train", ["-P", "C=0.5"]), ("evaluate", [])):
+        done = subprocess.run(
+            [*mlflow_cli, "-e", entry_point, *extra],
+            cwd=project_copy, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((project_copy / TRAINED_MODEL_INFO_FILE).read_text())
+    run = MlflowClient().get_run(info["run_id"])
+    assert run.data.params["C"] == "0.5"
+    assert run.data.tags["stage"] == "train"
+    model = mlflow.pyfunc.load_model(info["model_uri"])
+    assert model.predict(pd.DataFrame({"text": ["A superb film."]}))["label"][0] == "positive"
+    report = json.loads((project_copy / "reports" / "metrics.json").read_text())
+    assert report["model_uri"] == info["model_uri"] and report["accuracy"] > 0.9
+    assert (project_copy / "reports" / "plots" / "roc.png").is_file()
