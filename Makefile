@@ -91,8 +91,9 @@ dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion
 		-d $(DOCKER_DIR)
 
 image: $(STAMP) ## build imdb-sentiment:<champion version> with Docker (needs a Docker engine)
+	version=$$($(PY) -m steps.registry --champion) && \
 	mlflow models build-docker -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
-		-n '$(MODEL_NAME):$(shell $(PY) -m steps.registry --champion)'
+		-n "$(MODEL_NAME):$$version"
 
 .PHONY: compare repro
 METRIC ?=

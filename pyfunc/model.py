@@ -6,9 +6,12 @@ What it answers: a DataFrame with, per review, `label` ("positive"/"negative") a
 (probability of positive, 0..1).
 
 What it checks itself, because it also runs outside the server (in a notebook, a batch job, a
-Spark UDF) where nothing else does: a missing `text` column, and values that are not strings
-(null/NaN/None, numbers, lists...) are an `MlflowException` (INVALID_PARAMETER_VALUE, a 400 in
-`mlflow models serve`) that says which row is wrong and what to send instead.
+Spark UDF) where nothing else does: a missing `text` column; values that are not strings
+(null/NaN/None, numbers, lists...); strings that are what MLflow's `{"inputs": [...]}` parser
+makes of a JSON null, number or boolean ("None", "1.5", "True"); a review over
+MAX_REVIEW_CHARS or a call over MAX_CALL_CHARS characters. Each is an `InvalidReviews` error
+(an MlflowException with INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a
+ValueError for in-process callers) that says which row is wrong and what to send instead.
 
 The defined answer for a review without evidence: when the model finds no known word in it
 (an empty or whitespace-only string, markup only, or words never seen in training), the answer
@@ -34,11 +37,37 @@ LABELS = ("negative", "positive")
 UNKNOWN_LABEL = "unknown"
 NO_EVIDENCE_SCORE = NO_EVIDENCE
 PIPELINE_ARTIFACT = "pipeline"  # key of the joblib file in the logged model's artifacts
+# Far above any real review (IMDB's longest is ~14k characters); they bound the work and memory a
+# single request can ask for, before any cleaning happens.
+MAX_REVIEW_CHARS = 100_000
+MAX_CALL_CHARS = 5_000_000
+# What MLflow's `inputs` parser (np.array(data, dtype=str)) turns JSON null/NaN/booleans into.
+_STRINGIFIED_NON_TEXT = frozenset({"None", "nan", "NaN", "True", "False"})
 _HOW_TO_SEND = (
     f'send a DataFrame with a "{TEXT_COLUMN}" column of strings, e.g. '
     f'{{"dataframe_records": [{{"{TEXT_COLUMN}": "A great film"}}]}}'
     ' or {"inputs": ["A great film"]}'
 )
+
+
+class InvalidReviews(MlflowException, ValueError):
+    """Input the model cannot score; the message says which row and what to send instead."""
+
+    MAX_MESSAGE_CHARS = 2000
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    # The scoring server rewrites `message` to prepend the whole parsed request; bounded here
+    # so that a 20 MB payload is not echoed back in the 400 answer.
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        value, keep = str(value), self.MAX_MESSAGE_CHARS
+        self._message = value if len(value) <= keep else f"{value[:300]} ... {value[305 - keep :]}"
 
 
 class SentimentModel(PythonModel):
@@ -100,7 +129,38 @@ def review_texts(model_input: Any) -> list[str]:
             f"every review must be a string: {shown}{more};"
             f' send "" for an empty review (it is answered "unknown"); {_HOW_TO_SEND}'
         )
+    _check_texts(values)
     return list(values)
+
+
+def _check_texts(values: Sequence[str]) -> None:
+    for i, value in enumerate(values):
+        stripped = value.strip()
+        if stripped in _STRINGIFIED_NON_TEXT or _is_number(stripped):
+            _reject(
+                f"row {i} is {value[:20]!r}, not a review: a JSON null, number or boolean in"
+                ' {"inputs": [...]} reaches the model as this text; every review must be a'
+                f" string of text; {_HOW_TO_SEND}"
+            )
+        if len(value) > MAX_REVIEW_CHARS:
+            _reject(
+                f"row {i} has {len(value):,} characters; the limit is {MAX_REVIEW_CHARS:,} per"
+                " review: send the review text only, or shorten it"
+            )
+    total = sum(map(len, values))
+    if total > MAX_CALL_CHARS:
+        _reject(
+            f"{len(values):,} reviews with {total:,} characters in one call; the limit is"
+            f" {MAX_CALL_CHARS:,} characters per call: split them into smaller batches"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(value: Any) -> str:
@@ -110,4 +170,4 @@ def _describe(value: Any) -> str:
 
 
 def _reject(message: str) -> None:
-    raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    raise InvalidReviews(message)

@@ -16,7 +16,7 @@ from steps.paths import PROJECT_ROOT
 log = logging.getLogger(__name__)
 
 DATA_STAGES = ("ingest", "validate")
-MODEL_STAGES = ("train", "evaluate")
+MODEL_STAGES = ("train", "evaluate", "register", "promote")
 PIPELINE = DATA_STAGES + MODEL_STAGES
 
 

@@ -45,14 +45,26 @@ def tracking_uri(tmp_path, monkeypatch, _empty_store) -> str:
     # test) would otherwise put its artifacts in ./mlruns of whatever the working directory is;
     # this is the variable MLflow's own store reads for its default artifact root.
     monkeypatch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", (tmp_path / "mlartifacts").as_uri())
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    # tracking.configure() and MLflow's setters write these into os.environ; deleting them through
+    # monkeypatch first means they are restored (to absent) after the test.
+    for name in (
+        "MLFLOW_RUN_ID",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "DAGSHUB_REPO",
+        "DAGSHUB_USER_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None  # no public way to forget it
 
 
 @pytest.fixture

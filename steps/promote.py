@@ -1,0 +1,373 @@
+"""`promote` entry point: champion/challenger promotion by Model Registry aliases.
+
+    python -m steps.promote                 # the latest version challenges @champion
+    python -m steps.promote --version 3     # make version 3 champion by hand (no gate)
+    python -m steps.promote --rollback      # champion back to @previous
+(`mlflow run . -e promote -P version=3`, `-P rollback=true` reach the same code.)
+
+The candidate and the current champion are both scored on the same reviews (the ingested test
+split, or `promote.eval_data`), each in its own process with the code it was logged with: metrics
+recorded at registration time come from whatever data each model was evaluated on and are not
+comparable. The candidate becomes `champion` only if its registered behavioural checks passed and
+it beats the champion's `promote.metric` by at least `promote.min_gain`; the first model becomes
+champion if its checks passed. The replaced champion keeps the `previous` alias. Every decision,
+with its reason and both figures, is written as `promotion.*` tags on the candidate version,
+printed, and logged to the stage's run. The registry's aliases are the only state: moving
+`champion` by hand in the MLflow UI is equally valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+from steps import cli, dataset, registry, scoring, tracking
+from steps.config import Params, PromoteConfig
+from steps.errors import ConfigError, StageError
+from steps.paths import INGESTED_DIR
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = registry.PROMOTION_TAG_PREFIX
+ROLLBACK_PREFIX = registry.ROLLBACK_TAG_PREFIX
+
+
+def _accuracy(y: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(accuracy_score(y, labels))
+
+
+def _f1(y: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(f1_score(y, labels))
+
+
+def _roc_auc(y: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(y, scores))
+
+
+# Primary metrics promotion can use; every one is "higher is better".
+METRICS = {"accuracy": _accuracy, "f1": _f1, "roc_auc": _roc_auc}
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """The reviews both models are scored on, and how the decision names them."""
+
+    texts: list[str]
+    y: np.ndarray  # 1 = positive
+    description: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One promotion decision, as tagged on the candidate version."""
+
+    candidate: str  # version
+    champion: str | None  # version the candidate was compared with
+    promoted: bool
+    reason: str
+    metric: str
+    candidate_value: float | None
+    champion_value: float | None
+    mode: str  # "auto" or "manual"
+
+    def tags(self) -> dict[str, object]:
+        return {
+            f"{TAG_PREFIX}decision": "promoted" if self.promoted else "refused",
+            f"{TAG_PREFIX}reason": self.reason,
+            f"{TAG_PREFIX}mode": self.mode,
+            f"{TAG_PREFIX}metric": self.metric,
+            f"{TAG_PREFIX}candidate_value": self.candidate_value,
+            f"{TAG_PREFIX}champion_value": self.champion_value,
+            f"{TAG_PREFIX}champion_version": self.champion,
+            f"{TAG_PREFIX}decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def summary(self) -> str:
+        verdict = "PROMOTED" if self.promoted else "REFUSED"
+        return f"version {self.candidate}: {verdict} ({self.mode}): {self.reason}"
+
+
+def decide(
+    metric: str,
+    candidate_value: float,
+    champion_value: float | None,
+    checks: str | None,
+    min_gain: float,
+    champion_version: str | None = None,
+) -> tuple[bool, str]:
+    """The promotion rule, on figures already measured: (promote?, why)."""
+    if checks != registry.CHECKS_PASSED:
+        state = checks or "not recorded (register the version through the register stage)"
+        return False, f"behavioural checks {state}"
+    if champion_value is None:
+        return True, f"first model: no champion yet ({metric} {candidate_value:.4f})"
+    gain = round(candidate_value - champion_value, 9)  # no float noise at the boundary
+    versus = (
+        f"{metric} {candidate_value:.4f} vs champion v{champion_version} {champion_value:.4f}"
+        f" (gain {gain:+.4f}, min_gain {min_gain:g})"
+    )
+    if gain >= min_gain:
+        return True, versus
+    return False, f"not better enough: {versus}"
+
+
+def load_eval_data(cfg: PromoteConfig, ingested_dir: Path = INGESTED_DIR) -> EvalData:
+    """The evaluation reviews: `eval_data` if set, else the ingested test split."""
+    if cfg.eval_data:
+        path = Path(cfg.eval_data)
+        frame = _read_table(path)
+        description = str(path)
+    else:
+        frame = dataset.read_split("test", ingested_dir)
+        description = f"ingested test split ({ingested_dir})"
+    missing = [c for c in dataset.COLUMNS if c not in frame.columns]
+    if missing:
+        raise StageError(f"{description}: missing column(s) {missing}; need review, sentiment")
+    unknown = sorted(set(frame["sentiment"]) - set(dataset.LABELS))
+    if unknown:
+        raise StageError(f"{description}: sentiment must be positive/negative, found {unknown[:3]}")
+    if frame.empty:
+        raise StageError(f"{description}: no reviews to evaluate on")
+    frame = frame[list(dataset.COLUMNS)]
+    return EvalData(
+        texts=frame["review"].astype(str).tolist(),
+        y=(frame["sentiment"] == "positive").to_numpy(dtype=int),
+        description=description,
+        sha256=dataset.content_hash([frame]),
+    )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ConfigError(f"promote.eval_data: {path} not found (Parquet or CSV: review,sentiment)")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"promote.eval_data: cannot read {path}: {exc}") from None
+
+
+def measure(
+    model_name: str, versions: list[ModelVersion], data: EvalData, metric: str
+) -> list[float]:
+    """Score versions on the evaluation data (each in its own process); their metric values."""
+    models = [
+        (registry.model_uri(model_name, v.version), f"{model_name} v{v.version}") for v in versions
+    ]
+    values = []
+    for scores in scoring.score_models(models, data.texts):
+        labels = (scores["label"] == "positive").to_numpy(dtype=int)
+        values.append(METRICS[metric](data.y, labels, scores["score"].to_numpy(dtype=float)))
+    return values
+
+
+def promote(
+    cfg: PromoteConfig,
+    model_name: str,
+    version: str | None = None,
+    ingested_dir: Path = INGESTED_DIR,
+) -> Decision | None:
+    """Challenge @champion with a version (default: the latest); None if it already is champion.
+
+    With `version` given this is a promotion by hand: the gate is reported but not applied.
+    """
+    if cfg.metric not in METRICS:
+        raise ConfigError(f"promote.metric must be one of {', '.join(METRICS)}, got {cfg.metric!r}")
+    manual = version is not None
+    if manual:
+        candidate = registry.get_version(model_name, version)
+    else:
+        candidate = registry.latest_version(model_name)
+        if candidate is None:
+            raise StageError(f"no versions of {model_name!r} registered: run register first")
+    champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
+    if champion is not None and str(champion.version) == str(candidate.version):
+        print(f"{model_name} version {candidate.version} is already @{registry.CHAMPION_ALIAS}")
+        return None
+
+    figures = _figures(cfg, model_name, candidate, champion, ingested_dir, required=not manual)
+    candidate_value, champion_value, data = figures
+    checks = candidate.tags.get(registry.CHECKS_TAG)
+    if candidate_value is None:  # manual, nothing to measure on
+        promoted, reason = True, "promoted by hand (no evaluation data to compare on)"
+    else:
+        promoted, reason = decide(
+            cfg.metric,
+            candidate_value,
+            champion_value,
+            checks,
+            cfg.min_gain,
+            str(champion.version) if champion else None,
+        )
+        if manual:
+            rule = "would also promote" if promoted else "would refuse"
+            promoted, reason = True, f"promoted by hand; the automatic rule {rule}: {reason}"
+    decision = Decision(
+        candidate=str(candidate.version),
+        champion=str(champion.version) if champion else None,
+        promoted=promoted,
+        reason=reason,
+        metric=cfg.metric,
+        candidate_value=candidate_value,
+        champion_value=champion_value,
+        mode="manual" if manual else "auto",
+    )
+    tags = decision.tags()
+    tags[f"{TAG_PREFIX}behavioural_checks"] = checks or "not recorded"
+    tags[f"{TAG_PREFIX}min_gain"] = cfg.min_gain
+    if data is not None:
+        tags[f"{TAG_PREFIX}eval_data"] = data.description
+        tags[f"{TAG_PREFIX}eval_rows"] = len(data.texts)
+        tags[f"{TAG_PREFIX}eval_sha256"] = data.sha256
+    champion_data = champion.tags.get(registry.DATA_TAG) if champion else None
+    if champion is not None and champion_data != candidate.tags.get(registry.DATA_TAG):
+        # Both are scored on this split, but the champion may have trained on some of it.
+        note = (
+            f"champion v{champion.version} was trained on other data"
+            f" (manifest {champion_data or 'unknown'}): if that data overlaps the evaluation"
+            " reviews its figure is optimistic, which only makes promotion harder"
+        )
+        tags[f"{TAG_PREFIX}note"] = note
+        log.warning("%s", note)
+    registry.set_version_tags(model_name, candidate.version, tags)
+    if promoted:
+        _crown(model_name, decision.candidate, champion)
+    print(decision.summary())
+    return decision
+
+
+def _figures(
+    cfg: PromoteConfig,
+    model_name: str,
+    candidate: ModelVersion,
+    champion: ModelVersion | None,
+    ingested_dir: Path,
+    required: bool,
+) -> tuple[float | None, float | None, EvalData | None]:
+    """Both models' metric on the same reviews; (None, None, None) if optional and impossible."""
+    try:
+        data = load_eval_data(cfg, ingested_dir)
+    except StageError as exc:
+        if required:
+            raise
+        log.warning("promoting by hand without figures: %s", exc)
+        return None, None, None
+    log.info("evaluating on %s: %d reviews", data.description, len(data.texts))
+    versions = [candidate] if champion is None else [candidate, champion]
+    values = measure(model_name, versions, data, cfg.metric)
+    return values[0], (values[1] if champion is not None else None), data
+
+
+def _crown(model_name: str, version: str, old: ModelVersion | None) -> None:
+    """champion -> version; the old champion keeps `previous` (set first: never no champion)."""
+    if old is not None:
+        registry.set_alias(model_name, registry.PREVIOUS_ALIAS, old.version)
+        registry.set_version_tags(model_name, old.version, {f"{TAG_PREFIX}replaced_by": version})
+    registry.set_alias(model_name, registry.CHAMPION_ALIAS, version)
+    log.info("%s@%s -> version %s", model_name, registry.CHAMPION_ALIAS, version)
+
+
+def rollback(model_name: str) -> tuple[str, str | None]:
+    """Move `champion` back to `previous`, then drop `previous`; return (restored, demoted).
+
+    `previous` is removed so that a second rollback cannot put back the version just rolled
+    back from; promote by hand (`--version N`) to go anywhere else.
+    """
+    previous = registry.version_by_alias(model_name, registry.PREVIOUS_ALIAS)
+    if previous is None:
+        raise StageError(
+            f"{model_name} has no @{registry.PREVIOUS_ALIAS} version to roll back to"
+            " (promote a version by hand instead: promote --version N)"
+        )
+    champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
+    demoted = str(champion.version) if champion else None
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    registry.set_alias(model_name, registry.CHAMPION_ALIAS, previous.version)
+    registry.delete_alias(model_name, registry.PREVIOUS_ALIAS)
+    registry.set_version_tags(
+        model_name,
+        previous.version,
+        {f"{ROLLBACK_PREFIX}restored_at": now, f"{ROLLBACK_PREFIX}replaced_version": demoted},
+    )
+    restored = str(previous.version)
+    if demoted is not None and demoted != restored:
+        registry.set_version_tags(
+            model_name,
+            demoted,
+            {
+                f"{ROLLBACK_PREFIX}demoted_at": now,
+                f"{ROLLBACK_PREFIX}restored_version": previous.version,
+            },
+        )
+    print(
+        f"rolled back: {model_name}@{registry.CHAMPION_ALIAS} -> version {previous.version}"
+        f" (was {demoted or 'unset'}); @{registry.PREVIOUS_ALIAS} removed"
+    )
+    return restored, demoted
+
+
+def _flag(text: str) -> bool:
+    value = text.lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to do (each also as `mlflow run -P name=value`)")
+    group.add_argument(
+        "--version", default=None, metavar="N",
+        help="promote this version by hand (the gate is reported, not applied)",
+    )  # fmt: skip
+    group.add_argument(
+        "--rollback", type=_flag, nargs="?", const=True, default=False, metavar="BOOL",
+        help="move champion back to the previous alias",
+    )  # fmt: skip
+
+
+def body(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> None:
+    model_name = params.register.model_name
+    version = args.version.strip() if args.version and args.version.strip() else None
+    if args.rollback and version:
+        raise ConfigError("promote parameters: --rollback goes alone (no --version)")
+    with tracking.stage_run("rollback" if args.rollback else "promote"):
+        tracking.log_config(cfg, prefix="promote.")
+        if args.rollback:
+            restored, demoted = rollback(model_name)
+            mlflow.set_tags({"rollback.restored_version": restored, "rollback.demoted": demoted})
+            return
+        decision = promote(cfg, model_name, version)
+        if decision is None:
+            mlflow.set_tag("promotion.decision", "already champion")
+            return
+        mlflow.set_tags(
+            {
+                "promotion.candidate_version": decision.candidate,
+                "promotion.decision": "promoted" if decision.promoted else "refused",
+                "promotion.reason": decision.reason[:5000],
+            }
+        )
+        figures = {"candidate": decision.candidate_value, "champion": decision.champion_value}
+        mlflow.log_metrics({f"{k}_{cfg.metric}": v for k, v in figures.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run("promote", body, argv, add_arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""`register` entry point: the trained model becomes a new version of `register.model_name`.
+
+    python -m steps.register          (mlflow run . -e register; the stage after evaluate in main)
+
+Reads what train wrote beside the model (its run id and model URI), the evaluation report and the
+ingested data's manifest, and registers the model with tags: every evaluation metric
+(`metric.<name>`), the behavioural-check verdict (`behavioural_checks`: passed/failed), the data
+manifest hash, the git commit and the train run. It never moves an alias: that is promote's job.
+A report that evaluated another model than the one being registered is refused, so a version is
+never tagged with a stale evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+
+from steps import cli, dataset, registry, tracking
+from steps.config import Params, RegisterConfig
+from steps.errors import StageError
+from steps.paths import INGESTED_DIR, METRICS_FILE, TRAINED_MODEL_INFO_FILE
+
+log = logging.getLogger(__name__)
+
+CHECKS_SUMMARY_KEY = "behavioural_checks_passed"  # the report's boolean verdict
+RUN_TAG = "train_run_id"
+SOURCE_TAG = "data_source"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What train wrote beside the model."""
+
+    run_id: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """The evaluation report: numbers by name, the behavioural verdict, the model evaluated."""
+
+    metrics: dict[str, float]
+    checks_passed: bool
+    model_uri: str | None
+
+
+def read_trained_model(path: Path = TRAINED_MODEL_INFO_FILE) -> TrainedModel:
+    """The run id and model URI train recorded; say which stage to run when missing."""
+    raw = _read_json(path, "run the train stage first")
+    try:
+        return TrainedModel(run_id=str(raw["run_id"]), model_uri=str(raw["model_uri"]))
+    except KeyError as exc:
+        raise StageError(f"{path}: missing key {exc}: run the train stage again") from None
+
+
+def read_report(path: Path = METRICS_FILE) -> EvalReport:
+    """The evaluation report, flattened to numbers; its behavioural verdict must be there."""
+    raw = _read_json(path, "run the evaluate stage first")
+    if CHECKS_SUMMARY_KEY not in raw or not isinstance(raw[CHECKS_SUMMARY_KEY], bool):
+        raise StageError(f"{path}: no boolean {CHECKS_SUMMARY_KEY!r}: run the evaluate stage again")
+    metrics = {k: v for k, v in _flatten(raw).items() if k != CHECKS_SUMMARY_KEY and _is_number(v)}
+    uri = raw.get("model_uri")
+    return EvalReport(metrics=metrics, checks_passed=raw[CHECKS_SUMMARY_KEY], model_uri=uri)
+
+
+def version_tags(
+    trained: TrainedModel, report: EvalReport, manifest: dataset.Manifest, commit: str | None
+) -> dict[str, Any]:
+    """Every tag a new version carries."""
+    tags: dict[str, Any] = {
+        f"{registry.METRIC_TAG_PREFIX}{k}": v for k, v in report.metrics.items()
+    }
+    checks = registry.CHECKS_PASSED if report.checks_passed else registry.CHECKS_FAILED
+    tags[registry.CHECKS_TAG] = checks
+    tags[registry.DATA_TAG] = manifest.content_sha256
+    tags[SOURCE_TAG] = manifest.source
+    tags[RUN_TAG] = trained.run_id
+    tags[registry.COMMIT_TAG] = commit or "unknown"
+    return tags
+
+
+def register(
+    model_name: str,
+    trained: TrainedModel,
+    report: EvalReport,
+    manifest: dataset.Manifest,
+    commit: str | None,
+) -> ModelVersion:
+    """Register the trained model as a new version with its tags; return the version."""
+    if report.model_uri is not None and report.model_uri != trained.model_uri:
+        raise StageError(
+            f"the evaluation report is for {report.model_uri}, not the trained model"
+            f" {trained.model_uri}: run the evaluate stage again"
+        )
+    tags = {
+        k: registry.tag_value(v) for k, v in version_tags(trained, report, manifest, commit).items()
+    }
+    with registry.registry_call(f"register {trained.model_uri} as {model_name}"):
+        version = mlflow.register_model(trained.model_uri, model_name, tags=tags)
+    shown = ", ".join(f"{k}={registry.tag_value(v)}" for k, v in sorted(report.metrics.items())[:6])
+    print(
+        f"registered {model_name} version {version.version}"
+        f" (behavioural checks {tags[registry.CHECKS_TAG]}; {shown})"
+    )
+    return version
+
+
+def _read_json(path: Path, remedy: str) -> dict:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path} not found: {remedy}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path} is not valid JSON ({exc}): {remedy}") from None
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: expected a JSON object: {remedy}")
+    return raw
+
+
+def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def body(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
+    trained = read_trained_model()
+    report = read_report()
+    manifest = dataset.read_manifest(INGESTED_DIR)
+    with tracking.stage_run("register"):
+        tracking.log_config(cfg, prefix="register.")
+        version = register(cfg.model_name, trained, report, manifest, tracking.git_commit())
+        mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run("register", body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""A real `mlflow models serve` of `models:/imdb-sentiment@champion`, shared by the serving tests.
+
+The model is trained on small synthetic reviews (tests/support.make_reviews), logged, registered
+and made champion in a SQLite registry in tmp; the server runs as a child process on a free
+loopback port, is waited for on `/ping` (bounded) and is stopped by its process group afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from support import free_port, make_reviews
+
+from steps import registry, serving, tracking
+
+MODEL_NAME = "imdb-sentiment"
+READY_TIMEOUT = 180.0  # generous: the machine is shared, and CI may be busy
+
+
+def log_small_model() -> str:
+    """Train the real pipeline on small synthetic reviews, log it as the pyfunc; its model URI."""
+    from pyfunc import packaging
+    from pyfunc.pipeline import build_pipeline
+
+    reviews = make_reviews(600, seed=11)
+    pipeline = build_pipeline().fit(reviews["review"].tolist(), reviews["sentiment"].tolist())
+    with mlflow.start_run():
+        return packaging.log_model(pipeline, name="model").model_uri
+
+
+@pytest.fixture(scope="session")
+def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """A tmp SQLite registry whose `imdb-sentiment@champion` is a small real model."""
+    folder = tmp_path_factory.mktemp("serving-registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            patch.delenv(name, raising=False)
+        tracking.configure()
+        try:
+            model_uri = log_small_model()
+            version = mlflow.register_model(model_uri, MODEL_NAME).version
+            registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
+        finally:
+            mlflow.set_tracking_uri(None)
+    yield uri, str(version)
+
+
+@pytest.fixture(scope="session")
+def server(champion_store, tmp_path_factory) -> Iterator[serving.Server]:
+    """`mlflow models serve -m models:/imdb-sentiment@champion` on a free 127.0.0.1 port."""
+    uri, _ = champion_store
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = uri
+    log_path = Path(tmp_path_factory.mktemp("serving-log")) / "serve.log"
+    model_uri = registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS)
+    running = serving.start(model_uri, free_port(), log_path, env=env)
+    try:
+        serving.wait_ready(running, timeout=READY_TIMEOUT)
+        yield running
+    finally:
+        serving.stop(running)

@@ -1,0 +1,186 @@
+"""`mlflow models serve -m models:/imdb-sentiment@champion`: every input format, every bad input.
+
+One real server (tests/serving/conftest.py) answers all of these; the last test checks it still
+answers correctly after every bad request before it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+JSON = {"Content-Type": "application/json"}
+CSV = {"Content-Type": "text/csv"}
+REVIEWS = ["A great, wonderful film.", "An awful, boring film."]
+TIMEOUT = 60
+
+
+def invoke(server, body, headers=JSON):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(f"{server.url}/invocations", data=data, headers=headers, timeout=TIMEOUT)
+
+
+def predictions(response) -> list[dict]:
+    assert response.status_code == 200, response.text[:500]
+    return response.json()["predictions"]
+
+
+def assert_two_reviews_scored(rows: list[dict]) -> None:
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    assert rows[0]["score"] > 0.5 > rows[1]["score"]
+    assert all(0.0 <= r["score"] <= 1.0 for r in rows)
+    assert all(set(r) == {"label", "score"} for r in rows)
+
+
+@pytest.mark.parametrize("path", ["/ping", "/health"])
+def test_probes_answer_200(server, path):
+    assert requests.get(f"{server.url}{path}", timeout=TIMEOUT).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": ["text"], "data": [[r] for r in REVIEWS]}},
+        {"dataframe_records": [{"text": r} for r in REVIEWS]},
+        {"inputs": REVIEWS},
+        {"inputs": {"text": REVIEWS}},
+    ],
+    ids=["dataframe_split", "dataframe_records", "inputs-list", "inputs-columns"],
+)
+def test_every_json_format_returns_label_and_score_per_review(server, body):
+    assert_two_reviews_scored(predictions(invoke(server, body)))
+
+
+def test_csv_returns_label_and_score_per_review(server):
+    body = "text\n" + "".join(f'"{r}"\n' for r in REVIEWS)
+    assert_two_reviews_scored(predictions(invoke(server, body, CSV)))
+
+
+def test_charset_utf8_is_accepted(server):
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    assert (
+        len(predictions(invoke(server, {"inputs": ["Ein großartiger Film, great."]}, headers))) == 1
+    )
+
+
+# --- bad input: each is a 4xx whose message says what to send instead ---------------------------
+
+
+def error_message(response, status: int) -> str:
+    assert response.status_code == status, response.text[:500]
+    assert len(response.content) < 20_000  # never the whole payload echoed back
+    try:
+        return response.json()["message"]
+    except ValueError:
+        return response.text
+
+
+def test_malformed_json_is_400_saying_send_valid_json(server):
+    message = error_message(invoke(server, '{"inputs": ["unterminated'), 400)
+    assert "Ensure that input is a valid JSON formatted string" in message
+
+
+def test_json_without_a_known_key_is_400_listing_the_formats(server):
+    message = error_message(invoke(server, {"reviews": REVIEWS}), 400)
+    assert "dataframe_split" in message and "inputs" in message
+
+
+def test_json_list_instead_of_object_is_400(server):
+    message = error_message(invoke(server, REVIEWS), 400)
+    assert "must be a JSON dictionary" in message
+
+
+def test_missing_text_column_is_400_naming_the_column(server):
+    body = {"dataframe_records": [{"review": r} for r in REVIEWS]}
+    message = error_message(invoke(server, body), 400)
+    assert "Model is missing inputs ['text']" in message
+
+
+def test_csv_without_text_header_is_400_naming_the_column(server):
+    message = error_message(invoke(server, "review\nA great film.\n", CSV), 400)
+    assert "missing inputs ['text']" in message
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_wrong_content_type_is_415_listing_the_supported_types(server, content_type):
+    response = invoke(server, "A great film.", {"Content-Type": content_type})
+    message = error_message(response, 415)
+    assert "application/json" in message and "text/csv" in message
+
+
+def test_non_utf8_charset_is_415(server):
+    response = invoke(
+        server, {"inputs": REVIEWS}, {"Content-Type": "application/json; charset=latin-1"}
+    )
+    assert "only supports UTF-8" in error_message(response, 415)
+
+
+@pytest.mark.parametrize("headers", [JSON, CSV], ids=["json", "csv"])
+def test_non_utf8_bytes_are_400(server, headers):
+    body = b'{"inputs": ["caf\xe9"]}' if headers is JSON else b"text\ncaf\xe9\n"
+    message = error_message(invoke(server, body, headers), 400)
+    assert "UnicodeDecodeError" in message or "UTF-8" in message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_records": [{"text": 1}, {"text": "A great film."}]},
+        {"dataframe_split": {"columns": ["text"], "data": [[2.5], ["A great film."]]}},
+        {"dataframe_records": [{"text": True}]},
+        {"inputs": [1, 2]},
+        {"inputs": [True]},
+    ],
+    ids=["records-int", "split-float", "records-bool", "inputs-numbers", "inputs-bool"],
+)
+def test_numbers_instead_of_text_are_400_saying_send_strings(server, body):
+    message = error_message(invoke(server, body), 400)
+    assert "must be a string" in message or "not a review" in message
+    assert "inputs" in message  # says what to send instead
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ({"dataframe_records": [{"text": None}, {"text": "A great film."}]}, JSON),
+        ({"dataframe_split": {"columns": ["text"], "data": [[None]]}}, JSON),
+        ({"inputs": [None, "A great film."]}, JSON),
+        ('text\n"A great film."\n""\n', CSV),  # pandas reads an empty CSV field as null
+    ],
+    ids=["records", "split", "inputs", "csv-empty-cell"],
+)
+def test_nulls_instead_of_text_are_400_naming_the_row(server, body, headers):
+    message = error_message(invoke(server, body, headers), 400)
+    assert "null" in message or "None" in message
+    assert "inputs" in message
+
+
+@pytest.mark.parametrize("text", ["", "   ", "<br /><br />"])
+def test_a_review_without_words_gets_the_defined_answer(server, text):
+    rows = predictions(invoke(server, {"inputs": [text, REVIEWS[0]]}))
+    assert rows[0] == {"label": "unknown", "score": 0.5}
+    assert rows[1]["label"] == "positive"  # the rest of the batch is scored as usual
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": ["x" * 20_000_000]},
+        {"dataframe_records": [{"text": "word " * 4_000_000}]},
+        {"inputs": [REVIEWS[0] * 50] * 16_000},  # 20 MB of ordinary-sized reviews
+    ],
+    ids=["one-20MB-review-inputs", "one-20MB-review-records", "16k-reviews"],
+)
+def test_a_20_mb_payload_is_4xx_saying_how_to_split_it(server, body):
+    response = invoke(server, body)
+    assert 400 <= response.status_code < 500, response.text[:300]
+    message = error_message(response, response.status_code)
+    assert "limit" in message
+
+
+def test_server_still_answers_correctly_after_bad_requests(server):
+    # Runs last in this module: every bad request above has hit the same server by now.
+    assert_two_reviews_scored(predictions(invoke(server, {"inputs": REVIEWS})))
+    assert server.process.poll() is None

@@ -1,0 +1,251 @@
+"""Promotion by aliases against a real SQLite registry, with tiny real pyfunc models.
+
+Each test registers keyword models (tests/steps/keyword_model.py) that know more or fewer
+sentiment words, so "better" and "worse" are measured, not declared: promote scores both models
+on the same reviews in child processes, as it does for the real model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema
+from support import make_reviews
+
+from steps import promote, register, registry, tracking
+from steps.config import PromoteConfig, load_params
+from steps.dataset import Manifest
+from steps.errors import StageError
+from steps.paths import TEST_FILE_NAME
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
+NAME = "imdb-sentiment"
+# The sentiment words tests/support.make_reviews writes.
+POSITIVE = ["wonderful", "brilliant", "moving", "superb", "delightful", "excellent", "great",
+            "touching", "funny", "gripping", "beautiful", "masterful", "charming",
+            "memorable"]  # fmt: skip
+NEGATIVE = ["awful", "boring", "terrible", "dull", "clumsy", "dreadful", "bad", "tedious",
+            "pointless", "horrible", "lifeless", "predictable", "weak", "painful"]  # fmt: skip
+STRONG = {"positive": POSITIVE, "negative": NEGATIVE}  # ~100% on make_reviews
+WEAK = {"positive": POSITIVE[:3], "negative": NEGATIVE[:3]}  # ~60%
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "text")]),
+    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+)
+
+
+@pytest.fixture
+def store(tracking_uri) -> str:
+    """The tmp SQLite store, created as the stages create it (artifacts beside it, not ./mlruns)."""
+    tracking.configure()
+    return tracking_uri
+
+
+@pytest.fixture
+def ingested(tmp_path) -> Path:
+    """An ingested test split (review, sentiment) both models are scored on."""
+    folder = tmp_path / "ingested"
+    folder.mkdir()
+    make_reviews(200, seed=3).to_parquet(folder / TEST_FILE_NAME)
+    return folder
+
+
+@pytest.fixture
+def cfg() -> PromoteConfig:
+    return PromoteConfig(metric="accuracy", min_gain=0.002, eval_data="")
+
+
+def add_version(words: dict, checks_passed: bool = True, data: str = "data-a") -> str:
+    """Log a keyword model and register it through register.register; return the version."""
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(KEYWORD_MODEL),
+            model_config=words,
+            signature=SIGNATURE,
+            pip_requirements=["mlflow", "pandas"],
+        )
+    trained = register.TrainedModel(run_id=run.info.run_id, model_uri=info.model_uri)
+    report = register.EvalReport(
+        metrics={"test_accuracy": 0.5}, checks_passed=checks_passed, model_uri=info.model_uri
+    )
+    manifest = Manifest(source="test", content_sha256=data, rows={}, positives={}, test_split="")
+    return str(register.register(NAME, trained, report, manifest, commit="abc123").version)
+
+
+def aliases() -> dict[str, str]:
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def tags(version: str) -> dict[str, str]:
+    return MlflowClient().get_model_version(NAME, version).tags
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "checks", "promoted", "reason"),
+    [
+        (0.80, None, "passed", True, "first model: no champion yet (accuracy 0.8000)"),
+        (0.903, 0.900, "passed", True, "accuracy 0.9030 vs champion v1 0.9000 (gain +0.0030"),
+        (0.902, 0.900, "passed", True, "(gain +0.0020, min_gain 0.002)"),  # boundary: promoted
+        (0.9019, 0.900, "passed", False, "not better enough: accuracy 0.9019 vs champion v1"),
+        (0.85, 0.90, "passed", False, "not better enough: accuracy 0.8500 vs champion v1 0.9000"),
+        (0.99, 0.90, "failed", False, "behavioural checks failed"),
+        (0.99, None, "failed", False, "behavioural checks failed"),
+        (0.99, None, None, False, "behavioural checks not recorded (register the version"),
+    ],
+)
+def test_decision_rule(candidate, champion, checks, promoted, reason):
+    ok, why = promote.decide("accuracy", candidate, champion, checks, 0.002, "1")
+    assert ok is promoted
+    assert reason in why
+
+
+def test_first_model_becomes_champion(store, ingested, cfg, capsys):
+    v1 = add_version(STRONG)
+    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    assert decision.promoted and decision.champion is None
+    assert aliases() == {"champion": v1}
+    recorded = tags(v1)
+    assert recorded["promotion.decision"] == "promoted"
+    assert recorded["promotion.reason"].startswith("first model")
+    assert float(recorded["promotion.candidate_value"]) > 0.95
+    assert recorded["promotion.champion_value"] == ""
+    assert recorded["promotion.eval_rows"] == "200"
+    assert recorded["promotion.eval_data"].startswith("ingested test split")
+    assert f"version {v1}: PROMOTED" in capsys.readouterr().out
+    assert promote.promote(cfg, NAME, ingested_dir=ingested) is None  # already champion
+
+
+def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champion(
+    store, ingested, cfg
+):
+    v1 = add_version(WEAK, data="data-a")
+    promote.promote(cfg, NAME, ingested_dir=ingested)
+    v2 = add_version(STRONG, data="data-b")
+    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    assert decision.promoted and decision.champion == v1
+    assert decision.candidate_value > decision.champion_value + cfg.min_gain
+    assert aliases() == {"champion": v2, "previous": v1}
+    recorded = tags(v2)
+    assert recorded["promotion.champion_version"] == v1
+    assert float(recorded["promotion.champion_value"]) == pytest.approx(decision.champion_value)
+    assert "trained on other data (manifest data-a)" in recorded["promotion.note"]
+    assert tags(v1)["promotion.replaced_by"] == v2
+
+    assert promote.rollback(NAME) == (v1, v2)
+    assert aliases() == {"champion": v1}
+    assert str(registry.version_by_alias(NAME, "champion").version) == v1
+    assert tags(v2)["rollback.restored_version"] == v1
+    assert tags(v1)["rollback.replaced_version"] == v2
+    with pytest.raises(StageError, match="no @previous version to roll back to"):
+        promote.rollback(NAME)
+
+
+def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_reasons(
+    store, ingested, cfg, capsys
+):
+    v1 = add_version(STRONG)
+    promote.promote(cfg, NAME, ingested_dir=ingested)
+    v2 = add_version(WEAK)
+    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    assert not decision.promoted
+    assert aliases() == {"champion": v1}
+    recorded = tags(v2)
+    assert recorded["promotion.decision"] == "refused"
+    assert recorded["promotion.reason"].startswith("not better enough: accuracy")
+    assert float(recorded["promotion.candidate_value"]) < float(
+        recorded["promotion.champion_value"]
+    )
+    assert f"version {v2}: REFUSED" in capsys.readouterr().out
+
+    v3 = add_version(STRONG, checks_passed=False)  # as good as the champion, checks failed
+    assert not promote.promote(cfg, NAME, ingested_dir=ingested).promoted
+    assert aliases() == {"champion": v1}
+    assert tags(v3)["promotion.reason"] == "behavioural checks failed"
+    assert tags(v3)["promotion.behavioural_checks"] == "failed"
+    assert tags(v3)["promotion.candidate_value"] == tags(v3)["promotion.champion_value"]
+
+
+def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(store, ingested, cfg):
+    v1 = add_version(STRONG)
+    v2 = add_version(WEAK)
+    MlflowClient().set_registered_model_alias(NAME, "champion", v1)  # as in the MLflow UI
+    decision = promote.promote(cfg, NAME, version=v2, ingested_dir=ingested)
+    assert decision.champion == v1  # compared with the alias set by hand
+    assert decision.promoted and decision.mode == "manual"
+    assert aliases() == {"champion": v2, "previous": v1}
+    reason = tags(v2)["promotion.reason"]
+    assert reason.startswith("promoted by hand; the automatic rule would refuse: not better")
+    assert tags(v2)["promotion.mode"] == "manual"
+
+
+def test_promote_by_hand_without_evaluation_data_still_promotes(store, tmp_path, cfg):
+    v1 = add_version(STRONG)
+    decision = promote.promote(cfg, NAME, version=v1, ingested_dir=tmp_path / "nothing")
+    assert decision.promoted and decision.candidate_value is None
+    assert aliases() == {"champion": v1}
+
+
+def test_promoting_a_version_that_does_not_exist_is_a_clear_error(store, ingested, cfg):
+    with pytest.raises(StageError, match="no model named 'imdb-sentiment' in the registry"):
+        promote.promote(cfg, NAME, version="1", ingested_dir=ingested)
+    add_version(STRONG)
+    with pytest.raises(
+        StageError, match=r"imdb-sentiment has no version 7 \(registered versions: 1\)"
+    ):
+        promote.promote(cfg, NAME, version="7", ingested_dir=ingested)
+    with pytest.raises(StageError, match="must be a whole number"):
+        promote.promote(cfg, NAME, version="latest", ingested_dir=ingested)
+
+
+def test_promote_with_nothing_registered_says_run_register(store, ingested, cfg):
+    with pytest.raises(StageError, match="no versions of 'imdb-sentiment' registered"):
+        promote.promote(cfg, NAME, ingested_dir=ingested)
+
+
+def test_bad_evaluation_data_is_one_clear_error(store, tmp_path, cfg):
+    add_version(STRONG)
+    with pytest.raises(StageError, match="test.parquet not found: run the ingest stage first"):
+        promote.promote(cfg, NAME, ingested_dir=tmp_path / "empty")
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"text": ["a"], "label": ["x"]}).to_csv(path, index=False)
+    bad = PromoteConfig(metric="accuracy", min_gain=0.0, eval_data=str(path))
+    with pytest.raises(StageError, match=r"missing column\(s\) \['review', 'sentiment'\]"):
+        promote.promote(bad, NAME)
+    unknown = PromoteConfig(metric="precision", min_gain=0.0, eval_data="")
+    with pytest.raises(StageError, match="promote.metric must be one of accuracy, f1, roc_auc"):
+        promote.promote(unknown, NAME)
+
+
+def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
+    store, ingested, tmp_path, capsys
+):
+    params = str(REPO_ROOT / "params.yaml")
+    assert load_params(params).register.model_name == NAME
+    eval_path = tmp_path / "fixed.csv"  # a fixed evaluation file instead of the ingested split
+    pd.read_parquet(ingested / TEST_FILE_NAME).to_csv(eval_path, index=False)
+    fixed = ["--params", params, "--eval_data", str(eval_path), "--metric", "roc_auc"]
+    v1 = add_version(WEAK)
+    v2 = add_version(STRONG)
+    assert promote.main([*fixed, "--version", v1]) == 0
+    assert promote.main(fixed) == 0
+    assert aliases() == {"champion": v2, "previous": v1}
+    assert tags(v2)["promotion.eval_data"] == str(eval_path)
+    assert tags(v2)["promotion.metric"] == "roc_auc"
+    assert promote.main(["--params", params, "--rollback"]) == 0
+    assert aliases() == {"champion": v1}
+    assert promote.main(["--params", params, "--version", "9"]) == 1
+    assert promote.main(["--params", params, "--version", "1", "--rollback"]) == 1
+    err = capsys.readouterr().err
+    assert "error: promote: imdb-sentiment has no version 9 (registered versions: 1, 2)" in err
+    assert "error: promote: promote parameters: --rollback goes alone" in err
+    assert "Traceback" not in err
+    runs = mlflow.search_runs(filter_string="tags.`promotion.decision` = 'promoted'")
+    auto = runs[runs["tags.promotion.candidate_version"] == v2].iloc[0]
+    assert auto["metrics.candidate_roc_auc"] > auto["metrics.champion_roc_auc"]
