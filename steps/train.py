@@ -26,6 +26,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
@@ -45,6 +46,8 @@ from steps.paths import (
 )
 
 log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT_PATH = "model"  # the logged model's name in its run
 
 POSITIVE = dataset.LABELS[1]
 
@@ -160,19 +163,45 @@ def run_train(
     metrics = {**trained.metrics, "model_size_mb": size_mb}
     mlflow.log_metrics(metrics)
     write_json(metrics_file, metrics)
-    model_info = packaging.log_model(trained.pipeline, name="model")
     run = mlflow.active_run()
+    model_uri, model_id = log_model(trained.pipeline, model_dir, run.info.run_id)
     info = {
         "run_id": run.info.run_id,
-        "model_uri": model_info.model_uri,
-        "model_id": model_info.model_id,
+        "model_uri": model_uri,
+        "model_id": model_id,
         "model_dir": str(model_dir),
         "data_manifest_sha256": manifest.content_sha256,
         "metrics": metrics,
     }
     write_json(info_file, info)
-    log.info("logged the model as %s (run %s)", model_info.model_uri, run.info.run_id)
+    log.info("logged the model as %s (run %s)", model_uri, run.info.run_id)
     return info
+
+
+def log_model(pipeline: Pipeline, model_dir: Path, run_id: str) -> tuple[str, str | None]:
+    """Log the model to the active run; return its URI and logged-model id.
+
+    MLflow 2.x tracking servers (DagsHub's hosted MLflow among them) have no logged-models API,
+    so there the saved model folder is logged as run artifacts and referred to as `runs:/`.
+    """
+    try:
+        info = packaging.log_model(pipeline, name=MODEL_ARTIFACT_PATH)
+    except MlflowException as exc:
+        if not _missing_logged_models_api(exc):
+            raise
+        log.warning(
+            "the tracking server has no logged-models API (an MLflow 2.x server such as"
+            " DagsHub's): logging %s as run artifacts instead",
+            model_dir,
+        )
+        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT_PATH)
+        return f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", None
+    return info.model_uri, info.model_id
+
+
+def _missing_logged_models_api(exc: MlflowException) -> bool:
+    message = str(exc)
+    return "logged-models" in message and ("404" in message or "ENDPOINT_NOT_FOUND" in message)
 
 
 def ensure_validated_data(params_file: str) -> None:
