@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
@@ -140,39 +139,3 @@ def test_cli_sql_password_from_environment_never_recorded(project_copy, tracking
     ]
     assert all(secret not in text for text in recorded)
     assert run.data.params["source"] == source
-
-
-@pytest.mark.slow
-def test_mlflow_run_ingest_on_the_real_data(project_copy, tracking_uri, shared_imdb_dir, tmp_path):
-    venv_bin = Path(sys.executable).parent  # `python` in the entry point must be this one
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            str(venv_bin / "mlflow"),
-            "run",
-            str(project_copy),
-            "-e",
-            "ingest",
-            "-P",
-            f"source={shared_imdb_dir}",
-            "--env-manager",
-            "local",
-            "--experiment-name",
-            EXPERIMENT_NAME,
-        ],
-        env={**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((project_copy / "data" / "ingested" / "manifest.json").read_text())
-    assert manifest["rows"] == {"train": 20_000, "test": 5_000}
-    assert manifest["positives"] == {"train": 10_000, "test": 2_500}
-    assert manifest["test_split"].startswith("carved (stratified, test_size=0.2")
-    (run,) = ingest_runs(tracking_uri)
-    assert run.info.status == "FINISHED"
-    assert run.data.params["source"] == str(shared_imdb_dir)
-    assert run.data.metrics["train_rows"] == 20_000
-    assert run.data.metrics["test_rows"] == 5_000
-    print(f"mlflow run -e ingest on the 25k file: {time.monotonic() - started:.1f} s wall")
