@@ -9,11 +9,10 @@ SOURCE ?=
 
 # The venv's bin comes first so `mlflow`, `uvicorn` and `dvc` are the project's own.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-# With DAGSHUB_REPO set, steps/tracking.py derives the DagsHub tracking URI itself: don't pin one.
-ifndef DAGSHUB_REPO
-export MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
-endif
-export MLFLOW_EXPERIMENT_NAME ?= imdb-sentiment
+# MLflow's own CLI (`mlflow run`, `mlflow models serve`) picks its store before any project code
+# runs: prefix it with this, so it uses the store steps/tracking.py decides (local SQLite, or
+# DagsHub when DAGSHUB_REPO is set) and the experiment and store exist with ./mlartifacts.
+WITH_TRACKING = exports=$$($(PY) -m steps.tracking --exports) && eval "$$exports" &&
 
 .PHONY: help install run test test-fast lint format bench clean
 
@@ -30,8 +29,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv (if missing) and install the project with its dev tools
 
 run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri for other data
-	$(PY) -m steps.tracking
-	mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)')
+	$(WITH_TRACKING) mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)')
 
 test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb)
 	$(PY) -m pytest
@@ -74,7 +72,7 @@ MODEL_NAME = $(shell $(PY) -c 'from steps.config import load_params; print(load_
 DOCKER_DIR ?= build/docker
 
 serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1)
-	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
+	$(WITH_TRACKING) mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
 
 models: $(STAMP) ## list the registered versions: aliases, promotion decisions, metrics
@@ -87,11 +85,12 @@ rollback: $(STAMP) ## move @champion back to @previous
 	$(PY) -m steps.promote --rollback
 
 dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion to DOCKER_DIR
-	mlflow models generate-dockerfile -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
+	$(WITH_TRACKING) mlflow models generate-dockerfile -m 'models:/$(MODEL_NAME)@champion' \
+		--env-manager local \
 		-d $(DOCKER_DIR)
 
 image: $(STAMP) ## build imdb-sentiment:<champion version> with Docker (needs a Docker engine)
-	version=$$($(PY) -m steps.registry --champion) && \
+	$(WITH_TRACKING) version=$$($(PY) -m steps.registry --champion) && \
 	mlflow models build-docker -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-n "$(MODEL_NAME):$$version"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -254,12 +255,47 @@ def git_commit(repo: Path = PROJECT_ROOT) -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-if __name__ == "__main__":  # `python -m steps.tracking`: create the store and experiment
+def shell_exports(env: Mapping[str, str]) -> str:
+    """`export` lines that point MLflow's own CLI (`mlflow run`, `mlflow models serve`) where the
+    stages log: the same decision as `configure()`. Secrets appear as references to the variables
+    that hold them, never as values."""
+    target = resolve_target(env)
+    token = env.get("DAGSHUB_USER_TOKEN")
+    values = {
+        "MLFLOW_TRACKING_URI": shlex.quote(target.tracking_uri),
+        "MLFLOW_REGISTRY_URI": shlex.quote(target.registry_uri or target.tracking_uri),
+        "MLFLOW_EXPERIMENT_NAME": shlex.quote(env.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME),
+    }
+    if target.username is not None:
+        values["MLFLOW_TRACKING_USERNAME"] = (
+            '"$DAGSHUB_USER_TOKEN"' if target.username == token else shlex.quote(target.username)
+        )
+        values["MLFLOW_TRACKING_PASSWORD"] = '"$DAGSHUB_USER_TOKEN"'
+    return "\n".join(f"export {name}={value}" for name, value in values.items())
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python -m steps.tracking [--exports]`: create the store and experiment (and print the
+    environment MLflow's CLI needs, for `eval` in the Makefile)."""
+    import argparse
     import sys
 
+    parser = argparse.ArgumentParser(prog="python -m steps.tracking", description=_main.__doc__)
+    parser.add_argument("--exports", action="store_true", help="print shell export lines")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         experiment = configure()
+        exports = shell_exports(os.environ)
     except StageError as exc:
-        sys.exit(f"error: tracking: {exc}")
-    print(f"tracking store {_safe(mlflow.get_tracking_uri())}, experiment id {experiment}")
+        print(f"error: tracking: {exc}", file=sys.stderr)
+        return 1
+    if args.exports:
+        print(exports)
+    else:
+        print(f"tracking store {_safe(mlflow.get_tracking_uri())}, experiment id {experiment}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
