@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from steps import tracking
-from steps.config import Params, load_params, override, section_fields
+from steps.config import BOOL_WORDS, Params, load_params, override, section_fields
 from steps.errors import StageError
 from steps.paths import PARAMS_FILE
 
@@ -37,6 +37,23 @@ def setup_logging() -> None:
     )
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def add_flag(group: Any, name: str, help: str) -> None:
+    """A stage action flag usable bare (`--dry-run`) or with a value, as `mlflow run -P
+    dry_run=true` passes it (`--dry_run true`)."""
+    options = dict.fromkeys((f"--{name.replace('_', '-')}", f"--{name}"))  # one if no "_"
+    group.add_argument(
+        *options, dest=name, type=_bool_value, nargs="?", const=True, default=False,
+        metavar="BOOL", help=help,
+    )  # fmt: skip
+
+
+def _bool_value(text: str) -> bool:
+    try:
+        return BOOL_WORDS[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
 def parse(

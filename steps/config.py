@@ -142,6 +142,9 @@ class Params:
 
 T = TypeVar("T")
 
+# How true/false may be written on the command line and in `mlflow run -P`.
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Read and check params.yaml; raise ConfigError naming the bad key and the file."""
@@ -231,12 +234,10 @@ def _coerce(value: Any, typ: Any, key: str, origin: str, *, from_text: bool) -> 
         pairs = zip(items, args, strict=True)
         return tuple(_coerce(v, t, key, origin, from_text=from_text) for v, t in pairs)
     if typ is bool:
-        if from_text and value.lower() in ("true", "1", "yes"):
-            return True
-        if from_text and value.lower() in ("false", "0", "no"):
-            return False
         if isinstance(value, bool):
             return value
+        if from_text and value.lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.lower()]
         raise _type_error(key, origin, value, "true or false")
     if typ is int:
         if from_text:

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from steps.errors import StageError
-from steps.fsutil import write_json
+from steps.fsutil import read_json, write_json
 from steps.paths import (
     INGESTED_DIR,
     MANIFEST_FILE_NAME,
@@ -64,12 +64,7 @@ def content_hash(frames: list[pd.DataFrame]) -> str:
 def read_manifest(ingested_dir: Path = INGESTED_DIR) -> Manifest:
     """Read the manifest of an ingested dataset, or say which stage to run first."""
     path = Path(ingested_dir) / MANIFEST_FILE_NAME
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path} not found: run the ingest stage first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path} is not valid JSON ({exc}): run the ingest stage again") from None
+    raw = read_json(path, "manifest", "run the ingest stage first")
     return Manifest(**raw)
 
 

@@ -37,7 +37,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps import cli, deploy_plan, tracking
+from steps import cli, deploy_plan, registry, tracking
 from steps.config import DeployConfig, Params
 from steps.deploy_plan import (
     BuildImage,
@@ -59,7 +59,6 @@ from steps.kube import Kube
 
 log = logging.getLogger(__name__)
 
-CHAMPION_ALIAS = "champion"
 SLOT_LABEL = "slot"  # the label both Services select on; its value is a slot name
 VERSION_LABEL = "model-version"  # on pods, for `kubectl get pods -L model-version`
 VERSION_ANNOTATION = "imdb-sentiment/model-version"  # what a slot runs: deploy's record of it
@@ -234,15 +233,8 @@ class Deployer:
 
     def champion(self) -> int | None:
         """The version the `champion` alias names, or None."""
-        try:
-            version = self.client.get_model_version_by_alias(self.model_name, CHAMPION_ALIAS)
-        except MlflowException as exc:
-            if exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc):
-                return None  # the model exists, the alias does not
-            raise StageError(
-                f"registry: cannot read {self.model_name}@{CHAMPION_ALIAS}: {_one_line(exc)}"
-            ) from None
-        return int(version.version)
+        version = registry.version_by_alias(self.model_name, registry.CHAMPION_ALIAS, self.client)
+        return int(version.version) if version else None
 
     # plans
 
@@ -539,28 +531,12 @@ def _one_line(exc: object) -> str:
 # -- command line -----------------------------------------------------------------------------
 
 
-def _flag(text: str) -> bool:
-    value = text.lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("what to do (each also as `mlflow run -P name=value`)")
-
-    def flag(name: str, help: str) -> None:
-        group.add_argument(
-            f"--{name.replace('_', '-')}", f"--{name}", dest=name, type=_flag, nargs="?",
-            const=True, default=False, metavar="BOOL", help=help,
-        )  # fmt: skip
-
-    flag("dry_run", "print the plan and touch nothing")
-    flag("rollback", "switch the live Service back to the idle slot at once")
-    flag("watch", "keep polling the registry and reconcile whenever `champion` moves")
-    flag("force", "deploy the champion even if a rollback put it on hold")
+    cli.add_flag(group, "dry_run", "print the plan and touch nothing")
+    cli.add_flag(group, "rollback", "switch the live Service back to the idle slot at once")
+    cli.add_flag(group, "watch", "keep polling the registry and reconcile when `champion` moves")
+    cli.add_flag(group, "force", "deploy the champion even if a rollback put it on hold")
     group.add_argument(
         "--image", default=None, help="deploy this image instead of building one (skips build)"
     )

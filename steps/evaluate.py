@@ -15,7 +15,6 @@ All of it is logged to the MLflow run (metrics as `test_*`), the files as artifa
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from tqdm import tqdm
 from steps import behavioural, cli, dataset, tracking
 from steps.config import EvaluateConfig, Params
 from steps.errors import StageError
-from steps.fsutil import atomic_path, write_json
+from steps.fsutil import atomic_path, read_json, write_json
 from steps.paths import (
     BEHAVIOURAL_FILE,
     INGESTED_DIR,
@@ -173,14 +172,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 def read_trained_info(info_file: Path = TRAINED_MODEL_INFO_FILE) -> dict[str, Any]:
     """What train wrote beside the model, or say to run train."""
-    try:
-        return json.loads(Path(info_file).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{info_file} not found: run the train stage first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(
-            f"{info_file} is not valid JSON ({exc}): run the train stage again"
-        ) from None
+    return read_json(info_file, "trained model record", "run the train stage first")
 
 
 def load_model(model_dir: Path = MODEL_DIR) -> Any:

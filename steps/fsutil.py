@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from steps.errors import StageError
+
 
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
@@ -62,6 +64,20 @@ def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (sorted keys, so the bytes only change when the content does)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path, what: str, remedy: str) -> dict:
+    """A JSON object from `path`, or a StageError naming the file, `what` it is and the `remedy`."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: {what} not found: {remedy}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path}: {what} is not valid JSON ({exc}): {remedy}") from None
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: {what} should be a JSON object: {remedy}")
+    return raw
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

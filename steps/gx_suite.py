@@ -8,7 +8,6 @@ the suites refer to.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from steps.errors import StageError
+from steps.fsutil import read_json
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,8 @@ class Batch:
 def load_suite_json(path: Path) -> dict:
     """The suite file as a dict, or a StageError naming the file."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path}: expectation suite not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: expectation suite is not valid JSON ({exc})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):
+    raw = read_json(path, "expectation suite", "check params.yaml validate.* and expectations/")
+    if not isinstance(raw.get("expectations"), list):
         raise StageError(f"{path}: expected a JSON object with a list of 'expectations'")
     return raw
 

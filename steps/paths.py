@@ -28,7 +28,6 @@ COMPARE_TABLE = REPORTS_DIR / "compare.md"
 COMPARE_PLOT = REPORTS_DIR / "compare.png"
 TRAIN_METRICS_FILE = REPORTS_DIR / "train_metrics.json"  # validation metrics of the train stage
 METRICS_FILE = REPORTS_DIR / "metrics.json"  # evaluate's test metrics + behavioural verdict
-EVAL_REPORT_FILE = METRICS_FILE  # (the name register reads it by)
 PLOTS_DIR = REPORTS_DIR / "plots"  # evaluate's PNGs and the CSV/JSON data behind them
 MISCLASSIFIED_FILE = REPORTS_DIR / "misclassified.csv"
 BEHAVIOURAL_FILE = REPORTS_DIR / "behavioural.json"  # every behavioural case and its outcome

@@ -318,25 +318,13 @@ def rollback(model_name: str) -> tuple[str, str | None]:
     return restored, demoted
 
 
-def _flag(text: str) -> bool:
-    value = text.lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("what to do (each also as `mlflow run -P name=value`)")
     group.add_argument(
         "--version", default=None, metavar="N",
         help="promote this version by hand (the gate is reported, not applied)",
     )  # fmt: skip
-    group.add_argument(
-        "--rollback", type=_flag, nargs="?", const=True, default=False, metavar="BOOL",
-        help="move champion back to the previous alias",
-    )  # fmt: skip
+    cli.add_flag(group, "rollback", "move champion back to the previous alias")
 
 
 def body(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> None:

@@ -13,7 +13,6 @@ never tagged with a stale evaluation.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -28,6 +27,7 @@ from mlflow.entities.model_registry import ModelVersion
 from steps import cli, dataset, registry, tracking
 from steps.config import Params, RegisterConfig
 from steps.errors import StageError
+from steps.fsutil import read_json
 from steps.paths import INGESTED_DIR, METRICS_FILE, TRAINED_MODEL_INFO_FILE
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class EvalReport:
 
 def read_trained_model(path: Path = TRAINED_MODEL_INFO_FILE) -> TrainedModel:
     """The run id and model URI train recorded; say which stage to run when missing."""
-    raw = _read_json(path, "run the train stage first")
+    raw = read_json(path, "trained model record", "run the train stage first")
     try:
         return TrainedModel(run_id=str(raw["run_id"]), model_uri=str(raw["model_uri"]))
     except KeyError as exc:
@@ -65,7 +65,7 @@ def read_trained_model(path: Path = TRAINED_MODEL_INFO_FILE) -> TrainedModel:
 
 def read_report(path: Path = METRICS_FILE) -> EvalReport:
     """The evaluation report, flattened to numbers; its behavioural verdict must be there."""
-    raw = _read_json(path, "run the evaluate stage first")
+    raw = read_json(path, "evaluation report", "run the evaluate stage first")
     if CHECKS_SUMMARY_KEY not in raw or not isinstance(raw[CHECKS_SUMMARY_KEY], bool):
         raise StageError(f"{path}: no boolean {CHECKS_SUMMARY_KEY!r}: run the evaluate stage again")
     metrics = {k: v for k, v in _flatten(raw).items() if k != CHECKS_SUMMARY_KEY and _is_number(v)}
@@ -113,19 +113,6 @@ def register(
         f" (behavioural checks {tags[registry.CHECKS_TAG]}; {shown})"
     )
     return version
-
-
-def _read_json(path: Path, remedy: str) -> dict:
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageError(f"{path} not found: {remedy}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path} is not valid JSON ({exc}): {remedy}") from None
-    if not isinstance(raw, dict):
-        raise StageError(f"{path}: expected a JSON object: {remedy}")
-    return raw
 
 
 def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

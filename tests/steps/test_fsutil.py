@@ -4,7 +4,8 @@ import stat
 
 import pytest
 
-from steps.fsutil import atomic_dir, atomic_path, sha256_file, write_json
+from steps.errors import StageError
+from steps.fsutil import atomic_dir, atomic_path, read_json, sha256_file, write_json
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path):
@@ -49,3 +50,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_read_json_names_the_file_what_it_is_and_what_to_do(tmp_path):
+    path = tmp_path / "manifest.json"
+    with pytest.raises(StageError, match=r"manifest.json: manifest not found: run ingest$"):
+        read_json(path, "manifest", "run ingest")
+    path.write_text("{broken")
+    with pytest.raises(StageError, match=r"manifest.json: manifest is not valid JSON \(.*\): run"):
+        read_json(path, "manifest", "run ingest")
+    path.write_text("[1, 2]")
+    with pytest.raises(StageError, match="manifest should be a JSON object"):
+        read_json(path, "manifest", "run ingest")
+    path.write_text('{"rows": 3}')
+    assert read_json(path, "manifest", "run ingest") == {"rows": 3}

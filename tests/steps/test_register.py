@@ -99,11 +99,11 @@ def test_a_report_for_another_model_is_refused_and_nothing_registered(store, tmp
 
 
 def test_report_problems_are_one_line_errors_naming_the_file(tmp_path):
-    with pytest.raises(StageError, match="metrics.json not found: run the evaluate stage first"):
+    with pytest.raises(StageError, match="metrics.json: evaluation report not found: run the evaluate stage first"):
         register.read_report(tmp_path / "metrics.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(StageError, match="bad.json is not valid JSON"):
+    with pytest.raises(StageError, match="bad.json: evaluation report is not valid JSON"):
         register.read_report(bad)
     no_verdict = tmp_path / "nv.json"
     no_verdict.write_text(json.dumps({"test_accuracy": 0.9}), encoding="utf-8")
