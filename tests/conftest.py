@@ -11,11 +11,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 
-# What an MLflow project needs to run (anything else in the repo is not copied).
-PROJECT_FILES = ("MLproject", "conda.yaml", "params.yaml", "steps", "pyfunc", "expectations")
+from support import PROJECT_FILES, REPO_ROOT
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What an MLflow project needs to run (anything else in the repo is not copied).
+PROJECT_FILES = ("MLproject", "conda.yaml", "params.yaml", "steps", "pyfunc", "expectations")
+
 _POSITIVE = [
     "wonderful",
     "brilliant",

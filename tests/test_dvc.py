@@ -17,8 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import PROJECT_FILES, REPO_ROOT
-from support import free_port, make_reviews
+from support import PROJECT_FILES, REPO_ROOT, free_port, make_reviews
 
 from steps import chain
 from steps.config import Params, section_fields

@@ -13,8 +13,7 @@ import tomllib
 import mlflow
 import pytest
 import yaml
-from conftest import REPO_ROOT
-from support import make_reviews
+from support import REPO_ROOT, make_reviews
 
 from steps import chain
 

@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import REPO_ROOT
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
-from support import free_port
+from support import REPO_ROOT, free_port
 
 from steps import tracking
 from steps.errors import StageError

@@ -103,7 +103,9 @@ def test_evaluate_without_a_trained_model_says_to_run_train(trained, tmp_path):
             info_file=trained["info_file"],
             **_outputs(tmp_path / "other"),
         )
-    with pytest.raises(StageError, match="model.json: trained model record not found: run the train stage first"):
+    with pytest.raises(
+        StageError, match="model.json: trained model record not found: run the train stage first"
+    ):
         evaluate.read_trained_info(tmp_path / "model.json")
 
 

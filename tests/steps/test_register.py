@@ -99,7 +99,9 @@ def test_a_report_for_another_model_is_refused_and_nothing_registered(store, tmp
 
 
 def test_report_problems_are_one_line_errors_naming_the_file(tmp_path):
-    with pytest.raises(StageError, match="metrics.json: evaluation report not found: run the evaluate stage first"):
+    with pytest.raises(
+        StageError, match="metrics.json: evaluation report not found: run the evaluate stage first"
+    ):
         register.read_report(tmp_path / "metrics.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
