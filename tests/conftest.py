@@ -15,6 +15,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 
 from support import PROJECT_FILES, REPO_ROOT
 
+# Environment variables that steer MLflow or our tracking set-up.
+_STEERING_PREFIXES = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_state_per_test():
+    """Tracking set-up writes into os.environ and MLflow's module globals (tracking and registry
+    URIs, the active experiment): undo all of it after every test, so no test inherits another's
+    store."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(_STEERING_PREFIXES)}
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None  # no public way to forget it
+    for name in [k for k in os.environ if k.startswith(_STEERING_PREFIXES)]:
+        if name not in before:
+            del os.environ[name]
+    os.environ.update(before)
+
 
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory) -> Path:
@@ -43,8 +64,7 @@ def tracking_uri(tmp_path, monkeypatch, _empty_store) -> str:
     # test) would otherwise put its artifacts in ./mlruns of whatever the working directory is;
     # this is the variable MLflow's own store reads for its default artifact root.
     monkeypatch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", (tmp_path / "mlartifacts").as_uri())
-    # tracking.configure() and MLflow's setters write these into os.environ; deleting them through
-    # monkeypatch first means they are restored (to absent) after the test.
+    # Whatever the caller's environment says about tracking must not reach the test.
     for name in (
         "MLFLOW_RUN_ID",
         "MLFLOW_EXPERIMENT_ID",
@@ -57,12 +77,7 @@ def tracking_uri(tmp_path, monkeypatch, _empty_store) -> str:
     ):
         monkeypatch.delenv(name, raising=False)
     mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    mlflow.tracking.fluent._active_experiment_id = None  # no public way to forget it
+    return uri  # _mlflow_state_per_test undoes the global state afterwards
 
 
 @pytest.fixture

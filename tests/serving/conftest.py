@@ -39,8 +39,9 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            patch.delenv(name, raising=False)
+        for name in [k for k in os.environ if k.startswith(("MLFLOW_", "DAGSHUB_"))]:
+            if name != "MLFLOW_TRACKING_URI":
+                patch.delenv(name)
         tracking.configure()
         try:
             model_uri = log_small_model()
@@ -48,6 +49,7 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
             registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
         finally:
             mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
     yield uri, str(version)
 
 
