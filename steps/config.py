@@ -239,24 +239,17 @@ def _coerce(value: Any, typ: Any, key: str, origin: str, *, from_text: bool) -> 
         if from_text and value.lower() in BOOL_WORDS:
             return BOOL_WORDS[value.lower()]
         raise _type_error(key, origin, value, "true or false")
-    if typ is int:
+    if typ in (int, float):
+        expected = "a whole number" if typ is int else "a number"
+        accepted = int if typ is int else (int, float)  # YAML's 1 is a fine float, 1.5 no int
         if from_text:
             try:
-                return int(value)
+                return typ(value)
             except ValueError:
-                raise _type_error(key, origin, value, "a whole number") from None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(key, origin, value, "a whole number")
-    if typ is float:
-        if from_text:
-            try:
-                return float(value)
-            except ValueError:
-                raise _type_error(key, origin, value, "a number") from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(key, origin, value, "a number")
+                raise _type_error(key, origin, value, expected) from None
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            return typ(value)
+        raise _type_error(key, origin, value, expected)
     if typ is str:
         if isinstance(value, str):
             return value
