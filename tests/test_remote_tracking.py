@@ -181,6 +181,18 @@ def stage_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def run_module(module: str, cwd, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`python -m module args` in cwd, as a shell would start it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_runs_go_to_dagshub_and_models_to_the_local_registry(dagshub, tmp_path):
     experiment_id = tracking.configure()
     assert mlflow.get_tracking_uri() == dagshub.url
@@ -226,14 +238,8 @@ def test_stage_cli_logs_there_with_username_and_token(dagshub, tmp_path):
         client.log_metric(run.info.run_id, "val_accuracy", score)
         client.set_terminated(run.info.run_id)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "steps.compare", "--params", PARAMS],
-        cwd=tmp_path,
-        env=stage_env(DAGSHUB_USERNAME=ALICE[0], DAGSHUB_USER_TOKEN=ALICE[1]),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = stage_env(DAGSHUB_USERNAME=ALICE[0], DAGSHUB_USER_TOKEN=ALICE[1])
+    result = run_module("steps.compare", tmp_path, env, "--params", PARAMS)
     assert result.returncode == 0, result.stderr
     assert "train-1.0" in result.stdout.splitlines()[2]  # best run first
     assert ALICE[1] not in result.stdout + result.stderr  # the token never shows in logs
@@ -253,14 +259,7 @@ def test_stage_cli_logs_there_with_username_and_token(dagshub, tmp_path):
 def test_children_inherit_the_remote_target(dagshub, tmp_path):
     """What `mlflow run` / chained stages get: same server, credentials and local registry."""
     experiment_id = tracking.configure()
-    child = subprocess.run(
-        [sys.executable, "-m", "steps.tracking"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    child = run_module("steps.tracking", tmp_path, {**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert child.returncode == 0, child.stderr
     assert f"tracking store {dagshub.url}, experiment id {experiment_id}" in child.stdout
     assert os.environ["MLFLOW_REGISTRY_URI"] == tracking.DEFAULT_TRACKING_URI
@@ -268,13 +267,8 @@ def test_children_inherit_the_remote_target(dagshub, tmp_path):
 
 def test_wrong_token_is_one_clear_error_line(dagshub, tmp_path):
     wrong = "not-the-token-0000000"
-    result = subprocess.run(
-        [sys.executable, "-m", "steps.compare", "--params", PARAMS],
-        cwd=tmp_path,
-        env=stage_env(DAGSHUB_USER_TOKEN=wrong),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_module(
+        "steps.compare", tmp_path, stage_env(DAGSHUB_USER_TOKEN=wrong), "--params", PARAMS
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -351,14 +345,7 @@ def test_incomplete_dagshub_settings_are_one_line_errors(env, message):
 
 def test_without_variables_the_local_store_is_used(clean_env, tmp_path):
     # A subprocess: MLflow caches SQLite engines by URI, and this URI is relative to the cwd.
-    result = subprocess.run(
-        [sys.executable, "-m", "steps.tracking"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("steps.tracking", tmp_path, {**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr
     assert f"tracking store {tracking.DEFAULT_TRACKING_URI}," in result.stdout
     assert (tmp_path / "mlflow.db").is_file()
