@@ -76,7 +76,7 @@ def measure(which: str) -> dict:
     from sklearn.model_selection import train_test_split
 
     sys.path.insert(0, str(REPO_ROOT))
-    from pyfunc.model import SentimentModel
+    from pyfunc.model import TEXT_COLUMN, SentimentModel
     from pyfunc.packaging import save_model
     from steps.config import load_params
     from steps.train import pipeline_for
@@ -115,7 +115,7 @@ def measure(which: str) -> dict:
         model = SentimentModel(pipeline)
         started = time.process_time()
         for i in range(0, VAL_SIZE, 1000):
-            model.predict(None, pd.DataFrame({"text": val_x[i : i + 1000]}))
+            model.predict(None, pd.DataFrame({TEXT_COLUMN: val_x[i : i + 1000]}))
         pyfunc_rate = VAL_SIZE / (time.process_time() - started)
 
     # training on all 25,000 reviews: wall and CPU time, peak memory, size on disk

@@ -31,6 +31,7 @@ from steps.paths import (
 
 COLUMNS = ("review", "sentiment")
 LABELS = ("negative", "positive")  # index = numeric class (0/1) used by the model
+NEGATIVE, POSITIVE = LABELS
 SPLITS = {"train": TRAIN_FILE_NAME, "test": TEST_FILE_NAME}
 
 

@@ -23,23 +23,15 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 from tqdm import tqdm
 
-from steps import behavioural, cli, dataset, tracking
+from steps import behavioural, cli, dataset, scoring, tracking
 from steps.config import EvaluateConfig, Params
+from steps.dataset import NEGATIVE, POSITIVE
 from steps.errors import StageError
 from steps.fsutil import atomic_path, read_json, write_json
+from steps.metrics import classification_metrics
 from steps.paths import (
     BEHAVIOURAL_FILE,
     INGESTED_DIR,
@@ -52,8 +44,6 @@ from steps.paths import (
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMN = "text"  # the pyfunc's input column
-POSITIVE, NEGATIVE = dataset.LABELS[1], dataset.LABELS[0]
 CURVE_POINTS = 500  # rows kept in roc.csv / precision_recall.csv (enough to draw, small to diff)
 
 
@@ -63,25 +53,10 @@ def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarra
     with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
         for start in range(0, len(reviews), batch_size):
             batch = reviews[start : start + batch_size]
-            answer = model.predict(pd.DataFrame({TEXT_COLUMN: batch}))
+            answer = model.predict(pd.DataFrame({scoring.TEXT_COLUMN: batch}))
             scores[start : start + len(batch)] = answer["score"].to_numpy(dtype=float)
             bar.update(len(batch))
     return scores
-
-
-def split_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Threshold-0.5 and ranking metrics of scores (probability of positive) against labels."""
-    truth = labels == POSITIVE
-    predicted = scores > 0.5
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, zero_division=0)),
-        "precision": float(precision_score(truth, predicted, zero_division=0)),
-        "recall": float(recall_score(truth, predicted, zero_division=0)),
-        "roc_auc": float(roc_auc_score(truth, scores)),
-        "log_loss": float(log_loss(truth, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "n_reviews": float(len(labels)),
-    }
 
 
 def worst_misclassified(frame: pd.DataFrame, scores: np.ndarray, count: int) -> pd.DataFrame:
@@ -202,14 +177,16 @@ def run_evaluate(
     tracking.log_config(cfg)
     log.info("scoring %d test reviews with %s", len(reviews), info.get("model_uri"))
     scores = predict_scores(model, reviews, cfg.batch_size)
-    metrics = split_metrics(labels, scores)
+    metrics = classification_metrics(labels, scores)
     log.info(
         "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",
         metrics["accuracy"], metrics["f1"], metrics["roc_auc"], metrics["log_loss"],
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:
-        return model.predict(pd.DataFrame({TEXT_COLUMN: texts}))["score"].to_numpy(dtype=float)
+        return model.predict(pd.DataFrame({scoring.TEXT_COLUMN: texts}))["score"].to_numpy(
+            dtype=float
+        )
 
     checks = behavioural.run_checks(score, cfg.min_check_pass_rate)
     for case in behavioural.failures(checks):

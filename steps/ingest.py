@@ -25,14 +25,12 @@ import pandas as pd
 
 from steps import cli, sources, tracking
 from steps.config import IngestConfig, Params
-from steps.dataset import LABELS, SPLITS, Manifest, content_hash, read_manifest
+from steps.dataset import POSITIVE, SPLITS, Manifest, content_hash, read_manifest
 from steps.errors import ConfigError, SourceError, StageError
 from steps.fsutil import atomic_dir, write_json
 from steps.paths import DOWNLOAD_DIR, INGESTED_DIR, MANIFEST_FILE_NAME
 
 log = logging.getLogger(__name__)
-
-POSITIVE = LABELS[1]
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ def load_eval_data(cfg: PromoteConfig, ingested_dir: Path = INGESTED_DIR) -> Eva
     frame = frame[list(dataset.COLUMNS)]
     return EvalData(
         texts=frame["review"].astype(str).tolist(),
-        y=(frame["sentiment"] == "positive").to_numpy(dtype=int),
+        y=(frame["sentiment"] == dataset.POSITIVE).to_numpy(dtype=int),
         description=description,
         sha256=dataset.content_hash([frame]),
     )
@@ -168,7 +168,7 @@ def measure(
     ]
     values = []
     for scores in scoring.score_models(models, data.texts):
-        labels = (scores["label"] == "positive").to_numpy(dtype=int)
+        labels = (scores["label"] == dataset.POSITIVE).to_numpy(dtype=int)
         values.append(METRICS[metric](data.y, labels, scores["score"].to_numpy(dtype=float)))
     return values
 

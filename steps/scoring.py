@@ -25,7 +25,10 @@ from steps.errors import StageError
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMN = "text"  # the pyfunc's input column
+# The pyfunc's input column (pyfunc.model.TEXT_COLUMN; a test keeps them equal). Not imported
+# from there: this module is the scoring child, which must import `pyfunc` only from the model
+# it loads, and a package imported first would shadow the model's own copy.
+TEXT_COLUMN = "text"
 OUTPUT_COLUMNS = ("label", "score")  # what the pyfunc returns per review
 CHUNK = 1000  # reviews per predict call in the child (progress granularity)
 

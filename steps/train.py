@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
@@ -35,8 +33,10 @@ from pyfunc import packaging
 from pyfunc.pipeline import build_pipeline, n_features
 from steps import chain, cli, dataset, tracking
 from steps.config import Params, TrainConfig
+from steps.dataset import POSITIVE
 from steps.errors import StageError
 from steps.fsutil import atomic_dir, write_json
+from steps.metrics import classification_metrics
 from steps.paths import (
     INGESTED_DIR,
     MODEL_DIR,
@@ -48,8 +48,7 @@ from steps.paths import (
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"  # the logged model's name in its run
-
-POSITIVE = dataset.LABELS[1]
+VAL_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")  # logged as val_<name>
 
 
 @dataclass(frozen=True)
@@ -76,18 +75,6 @@ def pipeline_for(cfg: TrainConfig) -> Pipeline:
     )
 
 
-def validation_metrics(labels: list[str], positive_score: np.ndarray) -> dict[str, float]:
-    """Accuracy, F1 (positive class), ROC AUC and log loss of scores against true labels."""
-    truth = np.asarray(labels) == POSITIVE
-    predicted = positive_score > 0.5
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted)),
-        "roc_auc": float(roc_auc_score(truth, positive_score)),
-        "log_loss": float(log_loss(truth, np.clip(positive_score, 1e-15, 1 - 1e-15))),
-    }
-
-
 def train_model(reviews: list[str], labels: list[str], cfg: TrainConfig) -> Trained:
     """Fit on all but a stratified validation split, score it, then (refit_full) refit on all."""
     if not 0 < cfg.val_fraction < 1:
@@ -103,7 +90,8 @@ def train_model(reviews: list[str], labels: list[str], cfg: TrainConfig) -> Trai
     started = time.process_time()
     scores = pipeline.predict_proba(val_x)[:, list(pipeline.classes_).index(POSITIVE)]
     predict_cpu = time.process_time() - started
-    metrics = {f"val_{k}": v for k, v in validation_metrics(val_y, scores).items()}
+    measured = classification_metrics(val_y, scores)
+    metrics = {f"val_{name}": measured[name] for name in VAL_METRICS}
     log.info(
         "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
         metrics["val_accuracy"], metrics["val_f1"], metrics["val_roc_auc"],

@@ -11,9 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import make_reviews, write_ingested
 
-from steps import behavioural, evaluate, train
+from pyfunc import model as pyfunc_model
+from steps import behavioural, dataset, evaluate, scoring, train
 from steps.config import load_params
 from steps.errors import StageError
+from steps.metrics import classification_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -115,6 +117,26 @@ def test_worst_misclassified_are_the_most_confident_mistakes():
     )
     wrong = evaluate.worst_misclassified(frame, np.array([0.4, 0.05, 0.3, 0.9]), count=5)
     assert wrong["review"].tolist() == ["b", "d", "a"]
+
+
+def test_classification_metrics_by_hand():
+    labels = ["positive", "positive", "negative", "negative"]
+    metrics = classification_metrics(labels, np.array([0.9, 0.4, 0.2, 0.6]))
+    # predicted positive: rows 0 and 3; one of two right; one of two positives found
+    assert metrics["accuracy"] == 0.5
+    assert metrics["precision"] == 0.5
+    assert metrics["recall"] == 0.5
+    assert metrics["f1"] == 0.5
+    assert metrics["roc_auc"] == 0.75  # 3 of the 4 positive/negative pairs ranked right
+    assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.8, 0.4])), rel=1e-12)
+    assert metrics["n_reviews"] == 4
+
+
+def test_the_steps_side_names_are_the_models():
+    # pyfunc never imports steps, and steps.scoring must not import pyfunc (see its comment):
+    # the input column and the labels are written on both sides, and must agree.
+    assert scoring.TEXT_COLUMN == pyfunc_model.TEXT_COLUMN
+    assert dataset.LABELS == pyfunc_model.LABELS
 
 
 def _keyword_scorer(negation_aware: bool):
