@@ -12,7 +12,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # MLflow's own CLI (`mlflow run`, `mlflow models serve`) picks its store before any project code
 # runs: prefix it with this, so it uses the store steps/tracking.py decides (local SQLite, or
 # DagsHub when DAGSHUB_REPO is set) and the experiment and store exist with ./mlartifacts.
-WITH_TRACKING = exports=$$($(PY) -m steps.tracking --exports) && eval "$$exports" &&
+WITH_TRACKING = exports=$$($(PY) -m steps.models --exports) && eval "$$exports" &&
 
 .PHONY: help install run test test-fast lint format bench clean
 
@@ -45,7 +45,8 @@ format: $(STAMP) ## ruff: fix imports and format the code
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench: $(STAMP) ## benchmarks: print tables of speed, memory and accuracy
+bench: $(STAMP) ## benchmarks: print tables of speed, memory and accuracy (with date and machine)
+	@echo "# make bench: $$(date -u '+%Y-%m-%d %H:%M UTC'), $$(nproc) cores ($$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $$(free -g | awk '/^Mem/ {print $$2}') GiB, load $$(cut -d' ' -f1-3 /proc/loadavg), commit $$(git rev-parse --short HEAD 2>/dev/null || echo none)"
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove pipeline outputs (data/ingested, reports, models); keeps downloads and mlflow.db
@@ -68,7 +69,7 @@ PORT ?= 5001
 WORKERS ?= 1
 VERSION ?=
 # Read from params.yaml only when a target below needs it (one source of truth for the name).
-MODEL_NAME = $(shell $(PY) -c 'from steps.config import load_params; print(load_params().register.model_name)')
+MODEL_NAME = $(shell $(PY) -c 'from steps.stage.config import load_params; print(load_params().register.model_name)')
 DOCKER_DIR ?= build/docker
 
 serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1)
@@ -76,7 +77,7 @@ serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKER
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
 
 models: $(STAMP) ## list the registered versions: aliases, promotion decisions, metrics
-	$(PY) -m steps.registry
+	$(PY) -m steps.models
 
 promote: $(STAMP) ## latest version vs @champion (promote.* in params.yaml); VERSION=N by hand
 	$(PY) -m steps.promote $(if $(VERSION),--version '$(VERSION)')
@@ -90,7 +91,7 @@ dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion
 		-d $(DOCKER_DIR)
 
 image: $(STAMP) ## build imdb-sentiment:<champion version> with Docker (needs a Docker engine)
-	$(WITH_TRACKING) version=$$($(PY) -m steps.registry --champion) && \
+	$(WITH_TRACKING) version=$$($(PY) -m steps.models --champion) && \
 	mlflow models build-docker -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-n "$(MODEL_NAME):$$version"
 

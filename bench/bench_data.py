@@ -51,7 +51,7 @@ def main() -> int:
         env.pop("MLFLOW_RUN_ID", None)
         # Create the tracking store first: its one-off schema migration is not a stage's cost.
         subprocess.run(
-            [sys.executable, "-m", "steps.tracking"],
+            [sys.executable, "-m", "steps.models", "--exports"],
             cwd=work,
             env=env,
             check=True,

@@ -78,7 +78,7 @@ def measure(which: str) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
     from pyfunc.model import TEXT_COLUMN, SentimentModel
     from pyfunc.packaging import save_model
-    from steps.config import load_params
+    from steps.stage.config import load_params
     from steps.train import pipeline_for
 
     frame = pd.read_csv(data_dir() / "train.csv.gz")

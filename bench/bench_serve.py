@@ -37,12 +37,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # tests/support.free_port
 
-import mlflow  # noqa: E402
-import pandas as pd  # noqa: E402
-from support import free_port  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import mlflow
+import model_server
+import pandas as pd
+from support import free_port
+from threadpoolctl import threadpool_limits
 
-from steps import registry, scoring, serving, tracking  # noqa: E402
+from steps.measure import scoring
+from steps.tracking import (
+    registry,
+    store,
+)
 
 MODEL_NAME = "imdb-sentiment"
 BATCH = 100
@@ -80,7 +85,7 @@ def main() -> int:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
             os.environ.pop(name, None)
-        tracking.configure()
+        store.configure()
         if args.model_uri:
             source = args.model_uri
             version = mlflow.register_model(source, MODEL_NAME).version
@@ -115,7 +120,7 @@ def main() -> int:
 def train_champion(data: Path, save_to: Path | None) -> str:
     """Train the shipped recipe (params.yaml train:) on all of `data`, log it, make it champion."""
     from pyfunc import packaging
-    from steps.config import load_params
+    from steps.stage.config import load_params
     from steps.train import train_model
 
     cfg = load_params(REPO / "params.yaml").train
@@ -286,9 +291,9 @@ def over_http(
 ) -> dict[str, float]:
     """Start the server with `workers`, measure every HTTP row (medians of `repeats`), stop it."""
     port = free_port()
-    server = serving.start(model_uri, port, log, workers=workers)
+    server = model_server.start(model_uri, port, log, workers=workers)
     try:
-        ready = serving.wait_ready(server, timeout=300)
+        ready = model_server.wait_ready(server, timeout=300)
         singles = [json.dumps({"inputs": [r]}).encode() for r in reviews[:n_single]]
         batches = [
             json.dumps({"inputs": reviews[i * BATCH : (i + 1) * BATCH]}).encode()
@@ -319,7 +324,7 @@ def over_http(
         row["ready_s"] = ready
         return row
     finally:
-        serving.stop(server)
+        model_server.stop(server)
 
 
 # --- output -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ and DagsHub's hosted MLflow.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import sys
@@ -24,11 +25,12 @@ from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps import cli, tracking
-from steps.config import CompareConfig
-from steps.errors import StageError
-from steps.fsutil import atomic_path
-from steps.paths import COMPARE_PLOT, COMPARE_TABLE
+from steps.stage import cli
+from steps.stage.config import CompareConfig, Params
+from steps.stage.errors import StageError, one_line
+from steps.stage.files import atomic_path
+from steps.stage.paths import COMPARE_PLOT, COMPARE_TABLE
+from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +277,7 @@ def _number(value: float | None) -> str:
     return MISSING if value is None else f"{value:.4g}"
 
 
-def compare(
+def run(
     client: MlflowClient,
     experiment_id: str,
     cfg: CompareConfig,
@@ -287,7 +289,7 @@ def compare(
         runs = search_runs(client, experiment_id, cfg)
     except MlflowException as exc:
         uri = mlflow.get_tracking_uri()
-        raise StageError(f"cannot search runs at {uri}: {_first_line(exc)}") from None
+        raise StageError(f"cannot search runs at {uri}: {one_line(exc)}") from None
     comparison = rank(runs, cfg)
     if not comparison.runs:
         experiment = client.get_experiment(experiment_id).name
@@ -303,14 +305,10 @@ def compare(
     return comparison
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _body(params, cfg: CompareConfig, args) -> None:
-    # cli.run has called tracking.configure(), whose mlflow.set_experiment exports the id here.
+def _command(params: Params, cfg: CompareConfig, args: argparse.Namespace) -> None:
+    # cli.run has called store.configure(), whose mlflow.set_experiment exports the id here.
     experiment_id = MLFLOW_EXPERIMENT_ID.get()
-    comparison = compare(MlflowClient(), experiment_id, cfg)
+    comparison = run(MlflowClient(), experiment_id, cfg)
     print(format_table(comparison))
     best = comparison.runs[0]
     log.info(
@@ -323,15 +321,15 @@ def _body(params, cfg: CompareConfig, args) -> None:
         COMPARE_TABLE,
         COMPARE_PLOT,
     )
-    with tracking.stage_run("compare"):
-        tracking.log_config(cfg)
+    with store.stage_run("compare"):
+        store.log_config(cfg)
         mlflow.set_tag("best_run_id", best.run_id)
         mlflow.log_artifact(str(COMPARE_TABLE))
         mlflow.log_artifact(str(COMPARE_PLOT))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("compare", _body, argv)
+    return cli.main("compare", argv, _command)
 
 
 if __name__ == "__main__":

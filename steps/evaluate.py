@@ -26,13 +26,15 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 from tqdm import tqdm
 
-from steps import behavioural, cli, dataset, scoring, tracking
-from steps.config import EvaluateConfig, Params
-from steps.dataset import NEGATIVE, POSITIVE
-from steps.errors import StageError
-from steps.fsutil import atomic_path, read_json, write_json
-from steps.metrics import classification_metrics
-from steps.paths import (
+from steps.data import dataset
+from steps.data.dataset import NEGATIVE, POSITIVE
+from steps.measure import behavioural, scoring
+from steps.measure.metrics import classification_metrics
+from steps.stage import cli
+from steps.stage.config import EvaluateConfig, Params
+from steps.stage.errors import StageError
+from steps.stage.files import atomic_path, read_json, write_json
+from steps.stage.paths import (
     BEHAVIOURAL_FILE,
     INGESTED_DIR,
     METRICS_FILE,
@@ -41,6 +43,7 @@ from steps.paths import (
     PLOTS_DIR,
     TRAINED_MODEL_INFO_FILE,
 )
+from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +160,7 @@ def load_model(model_dir: Path = MODEL_DIR) -> Any:
     return mlflow.pyfunc.load_model(str(model_dir))
 
 
-def run_evaluate(
+def run(
     cfg: EvaluateConfig,
     ingested_dir: Path = INGESTED_DIR,
     model_dir: Path = MODEL_DIR,
@@ -174,7 +177,7 @@ def run_evaluate(
     model = load_model(model_dir)
     frame = dataset.read_split("test", ingested_dir)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
-    tracking.log_config(cfg)
+    store.log_config(cfg)
     log.info("scoring %d test reviews with %s", len(reviews), info.get("model_uri"))
     scores = predict_scores(model, reviews, cfg.batch_size)
     metrics = classification_metrics(labels, scores)
@@ -218,14 +221,14 @@ def run_evaluate(
     return report
 
 
-def _body(params: Params, cfg: EvaluateConfig, args: argparse.Namespace) -> None:
+def _command(params: Params, cfg: EvaluateConfig, args: argparse.Namespace) -> None:
     dataset.require_validated()
-    with tracking.stage_run("evaluate"):
-        run_evaluate(cfg)
+    with store.stage_run("evaluate"):
+        run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("evaluate", _body, argv)
+    return cli.main("evaluate", argv, _command)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 `python -m steps.ingest [--source X] [--params FILE]` or `mlflow run . -e ingest -P source=X`.
 The source may be a local folder or file, an https:// URL, s3://bucket/key or an ODBC source
-(see steps/sources). The output is `train.parquet`, `test.parquet` and `manifest.json`, written
+(see steps/data/sources). The output is `train.parquet`, `test.parquet` and `manifest.json`, written
 as a whole folder atomically; when the source has no test split a stratified, seeded one is
 carved (`ingest.test_size`, `ingest.seed`). Output whose content hash already matches is left
 untouched, so re-running on unchanged data changes no file.
@@ -23,12 +23,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from steps import cli, sources, tracking
-from steps.config import IngestConfig, Params
-from steps.dataset import POSITIVE, SPLITS, Manifest, content_hash, read_manifest
-from steps.errors import ConfigError, SourceError, StageError
-from steps.fsutil import atomic_dir, write_json
-from steps.paths import DOWNLOAD_DIR, INGESTED_DIR, MANIFEST_FILE_NAME
+from steps.data import sources
+from steps.data.dataset import POSITIVE, SPLITS, Manifest, content_hash, read_manifest
+from steps.stage import cli
+from steps.stage.config import IngestConfig, Params
+from steps.stage.errors import ConfigError, SourceError, StageError
+from steps.stage.files import atomic_dir, write_json
+from steps.stage.paths import DOWNLOAD_DIR, INGESTED_DIR, MANIFEST_FILE_NAME
+from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class Outcome:
     seconds: float
 
 
-def ingest(
+def run(
     cfg: IngestConfig, out_dir: Path = INGESTED_DIR, download_dir: Path = DOWNLOAD_DIR
 ) -> Outcome:
     """Read `cfg.source`, normalise it into train/test splits and write `out_dir` atomically."""
@@ -155,13 +157,13 @@ def checksum_for(file_cfg: IngestConfig, cfg: IngestConfig) -> IngestConfig:
     return dataclasses.replace(cfg, sha256="")
 
 
-def run_stage(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> None:
-    """The stage body: ingest inside the `ingest` MLflow run and log what happened."""
+def _command(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> None:
+    """Ingest inside the `ingest` MLflow run and log what happened."""
     cfg = checksum_for(params.ingest, cfg)
     out_dir = INGESTED_DIR
-    with tracking.stage_run("ingest"):
-        tracking.log_config(dataclasses.replace(cfg, source=sources.describe(cfg.source)))
-        outcome = ingest(cfg, out_dir=out_dir, download_dir=DOWNLOAD_DIR)
+    with store.stage_run("ingest"):
+        store.log_config(dataclasses.replace(cfg, source=sources.describe(cfg.source)))
+        outcome = run(cfg, out_dir=out_dir, download_dir=DOWNLOAD_DIR)
         manifest = outcome.manifest
         metrics = {"ingest_seconds": outcome.seconds}
         for split, rows in manifest.rows.items():
@@ -182,7 +184,7 @@ def run_stage(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("ingest", run_stage, argv)
+    return cli.main("ingest", argv, _command)
 
 
 if __name__ == "__main__":

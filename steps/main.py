@@ -12,10 +12,11 @@ import argparse
 import logging
 import sys
 
-from steps import chain, cli, tracking
-from steps.config import Params, load_params, section_fields
-from steps.errors import ConfigError, StageError
-from steps.paths import PARAMS_FILE
+from steps.stage import chain, cli
+from steps.stage.config import Params, load_params, section_fields
+from steps.stage.errors import ConfigError, StageError
+from steps.stage.paths import PARAMS_FILE
+from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,14 @@ def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
     return routed
 
 
-def run_pipeline(params_file: str, overrides: dict[str, dict[str, str]]) -> None:
+def run(params_file: str, overrides: dict[str, dict[str, str]]) -> None:
     """Run every stage of the pipeline in order under one parent run."""
     unknown_stages = set(overrides) - set(chain.PIPELINE)
     if unknown_stages:
         raise ConfigError(
             f"main parameters: {', '.join(sorted(unknown_stages))} is not a stage of main"
         )
-    with tracking.stage_run("main"):
+    with store.stage_run("main"):
         for stage in chain.PIPELINE:
             parameters = {"params": params_file, **overrides.get(stage, {})}
             chain.run_entry_point(stage, parameters)
@@ -66,18 +67,25 @@ def run_pipeline(params_file: str, overrides: dict[str, dict[str, str]]) -> None
 
 def main(argv: list[str] | None = None) -> int:
     cli.setup_logging()
+    keys = "\n".join(
+        f"  {stage}: {', '.join(section_fields(section_fields(Params)[stage]))}"
+        for stage in chain.PIPELINE
+    )
     parser = argparse.ArgumentParser(
         prog="python -m steps.main",
         description="Run the whole pipeline: " + " -> ".join(chain.PIPELINE),
-        epilog="Any other --KEY VALUE overrides params.yaml for the stage that owns KEY.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other --KEY VALUE overrides params.yaml for the stage that owns KEY (a key"
+        " two stages share as --STAGE.KEY); `python -m steps.<stage> --help` says what each"
+        f" key does and its current value:\n{keys}",
     )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file")
     args, rest = parser.parse_known_args(argv)
     try:
         load_params(args.params)  # fail on a bad params file before any stage starts
         overrides = route_overrides(rest)
-        tracking.configure()
-        run_pipeline(args.params, overrides)
+        store.configure()
+        run(args.params, overrides)
     except StageError as exc:
         print(f"error: main: {exc}", file=sys.stderr)
         return 1

@@ -26,15 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from steps import cli, dataset, registry, scoring, tracking
-from steps.config import Params, PromoteConfig
-from steps.errors import ConfigError, StageError
-from steps.paths import INGESTED_DIR
+from steps.data import dataset
+from steps.measure import scoring
+from steps.measure.metrics import classification_metrics
+from steps.stage import cli
+from steps.stage.config import Params, PromoteConfig
+from steps.stage.errors import ConfigError, StageError
+from steps.stage.paths import INGESTED_DIR
+from steps.tracking import registry, store
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +44,8 @@ TAG_PREFIX = registry.PROMOTION_TAG_PREFIX
 ROLLBACK_PREFIX = registry.ROLLBACK_TAG_PREFIX
 
 
-def _accuracy(y: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(accuracy_score(y, labels))
-
-
-def _f1(y: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(f1_score(y, labels))
-
-
-def _roc_auc(y: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(y, scores))
-
-
-# Primary metrics promotion can use; every one is "higher is better".
-METRICS = {"accuracy": _accuracy, "f1": _f1, "roc_auc": _roc_auc}
+# The metrics of steps.measure.metrics promotion can decide on: every one is "higher is better".
+METRICS = ("accuracy", "f1", "roc_auc")
 
 
 @dataclass(frozen=True)
@@ -63,7 +53,7 @@ class EvalData:
     """The reviews both models are scored on, and how the decision names them."""
 
     texts: list[str]
-    y: np.ndarray  # 1 = positive
+    labels: list[str]  # positive / negative
     description: str
     sha256: str
 
@@ -96,6 +86,21 @@ class Decision:
     def summary(self) -> str:
         verdict = "PROMOTED" if self.promoted else "REFUSED"
         return f"version {self.candidate}: {verdict} ({self.mode}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What a rollback did: the version restored as champion and the one it replaced."""
+
+    model_name: str
+    restored: str
+    demoted: str | None
+
+    def summary(self) -> str:
+        return (
+            f"rolled back: {self.model_name}@{registry.CHAMPION_ALIAS} -> version {self.restored}"
+            f" (was {self.demoted or 'unset'}); @{registry.PREVIOUS_ALIAS} removed"
+        )
 
 
 def decide(
@@ -142,7 +147,7 @@ def load_eval_data(cfg: PromoteConfig, ingested_dir: Path = INGESTED_DIR) -> Eva
     frame = frame[list(dataset.COLUMNS)]
     return EvalData(
         texts=frame["review"].astype(str).tolist(),
-        y=(frame["sentiment"] == dataset.POSITIVE).to_numpy(dtype=int),
+        labels=frame["sentiment"].astype(str).tolist(),
         description=description,
         sha256=dataset.content_hash([frame]),
     )
@@ -166,11 +171,10 @@ def measure(
     models = [
         (registry.model_uri(model_name, v.version), f"{model_name} v{v.version}") for v in versions
     ]
-    values = []
-    for scores in scoring.score_models(models, data.texts):
-        labels = (scores["label"] == dataset.POSITIVE).to_numpy(dtype=int)
-        values.append(METRICS[metric](data.y, labels, scores["score"].to_numpy(dtype=float)))
-    return values
+    return [
+        classification_metrics(data.labels, scores["score"].to_numpy(dtype=float))[metric]
+        for scores in scoring.score_models(models, data.texts)
+    ]
 
 
 def promote(
@@ -194,7 +198,6 @@ def promote(
             raise StageError(f"no versions of {model_name!r} registered: run register first")
     champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
     if champion is not None and str(champion.version) == str(candidate.version):
-        print(f"{model_name} version {candidate.version} is already @{registry.CHAMPION_ALIAS}")
         return None
 
     figures = _figures(cfg, model_name, candidate, champion, ingested_dir, required=not manual)
@@ -244,7 +247,6 @@ def promote(
     registry.set_version_tags(model_name, candidate.version, tags)
     if promoted:
         _crown(model_name, decision.candidate, champion)
-    print(decision.summary())
     return decision
 
 
@@ -279,7 +281,7 @@ def _crown(model_name: str, version: str, old: ModelVersion | None) -> None:
     log.info("%s@%s -> version %s", model_name, registry.CHAMPION_ALIAS, version)
 
 
-def rollback(model_name: str) -> tuple[str, str | None]:
+def rollback(model_name: str) -> Rollback:
     """Move `champion` back to `previous`, then drop `previous`; return (restored, demoted).
 
     `previous` is removed so that a second rollback cannot put back the version just rolled
@@ -311,11 +313,25 @@ def rollback(model_name: str) -> tuple[str, str | None]:
                 f"{ROLLBACK_PREFIX}restored_version": previous.version,
             },
         )
-    print(
-        f"rolled back: {model_name}@{registry.CHAMPION_ALIAS} -> version {previous.version}"
-        f" (was {demoted or 'unset'}); @{registry.PREVIOUS_ALIAS} removed"
-    )
-    return restored, demoted
+    return Rollback(model_name, restored, demoted)
+
+
+def run(
+    cfg: PromoteConfig,
+    model_name: str,
+    version: str | None = None,
+    rollback_to_previous: bool = False,
+    ingested_dir: Path = INGESTED_DIR,
+) -> Decision | Rollback | None:
+    """Roll back, promote `version` by hand, or challenge @champion with the latest version.
+
+    None when the candidate already is champion.
+    """
+    if rollback_to_previous and version is not None:
+        raise ConfigError("promote parameters: --rollback goes alone (no --version)")
+    if rollback_to_previous:
+        return rollback(model_name)
+    return promote(cfg, model_name, version, ingested_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,34 +343,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli.add_flag(group, "rollback", "move champion back to the previous alias")
 
 
-def body(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> None:
+def _command(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> None:
     model_name = params.register.model_name
     version = args.version.strip() if args.version and args.version.strip() else None
-    if args.rollback and version:
-        raise ConfigError("promote parameters: --rollback goes alone (no --version)")
-    with tracking.stage_run("rollback" if args.rollback else "promote"):
-        tracking.log_config(cfg, prefix="promote.")
-        if args.rollback:
-            restored, demoted = rollback(model_name)
-            mlflow.set_tags({"rollback.restored_version": restored, "rollback.demoted": demoted})
-            return
-        decision = promote(cfg, model_name, version)
-        if decision is None:
+    with store.stage_run("rollback" if args.rollback else "promote"):
+        store.log_config(cfg, prefix="promote.")
+        outcome = run(cfg, model_name, version, rollback_to_previous=args.rollback)
+        if isinstance(outcome, Rollback):
+            mlflow.set_tags(
+                {"rollback.restored_version": outcome.restored, "rollback.demoted": outcome.demoted}
+            )
+        elif outcome is None:
             mlflow.set_tag("promotion.decision", "already champion")
-            return
-        mlflow.set_tags(
-            {
-                "promotion.candidate_version": decision.candidate,
-                "promotion.decision": "promoted" if decision.promoted else "refused",
-                "promotion.reason": decision.reason[:5000],
-            }
-        )
-        figures = {"candidate": decision.candidate_value, "champion": decision.champion_value}
-        mlflow.log_metrics({f"{k}_{cfg.metric}": v for k, v in figures.items() if v is not None})
+        else:
+            mlflow.set_tags(
+                {
+                    "promotion.candidate_version": outcome.candidate,
+                    "promotion.decision": "promoted" if outcome.promoted else "refused",
+                    "promotion.reason": outcome.reason[:5000],
+                }
+            )
+            figures = {"candidate": outcome.candidate_value, "champion": outcome.champion_value}
+            mlflow.log_metrics(
+                {f"{k}_{cfg.metric}": v for k, v in figures.items() if v is not None}
+            )
+    if outcome is None:
+        champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
+        print(f"{model_name} version {champion.version} is already @{registry.CHAMPION_ALIAS}")
+    else:
+        print(outcome.summary())
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("promote", body, argv, add_arguments)
+    return cli.main("promote", argv, _command, add_arguments)
 
 
 if __name__ == "__main__":

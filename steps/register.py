@@ -24,11 +24,13 @@ from typing import Any
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
-from steps import cli, dataset, registry, tracking
-from steps.config import Params, RegisterConfig
-from steps.errors import StageError
-from steps.fsutil import read_json
-from steps.paths import INGESTED_DIR, METRICS_FILE, TRAINED_MODEL_INFO_FILE
+from steps.data import dataset
+from steps.stage import cli
+from steps.stage.config import Params, RegisterConfig
+from steps.stage.errors import StageError
+from steps.stage.files import read_json
+from steps.stage.paths import INGESTED_DIR, METRICS_FILE, TRAINED_MODEL_INFO_FILE
+from steps.tracking import registry, store
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +108,31 @@ def register(
         k: registry.tag_value(v) for k, v in version_tags(trained, report, manifest, commit).items()
     }
     with registry.registry_call(f"register {trained.model_uri} as {model_name}"):
-        version = mlflow.register_model(trained.model_uri, model_name, tags=tags)
+        return mlflow.register_model(trained.model_uri, model_name, tags=tags)
+
+
+def summary(version: ModelVersion, report: EvalReport) -> str:
+    """The line `register` prints: the new version, its checks and its first figures."""
     shown = ", ".join(f"{k}={registry.tag_value(v)}" for k, v in sorted(report.metrics.items())[:6])
-    print(
-        f"registered {model_name} version {version.version}"
-        f" (behavioural checks {tags[registry.CHECKS_TAG]}; {shown})"
+    checks = registry.CHECKS_PASSED if report.checks_passed else registry.CHECKS_FAILED
+    return (
+        f"registered {version.name} version {version.version}"
+        f" (behavioural checks {checks}; {shown})"
     )
-    return version
+
+
+def run(
+    cfg: RegisterConfig,
+    info_file: Path = TRAINED_MODEL_INFO_FILE,
+    metrics_file: Path = METRICS_FILE,
+    ingested_dir: Path = INGESTED_DIR,
+) -> tuple[ModelVersion, EvalReport]:
+    """Register what train saved, tagged with evaluate's report; the version and that report."""
+    trained = read_trained_model(info_file)
+    report = read_report(metrics_file)
+    manifest = dataset.read_manifest(ingested_dir)
+    version = register(cfg.model_name, trained, report, manifest, store.git_commit())
+    return version, report
 
 
 def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -129,18 +149,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def body(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
-    trained = read_trained_model()
-    report = read_report()
-    manifest = dataset.read_manifest(INGESTED_DIR)
-    with tracking.stage_run("register"):
-        tracking.log_config(cfg, prefix="register.")
-        version = register(cfg.model_name, trained, report, manifest, tracking.git_commit())
+def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
+    with store.stage_run("register"):
+        store.log_config(cfg, prefix="register.")
+        version, report = run(cfg)
         mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})
+    print(summary(version, report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("register", body, argv)
+    return cli.main("register", argv, _command)
 
 
 if __name__ == "__main__":

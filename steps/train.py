@@ -31,19 +31,21 @@ from sklearn.pipeline import Pipeline
 
 from pyfunc import packaging
 from pyfunc.pipeline import build_pipeline, n_features
-from steps import chain, cli, dataset, tracking
-from steps.config import Params, TrainConfig
-from steps.dataset import POSITIVE
-from steps.errors import StageError
-from steps.fsutil import atomic_dir, write_json
-from steps.metrics import classification_metrics
-from steps.paths import (
+from steps.data import dataset
+from steps.data.dataset import POSITIVE
+from steps.measure.metrics import classification_metrics
+from steps.stage import chain, cli
+from steps.stage.config import Params, TrainConfig
+from steps.stage.errors import StageError
+from steps.stage.files import atomic_dir, write_json
+from steps.stage.paths import (
     INGESTED_DIR,
     MODEL_DIR,
     TRAIN_METRICS_FILE,
     TRAINED_MODEL_INFO_FILE,
     VALIDATED_MARKER,
 )
+from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def save_model(pipeline: Pipeline, model_dir: Path = MODEL_DIR) -> float:
     return sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6
 
 
-def run_train(
+def run(
     cfg: TrainConfig,
     ingested_dir: Path = INGESTED_DIR,
     model_dir: Path = MODEL_DIR,
@@ -141,7 +143,7 @@ def run_train(
     manifest = dataset.read_manifest(ingested_dir)
     frame = dataset.read_split("train", ingested_dir)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].tolist()
-    tracking.log_config(cfg)
+    store.log_config(cfg)
     mlflow.set_tags(
         {"data_manifest_sha256": manifest.content_sha256, "data_source": manifest.source}
     )
@@ -201,15 +203,15 @@ def ensure_validated_data(params_file: str) -> None:
         chain.run_entry_point(stage, {"params": params_file})
 
 
-def _body(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None:
-    with tracking.stage_run("train"):
+def _command(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None:
+    with store.stage_run("train"):
         ensure_validated_data(args.params)
         dataset.require_validated()
-        run_train(cfg)
+        run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("train", _body, argv)
+    return cli.main("train", argv, _command)
 
 
 if __name__ == "__main__":

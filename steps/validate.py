@@ -27,9 +27,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from steps import cli, tracking
-from steps.config import Params, ValidateConfig
-from steps.dataset import (
+from steps.data.dataset import (
     LABELS,
     SPLITS,
     Manifest,
@@ -40,16 +38,19 @@ from steps.dataset import (
     read_split,
     write_marker,
 )
-from steps.errors import StageError, ValidationFailed
-from steps.fsutil import atomic_dir, sha256_file, write_json
-from steps.gx_messages import Checked, describe_failures
-from steps.gx_suite import Batch, load_suite_json, run_suites
-from steps.paths import (
+from steps.stage import cli
+from steps.stage.config import Params, ValidateConfig
+from steps.stage.errors import StageError, ValidationFailed
+from steps.stage.files import atomic_dir, sha256_file, write_json
+from steps.stage.paths import (
     INGESTED_DIR,
     VALIDATED_MARKER,
     VALIDATION_REPORT_DIR,
     VALIDATION_RESULT_FILE_NAME,
 )
+from steps.tracking import store
+from steps.validation.messages import Checked, describe_failures
+from steps.validation.suite import Batch, load_suite_json, run_suites
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def check(
     return outcome
 
 
-def validate(
+def run(
     cfg: ValidateConfig,
     ingested_dir: Path = INGESTED_DIR,
     marker: Path = VALIDATED_MARKER,
@@ -265,9 +266,9 @@ def _log_outcome(outcome: Outcome) -> None:
         mlflow.log_artifacts(str(outcome.report_dir), artifact_path="validation")
 
 
-def _body(params: Params, cfg: ValidateConfig, args: argparse.Namespace) -> None:
-    with tracking.stage_run("validate"):
-        tracking.log_config(cfg)
+def _command(params: Params, cfg: ValidateConfig, args: argparse.Namespace) -> None:
+    with store.stage_run("validate"):
+        store.log_config(cfg)
         outcome = check(cfg)
         _log_outcome(outcome)
         rows = ", ".join(f"{split} {n:,} rows" for split, n in outcome.rows.items())
@@ -292,7 +293,7 @@ def _body(params: Params, cfg: ValidateConfig, args: argparse.Namespace) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run("validate", _body, argv)
+    return cli.main("validate", argv, _command)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def write_ingested(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> Pat
     Splits may be broken on purpose (a missing column, nulls); their manifest then carries a
     content hash of "unhashable".
     """
-    from steps.dataset import Manifest, content_hash
+    from steps.data.dataset import Manifest, content_hash
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

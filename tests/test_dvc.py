@@ -5,6 +5,7 @@ clone) and to moto's S3 server on 127.0.0.1; `dvc exp run -S train.C=...` reruns
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import filecmp
 import json
@@ -17,10 +18,11 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from code_graph import has_code, transitive_files
 from support import PROJECT_FILES, REPO_ROOT, free_port, make_reviews
 
-from steps import chain
-from steps.config import Params, section_fields
+from steps.stage import chain
+from steps.stage.config import Params, section_fields
 
 # The stages that turn files into files. register and promote change the Model Registry, not
 # files, so they stay `mlflow run` entry points (main runs them after these).
@@ -52,6 +54,37 @@ def test_dvc_yaml_has_the_mlproject_pipeline_stages_with_the_same_cli():
     for name, stage in stages.items():
         assert stage["cmd"] == mlproject[name]["command"] == f"python -m steps.{name}"
         assert f"steps/{name}.py" in stage["deps"]
+
+
+@pytest.mark.parametrize("name", DVC_STAGES)
+def test_each_stage_depends_on_every_project_file_its_module_imports(name):
+    """Editing any code a stage runs must make `dvc repro` rerun it: every project file in the
+    stage module's import closure (tests/code_graph.py) is a dep, or inside a folder that is.
+    Files that hold only a docstring (package `__init__`s) cannot change what runs."""
+    deps = [Path(d) for d in load_dvc_yaml()["stages"][name]["deps"]]
+    needed = {
+        path.relative_to(REPO_ROOT) for path in transitive_files(f"steps.{name}") if has_code(path)
+    }
+    assert needed, name
+    uncovered = sorted(str(p) for p in needed if not any(p == d or d in p.parents for d in deps))
+    assert uncovered == [], f"dvc.yaml stage {name} misses deps {uncovered}"
+
+
+def test_each_stage_reads_only_its_own_params_section():
+    """A stage that read another section's key would need it in its `params:` list too."""
+    sections = set(section_fields(Params))
+    for name in DVC_STAGES:
+        read = set()
+        for path in transitive_files(f"steps.{name}"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "params"
+                    and node.attr in sections
+                ):
+                    read.add(node.attr)
+        assert read <= {name}, f"{name} reads params.yaml sections {read - {name}}"
 
 
 def test_each_stage_lists_exactly_the_params_of_its_section():

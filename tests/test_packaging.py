@@ -15,7 +15,7 @@ import pytest
 import yaml
 from support import REPO_ROOT, make_reviews
 
-from steps import chain
+from steps.stage import chain
 
 
 def _normalise(requirement: str) -> str:

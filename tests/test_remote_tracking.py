@@ -25,8 +25,8 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from support import REPO_ROOT, free_port
 
-from steps import tracking
-from steps.errors import StageError
+from steps.stage.errors import StageError
+from steps.tracking import store
 
 PARAMS = str(REPO_ROOT / "params.yaml")
 ADMIN = ("admin", "admin-password-0123")
@@ -194,16 +194,16 @@ def run_module(module: str, cwd, env: dict[str, str], *args: str) -> subprocess.
 
 
 def test_runs_go_to_dagshub_and_models_to_the_local_registry(dagshub, tmp_path):
-    experiment_id = tracking.configure()
+    experiment_id = store.configure()
     assert mlflow.get_tracking_uri() == dagshub.url
-    assert mlflow.get_registry_uri() == tracking.DEFAULT_TRACKING_URI
+    assert mlflow.get_registry_uri() == store.DEFAULT_TRACKING_URI
 
     # The model is logged as plain run artifacts (save_model + log_artifacts): MLflow 2.x servers
     # such as DagsHub's have no logged-models API, which mlflow 3's log_model needs.
     x = np.array([[0.0], [1.0], [2.0], [3.0]])
     model = LogisticRegression().fit(x, [0, 0, 1, 1])
     mlflow.sklearn.save_model(model, tmp_path / "model")
-    with tracking.stage_run("train") as run:
+    with store.stage_run("train") as run:
         mlflow.log_param("C", "0.5")
         mlflow.log_metric("val_accuracy", 0.75)
         mlflow.log_artifacts(str(tmp_path / "model"), "model")
@@ -230,7 +230,7 @@ def test_runs_go_to_dagshub_and_models_to_the_local_registry(dagshub, tmp_path):
 
 
 def test_stage_cli_logs_there_with_username_and_token(dagshub, tmp_path):
-    experiment_id = tracking.configure()  # token:token, in this process
+    experiment_id = store.configure()  # token:token, in this process
     client = MlflowClient()
     for c, score in (("0.1", 0.8), ("1.0", 0.9)):
         run = client.create_run(experiment_id, run_name=f"train-{c}", tags={"stage": "train"})
@@ -258,11 +258,12 @@ def test_stage_cli_logs_there_with_username_and_token(dagshub, tmp_path):
 
 def test_children_inherit_the_remote_target(dagshub, tmp_path):
     """What `mlflow run` / chained stages get: same server, credentials and local registry."""
-    experiment_id = tracking.configure()
-    child = run_module("steps.tracking", tmp_path, {**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    experiment_id = store.configure()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = run_module("steps.models", tmp_path, env, "--params", PARAMS)
     assert child.returncode == 0, child.stderr
     assert f"tracking store {dagshub.url}, experiment id {experiment_id}" in child.stdout
-    assert os.environ["MLFLOW_REGISTRY_URI"] == tracking.DEFAULT_TRACKING_URI
+    assert os.environ["MLFLOW_REGISTRY_URI"] == store.DEFAULT_TRACKING_URI
 
 
 def test_wrong_token_is_one_clear_error_line(dagshub, tmp_path):
@@ -289,7 +290,7 @@ DAGSHUB = {"DAGSHUB_REPO": "alice/imdb-sentiment", "DAGSHUB_USER_TOKEN": "tok"}
 @pytest.mark.parametrize(
     ("env", "tracking_uri", "registry_uri", "user"),
     [
-        ({}, tracking.DEFAULT_TRACKING_URI, None, None),
+        ({}, store.DEFAULT_TRACKING_URI, None, None),
         ({"MLFLOW_TRACKING_URI": "http://mlflow:5000"}, "http://mlflow:5000", None, None),
         (DAGSHUB, "https://dagshub.com/alice/imdb-sentiment.mlflow", "sqlite:///mlflow.db", "tok"),
         (
@@ -322,7 +323,7 @@ DAGSHUB = {"DAGSHUB_REPO": "alice/imdb-sentiment", "DAGSHUB_USER_TOKEN": "tok"}
     ],
 )
 def test_resolve_target(env, tracking_uri, registry_uri, user):
-    target = tracking.resolve_target(env)
+    target = store.resolve_target(env)
     assert target.tracking_uri == tracking_uri
     assert target.registry_uri == registry_uri
     assert target.username == user
@@ -339,15 +340,16 @@ def test_resolve_target(env, tracking_uri, registry_uri, user):
 )
 def test_incomplete_dagshub_settings_are_one_line_errors(env, message):
     with pytest.raises(StageError, match=message) as err:
-        tracking.resolve_target(env)
+        store.resolve_target(env)
     assert "\n" not in str(err.value)
 
 
 def test_without_variables_the_local_store_is_used(clean_env, tmp_path):
     # A subprocess: MLflow caches SQLite engines by URI, and this URI is relative to the cwd.
-    result = run_module("steps.tracking", tmp_path, {**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = run_module("steps.models", tmp_path, env, "--params", PARAMS)
     assert result.returncode == 0, result.stderr
-    assert f"tracking store {tracking.DEFAULT_TRACKING_URI}," in result.stdout
+    assert f"tracking store {store.DEFAULT_TRACKING_URI}," in result.stdout
     assert (tmp_path / "mlflow.db").is_file()
-    target = tracking.resolve_target(os.environ)
+    target = store.resolve_target(os.environ)
     assert (target.registry_uri, target.username) == (None, None)

@@ -15,8 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from support import make_reviews
 
-from steps.paths import INGESTED_DIR, MANIFEST_FILE_NAME, VALIDATED_MARKER
-from steps.tracking import EXPERIMENT_NAME
+from steps.stage.paths import INGESTED_DIR, MANIFEST_FILE_NAME, VALIDATED_MARKER
+from steps.tracking.store import EXPERIMENT_NAME
 
 VENV_BIN = Path(sys.executable).parent  # `python` in the entry points must be this one
 

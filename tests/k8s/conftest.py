@@ -21,8 +21,8 @@ from deploy_support import MODEL_CODE, PIP_REQUIREMENTS, VERSION_WORDS, kustomiz
 from kube_stub import FakeCluster, StubApiServer
 from support import free_port
 
-from steps.config import load_params
-from steps.paths import PROJECT_ROOT
+from steps.stage.config import load_params
+from steps.stage.paths import PROJECT_ROOT
 
 TOKEN = "stub-token-for-tests"
 VENV_BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from steps.paths import PROJECT_ROOT
+from steps.stage.paths import PROJECT_ROOT
 
 K8S_DIR = PROJECT_ROOT / "k8s"
 

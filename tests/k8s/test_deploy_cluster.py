@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from support import free_port
 
 from steps import deploy
-from steps.deploy import (
+from steps.rollout.deployer import (
     HELD_TAG,
     LIVE_SLOT_TAG,
     MODEL_URI_ANNOTATION,
@@ -22,8 +22,8 @@ from steps.deploy import (
     Deployer,
     image_ref,
 )
-from steps.errors import StageError
-from steps.kube import FIELD_MANAGER, Kube, KubeError
+from steps.rollout.kube import FIELD_MANAGER, Kube, KubeError
+from steps.stage.errors import StageError
 
 BLUE, GREEN = "imdb-sentiment-blue", "imdb-sentiment-green"
 LIVE, PREVIEW = "imdb-sentiment", "imdb-sentiment-preview"

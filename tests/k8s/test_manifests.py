@@ -22,10 +22,12 @@ import pytest
 import yaml
 from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomization_documents
 
-from steps import cli, deploy
-from steps.config import load_params
-from steps.deploy_plan import SLOTS
-from steps.paths import PROJECT_ROOT
+from steps import deploy
+from steps.rollout import deployer, image
+from steps.rollout.plan import SLOTS
+from steps.stage import cli
+from steps.stage.config import load_params
+from steps.stage.paths import PROJECT_ROOT
 
 CFG = load_params(PROJECT_ROOT / "params.yaml").deploy
 DEPLOYER_DIR = K8S_DIR / "deployer"
@@ -96,10 +98,10 @@ def test_the_serving_set_is_complete(manifests):
 
 def test_slots_and_services_match_params_and_each_other(manifests):
     deployments = by_kind(manifests, "Deployment")
-    assert set(deployments) == {deploy.deployment_name(CFG, s) for s in SLOTS}
+    assert set(deployments) == {deployer.deployment_name(CFG, s) for s in SLOTS}
     for slot in SLOTS:
-        d = deployments[deploy.deployment_name(CFG, slot)]
-        assert d["spec"]["selector"]["matchLabels"] == {"app": CFG.app, deploy.SLOT_LABEL: slot}
+        d = deployments[deployer.deployment_name(CFG, slot)]
+        assert d["spec"]["selector"]["matchLabels"] == {"app": CFG.app, deployer.SLOT_LABEL: slot}
         assert (
             d["spec"]["selector"]["matchLabels"].items()
             <= d["spec"]["template"]["metadata"]["labels"].items()
@@ -108,15 +110,15 @@ def test_slots_and_services_match_params_and_each_other(manifests):
         assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         c = container(d)
         assert c["name"] == CFG.container
-        assert c["image"].rsplit(":", 1)[0] == deploy.image_ref(CFG, 1).rsplit(":", 1)[0]
+        assert c["image"].rsplit(":", 1)[0] == deployer.image_ref(CFG, 1).rsplit(":", 1)[0]
         env = {e["name"]: e["value"] for e in c["env"]}
-        assert env[deploy.WORKERS_ENV] == str(CFG.workers)
+        assert env[deployer.WORKERS_ENV] == str(CFG.workers)
     # Apart from their slot, the two Deployments are the same object.
-    blue, green = (yaml.safe_dump(deployments[deploy.deployment_name(CFG, s)]) for s in SLOTS)
+    blue, green = (yaml.safe_dump(deployments[deployer.deployment_name(CFG, s)]) for s in SLOTS)
     assert blue.replace("blue", "green") == green
 
     services = by_kind(manifests, "Service")
-    live, preview = services[CFG.app], services[deploy.preview_service(CFG)]
+    live, preview = services[CFG.app], services[deployer.preview_service(CFG)]
     assert live["spec"]["selector"] == {"app": CFG.app, "slot": "blue"}
     assert preview["spec"]["selector"] == {"app": CFG.app, "slot": "green"}
     for service in (live, preview):
@@ -131,7 +133,7 @@ def test_port_and_probes_line_up_with_the_mlflow_image(manifests):
     assert int(listen) == serving_container.DEFAULT_NGINX_SERVER_PORT
     assert "ping" in routes and "invocations" in routes
     # The entrypoint reads the worker count from this variable, else one per CPU.
-    assert f'"{deploy.WORKERS_ENV}", cpu_count' in inspect.getsource(
+    assert f'"{deployer.WORKERS_ENV}", cpu_count' in inspect.getsource(
         serving_container._serve_pyfunc
     )
     for d in by_kind(manifests, "Deployment").values():
@@ -189,8 +191,8 @@ def test_credentials_only_come_from_the_secret(manifests, deployer_manifests):
         for env in container(d).get("env", []):
             if re.search(r"(?i)password|token|secret|key|credential|tracking", env["name"]):
                 assert "value" not in env, f"{env['name']} is inline in {d['metadata']['name']}"
-    (deployer,) = by_kind(deployer_manifests, "Deployment").values()
-    c = container(deployer)
+    (watcher,) = by_kind(deployer_manifests, "Deployment").values()
+    c = container(watcher)
     assert c["envFrom"] == [{"secretRef": {"name": "imdb-sentiment-tracking"}}]
     assert all("MLFLOW" not in e["name"] for e in c["env"])
 
@@ -203,8 +205,8 @@ def test_deployer_image_and_arguments():
                 assert (PROJECT_ROOT / source).exists(), source
     entrypoint = yaml.safe_load(re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.M).group(1))
     assert entrypoint == ["python", "-m", "steps.deploy"]
-    (deployer,) = by_kind(kustomization_documents(DEPLOYER_DIR), "Deployment").values()
-    args = container(deployer)["args"]
+    (watcher,) = by_kind(kustomization_documents(DEPLOYER_DIR), "Deployment").values()
+    args = container(watcher)["args"]
     assert args == yaml.safe_load(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
     _, cfg, parsed = cli.parse("deploy", args, deploy.add_arguments)
     assert parsed.watch is True and cfg.build is False
@@ -220,7 +222,7 @@ def test_build_command_and_generated_dockerfile_match_the_manifests(
         model, python_model=str(model_code), model_config={"positive_words": VERSION_WORDS[1]},
         pip_requirements=PIP_REQUIREMENTS,
     )  # fmt: skip
-    command = deploy.build_command(str(model), "unused:1")
+    command = image.build_command(str(model), "unused:1")
     assert command[1:6] == ["-m", "mlflow", "models", "build-docker", "-m"]
     assert command[-2:] == ["--env-manager", "local"]
     out = tmp_path / "context"

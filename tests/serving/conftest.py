@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import model_server
 import pytest
 from support import free_port, make_reviews
 
-from steps import registry, serving, tracking
+from steps.tracking import registry, store
 
 MODEL_NAME = "imdb-sentiment"
 READY_TIMEOUT = 180.0  # generous: the machine is shared, and CI may be busy
@@ -42,7 +43,7 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
         for name in [k for k in os.environ if k.startswith(("MLFLOW_", "DAGSHUB_"))]:
             if name != "MLFLOW_TRACKING_URI":
                 patch.delenv(name)
-        tracking.configure()
+        store.configure()
         try:
             model_uri = log_small_model()
             version = mlflow.register_model(model_uri, MODEL_NAME).version
@@ -54,16 +55,16 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def server(champion_store, tmp_path_factory) -> Iterator[serving.Server]:
+def server(champion_store, tmp_path_factory) -> Iterator[model_server.Server]:
     """`mlflow models serve -m models:/imdb-sentiment@champion` on a free 127.0.0.1 port."""
     uri, _ = champion_store
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = uri
     log_path = Path(tmp_path_factory.mktemp("serving-log")) / "serve.log"
     model_uri = registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS)
-    running = serving.start(model_uri, free_port(), log_path, env=env)
+    running = model_server.start(model_uri, free_port(), log_path, env=env)
     try:
-        serving.wait_ready(running, timeout=READY_TIMEOUT)
+        model_server.wait_ready(running, timeout=READY_TIMEOUT)
         yield running
     finally:
-        serving.stop(running)
+        model_server.stop(running)

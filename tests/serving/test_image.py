@@ -16,9 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import model_server
 import pytest
 
-from steps import registry, serving
+from steps.tracking import registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "imdb-sentiment"
@@ -53,7 +54,7 @@ def docker_dir(champion_store, tmp_path_factory) -> Path:
     env["MLFLOW_TRACKING_URI"] = uri
     model_uri = registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS)
     command = [
-        str(serving.BIN_DIR / "mlflow"), "models", "generate-dockerfile", "-m", model_uri,
+        str(model_server.BIN_DIR / "mlflow"), "models", "generate-dockerfile", "-m", model_uri,
         "--env-manager", "local", "-d", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -8,9 +8,10 @@ import pytest
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
-from steps import compare, tracking
-from steps.config import load_params
-from steps.paths import COMPARE_PLOT, COMPARE_TABLE, PROJECT_ROOT
+from steps import compare
+from steps.stage.config import load_params
+from steps.stage.paths import COMPARE_PLOT, COMPARE_TABLE, PROJECT_ROOT
+from steps.tracking import store
 
 PARAMS = str(PROJECT_ROOT / "params.yaml")
 CFG = load_params(PARAMS).compare
@@ -30,17 +31,17 @@ def add_run(client, experiment_id, name, params, metrics, stage="train", status=
 
 
 @pytest.fixture
-def store(tracking_uri, tmp_path, monkeypatch):
+def local_store(tracking_uri, tmp_path, monkeypatch):
     """The project's experiment in a fresh store; reports/ lands in tmp_path."""
     monkeypatch.chdir(tmp_path)
-    experiment_id = tracking.configure()
+    experiment_id = store.configure()
     return MlflowClient(), experiment_id
 
 
 @pytest.fixture
-def sweep(store):
+def sweep(local_store):
     """Six train runs (C and classifier vary, seed does not) plus runs compare must ignore."""
-    client, experiment_id = store
+    client, experiment_id = local_store
     scores = {
         ("0.01", "logreg"): 0.81,
         ("0.1", "logreg"): 0.86,
@@ -115,8 +116,8 @@ def test_writes_chart_and_logs_a_compare_run_with_both_artifacts(sweep):
     assert artifacts == {COMPARE_PLOT.name, COMPARE_TABLE.name}
 
 
-def test_plot_handles_identical_params_and_a_single_run(tmp_path, store):
-    client, experiment_id = store
+def test_plot_handles_identical_params_and_a_single_run(tmp_path, local_store):
+    client, experiment_id = local_store
     add_run(client, experiment_id, "only", {"C": "1.0"}, {METRIC: 0.9})
     comparison = compare.rank(compare.search_runs(client, experiment_id, CFG), CFG)
     assert compare.varied_params(comparison.runs) == []
@@ -124,7 +125,7 @@ def test_plot_handles_identical_params_and_a_single_run(tmp_path, store):
     assert (tmp_path / "one.png").read_bytes().startswith(PNG_MAGIC)
 
 
-def test_empty_experiment_is_one_clear_line(store, capsys):
+def test_empty_experiment_is_one_clear_line(local_store, capsys):
     assert compare.main(["--params", PARAMS]) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -150,8 +151,8 @@ def test_varied_params_treats_absent_as_different():
     assert compare.varied_params(runs[:1]) == []
 
 
-def test_search_pages_through_every_run(store, monkeypatch):
-    client, experiment_id = store
+def test_search_pages_through_every_run(local_store, monkeypatch):
+    client, experiment_id = local_store
     for i in range(5):
         add_run(client, experiment_id, f"r{i}", {"C": str(i)}, {METRIC: i / 10})
     monkeypatch.setattr(compare, "SEARCH_PAGE_SIZE", 2)

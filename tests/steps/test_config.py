@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.config import IngestConfig, load_params, override
-from steps.errors import ConfigError
-from steps.paths import PROJECT_ROOT
+from steps.stage.config import IngestConfig, load_params, override
+from steps.stage.errors import ConfigError
+from steps.stage.paths import PROJECT_ROOT
 
 REPO_PARAMS = PROJECT_ROOT / "params.yaml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.deploy_plan import (
+from steps.rollout.plan import (
     BuildImage,
     CheckReady,
     ClusterState,

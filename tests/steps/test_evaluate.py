@@ -12,10 +12,12 @@ from mlflow.tracking import MlflowClient
 from support import make_reviews, write_ingested
 
 from pyfunc import model as pyfunc_model
-from steps import behavioural, dataset, evaluate, scoring, train
-from steps.config import load_params
-from steps.errors import StageError
-from steps.metrics import classification_metrics
+from steps import evaluate, train
+from steps.data import dataset
+from steps.measure import behavioural, scoring
+from steps.measure.metrics import classification_metrics
+from steps.stage.config import load_params
+from steps.stage.errors import StageError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -30,7 +32,7 @@ def trained(tmp_path, tracking_uri):
         "info_file": tmp_path / "models" / "model.json",
     }
     with mlflow.start_run():
-        info = train.run_train(
+        info = train.run(
             load_params().train,
             ingested_dir=ingested,
             metrics_file=tmp_path / "reports" / "train_metrics.json",
@@ -53,7 +55,7 @@ def test_evaluate_writes_metrics_plots_and_examples(trained):
     cfg = load_params().evaluate
     out = _outputs(trained["tmp"])
     with mlflow.start_run() as run:
-        report = evaluate.run_evaluate(
+        report = evaluate.run(
             cfg,
             ingested_dir=trained["ingested_dir"],
             model_dir=trained["model_dir"],
@@ -98,7 +100,7 @@ def test_evaluate_writes_metrics_plots_and_examples(trained):
 def test_evaluate_without_a_trained_model_says_to_run_train(trained, tmp_path):
     cfg = load_params().evaluate
     with pytest.raises(StageError, match="run the train stage first"):
-        evaluate.run_evaluate(
+        evaluate.run(
             cfg,
             ingested_dir=trained["ingested_dir"],
             model_dir=tmp_path / "nothing",
@@ -133,8 +135,8 @@ def test_classification_metrics_by_hand():
 
 
 def test_the_steps_side_names_are_the_models():
-    # pyfunc never imports steps, and steps.scoring must not import pyfunc (see its comment):
-    # the input column and the labels are written on both sides, and must agree.
+    # pyfunc never imports steps, and steps.measure.scoring must not import pyfunc (see its
+    # comment): the input column and the labels are written on both sides, and must agree.
     assert scoring.TEXT_COLUMN == pyfunc_model.TEXT_COLUMN
     assert dataset.LABELS == pyfunc_model.LABELS
 

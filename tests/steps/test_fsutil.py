@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from steps.errors import StageError
-from steps.fsutil import atomic_dir, atomic_path, read_json, sha256_file, write_json
+from steps.stage.errors import StageError
+from steps.stage.files import atomic_dir, atomic_path, read_json, sha256_file, write_json
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path):

@@ -1,4 +1,4 @@
-"""ingest(): splits, output layout, the unchanged-content shortcut, nothing half-written."""
+"""ingest.run(): splits, output layout, the unchanged-content shortcut, nothing half-written."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from support import free_port, make_reviews, write_aclimdb
 
 from steps import ingest as stage
-from steps.config import IngestConfig, load_params
-from steps.dataset import content_hash, read_manifest, read_split
-from steps.errors import ConfigError, SourceError
-from steps.paths import PROJECT_ROOT
+from steps.data.dataset import content_hash, read_manifest, read_split
+from steps.stage.config import IngestConfig, load_params
+from steps.stage.errors import ConfigError, SourceError
+from steps.stage.paths import PROJECT_ROOT
 
 DEFAULTS = load_params(PROJECT_ROOT / "params.yaml").ingest
 
@@ -29,7 +29,7 @@ class Dirs:
     downloads: Path
 
     def run(self, cfg: IngestConfig) -> stage.Outcome:
-        return stage.ingest(cfg, out_dir=self.out, download_dir=self.downloads)
+        return stage.run(cfg, out_dir=self.out, download_dir=self.downloads)
 
     def files(self) -> list[Path]:
         """Every file under data/ (outputs, downloads, stray temp folders)."""

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import free_port, make_reviews
 
-from steps.tracking import EXPERIMENT_NAME
+from steps.tracking.store import EXPERIMENT_NAME
 
 
 def run_cli(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,7 +1,7 @@
 import pytest
 
-from steps.errors import ConfigError
 from steps.main import route_overrides
+from steps.stage.errors import ConfigError
 
 
 def test_bare_keys_go_to_the_stage_that_owns_them():

@@ -17,11 +17,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 from support import make_reviews
 
-from steps import promote, register, registry, tracking
-from steps.config import PromoteConfig, load_params
-from steps.dataset import Manifest
-from steps.errors import StageError
-from steps.paths import TEST_FILE_NAME
+from steps import promote, register
+from steps.data.dataset import Manifest
+from steps.stage.config import PromoteConfig, load_params
+from steps.stage.errors import StageError
+from steps.stage.paths import TEST_FILE_NAME
+from steps.tracking import registry, store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
@@ -41,9 +42,9 @@ SIGNATURE = ModelSignature(
 
 
 @pytest.fixture
-def store(tracking_uri) -> str:
+def local_store(tracking_uri) -> str:
     """The tmp SQLite store, created as the stages create it (artifacts beside it, not ./mlruns)."""
-    tracking.configure()
+    store.configure()
     return tracking_uri
 
 
@@ -106,7 +107,7 @@ def test_decision_rule(candidate, champion, checks, promoted, reason):
     assert reason in why
 
 
-def test_first_model_becomes_champion(store, ingested, cfg, capsys):
+def test_first_model_becomes_champion(local_store, ingested, cfg):
     v1 = add_version(STRONG)
     decision = promote.promote(cfg, NAME, ingested_dir=ingested)
     assert decision.promoted and decision.champion is None
@@ -118,12 +119,12 @@ def test_first_model_becomes_champion(store, ingested, cfg, capsys):
     assert recorded["promotion.champion_value"] == ""
     assert recorded["promotion.eval_rows"] == "200"
     assert recorded["promotion.eval_data"].startswith("ingested test split")
-    assert f"version {v1}: PROMOTED" in capsys.readouterr().out
+    assert decision.summary().startswith(f"version {v1}: PROMOTED (auto): first model")
     assert promote.promote(cfg, NAME, ingested_dir=ingested) is None  # already champion
 
 
 def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champion(
-    store, ingested, cfg
+    local_store, ingested, cfg
 ):
     v1 = add_version(WEAK, data="data-a")
     promote.promote(cfg, NAME, ingested_dir=ingested)
@@ -138,7 +139,7 @@ def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champio
     assert "trained on other data (manifest data-a)" in recorded["promotion.note"]
     assert tags(v1)["promotion.replaced_by"] == v2
 
-    assert promote.rollback(NAME) == (v1, v2)
+    assert promote.rollback(NAME) == promote.Rollback(NAME, restored=v1, demoted=v2)
     assert aliases() == {"champion": v1}
     assert str(registry.version_by_alias(NAME, "champion").version) == v1
     assert tags(v2)["rollback.restored_version"] == v1
@@ -148,7 +149,7 @@ def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champio
 
 
 def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_reasons(
-    store, ingested, cfg, capsys
+    local_store, ingested, cfg
 ):
     v1 = add_version(STRONG)
     promote.promote(cfg, NAME, ingested_dir=ingested)
@@ -162,7 +163,7 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     assert float(recorded["promotion.candidate_value"]) < float(
         recorded["promotion.champion_value"]
     )
-    assert f"version {v2}: REFUSED" in capsys.readouterr().out
+    assert decision.summary().startswith(f"version {v2}: REFUSED (auto): not better enough")
 
     v3 = add_version(STRONG, checks_passed=False)  # as good as the champion, checks failed
     assert not promote.promote(cfg, NAME, ingested_dir=ingested).promoted
@@ -172,7 +173,7 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     assert tags(v3)["promotion.candidate_value"] == tags(v3)["promotion.champion_value"]
 
 
-def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(store, ingested, cfg):
+def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(local_store, ingested, cfg):
     v1 = add_version(STRONG)
     v2 = add_version(WEAK)
     MlflowClient().set_registered_model_alias(NAME, "champion", v1)  # as in the MLflow UI
@@ -185,14 +186,14 @@ def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(store, inge
     assert tags(v2)["promotion.mode"] == "manual"
 
 
-def test_promote_by_hand_without_evaluation_data_still_promotes(store, tmp_path, cfg):
+def test_promote_by_hand_without_evaluation_data_still_promotes(local_store, tmp_path, cfg):
     v1 = add_version(STRONG)
     decision = promote.promote(cfg, NAME, version=v1, ingested_dir=tmp_path / "nothing")
     assert decision.promoted and decision.candidate_value is None
     assert aliases() == {"champion": v1}
 
 
-def test_promoting_a_version_that_does_not_exist_is_a_clear_error(store, ingested, cfg):
+def test_promoting_a_version_that_does_not_exist_is_a_clear_error(local_store, ingested, cfg):
     with pytest.raises(StageError, match="no model named 'imdb-sentiment' in the registry"):
         promote.promote(cfg, NAME, version="1", ingested_dir=ingested)
     add_version(STRONG)
@@ -204,12 +205,12 @@ def test_promoting_a_version_that_does_not_exist_is_a_clear_error(store, ingeste
         promote.promote(cfg, NAME, version="latest", ingested_dir=ingested)
 
 
-def test_promote_with_nothing_registered_says_run_register(store, ingested, cfg):
+def test_promote_with_nothing_registered_says_run_register(local_store, ingested, cfg):
     with pytest.raises(StageError, match="no versions of 'imdb-sentiment' registered"):
         promote.promote(cfg, NAME, ingested_dir=ingested)
 
 
-def test_bad_evaluation_data_is_one_clear_error(store, tmp_path, cfg):
+def test_bad_evaluation_data_is_one_clear_error(local_store, tmp_path, cfg):
     add_version(STRONG)
     with pytest.raises(StageError, match="test.parquet not found: run the ingest stage first"):
         promote.promote(cfg, NAME, ingested_dir=tmp_path / "empty")
@@ -224,7 +225,7 @@ def test_bad_evaluation_data_is_one_clear_error(store, tmp_path, cfg):
 
 
 def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
-    store, ingested, tmp_path, capsys
+    local_store, ingested, tmp_path, capsys
 ):
     params = str(REPO_ROOT / "params.yaml")
     assert load_params(params).register.model_name == NAME
@@ -242,7 +243,11 @@ def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
     assert aliases() == {"champion": v1}
     assert promote.main(["--params", params, "--version", "9"]) == 1
     assert promote.main(["--params", params, "--version", "1", "--rollback"]) == 1
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert f"version {v1}: PROMOTED (manual)" in captured.out
+    assert f"version {v2}: PROMOTED (auto)" in captured.out
+    assert f"rolled back: {NAME}@champion -> version {v1} (was {v2})" in captured.out
+    err = captured.err
     assert "error: promote: imdb-sentiment has no version 9 (registered versions: 1, 2)" in err
     assert "error: promote: promote parameters: --rollback goes alone" in err
     assert "Traceback" not in err

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import make_reviews
 
-from steps import chain
+from steps.stage import chain
 
 NAME = "imdb-sentiment"
 

@@ -11,9 +11,10 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 
-from steps import register, tracking
-from steps.dataset import Manifest
-from steps.errors import StageError
+from steps import register
+from steps.data.dataset import Manifest
+from steps.stage.errors import StageError
+from steps.tracking import store
 
 KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
 NAME = "imdb-sentiment"
@@ -31,8 +32,8 @@ MANIFEST = Manifest(
 
 
 @pytest.fixture
-def store(tracking_uri) -> str:
-    tracking.configure()
+def local_store(tracking_uri) -> str:
+    store.configure()
     return tracking_uri
 
 
@@ -63,7 +64,7 @@ def write_report(path: Path, model_uri: str | None, passed: bool = True, **extra
 
 
 def test_each_registration_is_a_new_version_tagged_with_evaluation_and_lineage(
-    store, tmp_path, capsys
+    local_store, tmp_path
 ):
     trained = log_model()
     report = register.read_report(write_report(tmp_path / "metrics.json", trained.model_uri))
@@ -78,7 +79,9 @@ def test_each_registration_is_a_new_version_tagged_with_evaluation_and_lineage(
     assert tags["train_run_id"] == trained.run_id
     assert "metric.notes" not in tags and "metric.model_uri" not in tags
     assert MlflowClient().get_model_version(NAME, str(v1.version)).run_id == trained.run_id
-    assert f"registered {NAME} version 1 (behavioural checks passed" in capsys.readouterr().out
+    line = register.summary(v1, report)
+    assert line.startswith(f"registered {NAME} version 1 (behavioural checks passed; ")
+    assert "test_accuracy=0.912346" in line
 
     second = log_model()
     report = register.read_report(write_report(tmp_path / "m2.json", second.model_uri, False))
@@ -90,7 +93,7 @@ def test_each_registration_is_a_new_version_tagged_with_evaluation_and_lineage(
     assert MlflowClient().get_registered_model(NAME).aliases == {}  # promote moves aliases
 
 
-def test_a_report_for_another_model_is_refused_and_nothing_registered(store, tmp_path):
+def test_a_report_for_another_model_is_refused_and_nothing_registered(local_store, tmp_path):
     trained = log_model()
     stale = register.read_report(write_report(tmp_path / "m.json", "models:/m-some-older-model"))
     with pytest.raises(StageError, match="the evaluation report is for models:/m-some-older"):

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from support import aclimdb_order, make_reviews, write_aclimdb, write_aclimdb_tar
 
-from steps.config import load_params
-from steps.errors import SourceError
-from steps.paths import PROJECT_ROOT
-from steps.sources import load
-from steps.sources.local import load_path
+from steps.data.sources import load
+from steps.data.sources.local import load_path
+from steps.stage.config import load_params
+from steps.stage.errors import SourceError
+from steps.stage.paths import PROJECT_ROOT
 
 # Texts a reader must keep byte for byte: non-ASCII, C1 controls (as in the real data), CRLF.
 ODD_REVIEWS = pd.DataFrame(

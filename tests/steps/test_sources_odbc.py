@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from support import make_reviews
 
-from steps.config import load_params
-from steps.errors import SourceError
-from steps.paths import PROJECT_ROOT
-from steps.sources import describe, load
-from steps.sources.odbc import connection_string, load_sql
+from steps.data.sources import describe, load
+from steps.data.sources.odbc import connection_string, load_sql
+from steps.stage.config import load_params
+from steps.stage.errors import SourceError
+from steps.stage.paths import PROJECT_ROOT
 
 pyodbc = pytest.importorskip("pyodbc", reason="pyodbc needs the system's unixODBC library")
 if "SQLite3" not in pyodbc.drivers():

@@ -23,10 +23,10 @@ import pandas as pd
 import pytest
 from support import aclimdb_order, free_port, make_reviews, write_aclimdb_tar
 
-from steps.config import load_params
-from steps.errors import SourceError
-from steps.paths import PROJECT_ROOT
-from steps.sources import load
+from steps.data.sources import load
+from steps.stage.config import load_params
+from steps.stage.errors import SourceError
+from steps.stage.paths import PROJECT_ROOT
 
 BUCKET = "imdb-reviews"
 REGION = "us-east-1"

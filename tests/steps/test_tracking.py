@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from steps.tracking import DEFAULT_TRACKING_URI, EXPERIMENT_NAME, shell_exports
+from steps.tracking.store import DEFAULT_TRACKING_URI, EXPERIMENT_NAME, shell_exports
 
 
 def evaluated(exports: str, env: dict[str, str]) -> dict[str, str]:

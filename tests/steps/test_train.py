@@ -16,10 +16,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import make_reviews, write_ingested
 
-from steps import chain, dataset, train
-from steps.config import load_params
-from steps.errors import StageError
-from steps.paths import INGESTED_DIR, MODEL_DIR, TRAINED_MODEL_INFO_FILE, VALIDATED_MARKER
+from steps import train
+from steps.data import dataset
+from steps.stage import chain
+from steps.stage.config import load_params
+from steps.stage.errors import StageError
+from steps.stage.paths import INGESTED_DIR, MODEL_DIR, TRAINED_MODEL_INFO_FILE, VALIDATED_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +79,7 @@ def test_bad_recipe_values_are_one_line_stage_errors(reviews, cfg, change, messa
         train.train_model(texts, labels, dataclasses.replace(cfg, **change))
 
 
-def test_run_train_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, tmp_path):
+def test_train_run_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, tmp_path):
     ingested = write_ingested(tmp_path / "ingested", reviews[:400], reviews[400:])
     paths = {
         "model_dir": tmp_path / "models" / "model",
@@ -85,7 +87,7 @@ def test_run_train_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, 
         "metrics_file": tmp_path / "reports" / "train_metrics.json",
     }
     with mlflow.start_run() as run:
-        info = train.run_train(cfg, ingested_dir=ingested, **paths)
+        info = train.run(cfg, ingested_dir=ingested, **paths)
     assert json.loads(paths["info_file"].read_text()) == info
     assert info["run_id"] == run.info.run_id
     assert json.loads(paths["metrics_file"].read_text())["val_accuracy"] > 0.9
@@ -103,7 +105,7 @@ def test_run_train_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, 
     assert data.tags["data_manifest_sha256"] == manifest.content_sha256
     # a second run replaces the saved model as a whole
     with mlflow.start_run():
-        second = train.run_train(cfg, ingested_dir=ingested, **paths)
+        second = train.run(cfg, ingested_dir=ingested, **paths)
     assert second["model_uri"] != info["model_uri"]
     assert (
         mlflow.pyfunc.load_model(str(paths["model_dir"]))

@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 from support import write_ingested
 
 from steps import evaluate, train
-from steps.config import load_params
+from steps.stage.config import load_params
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
     params = load_params()
     model_dir, info_file = tmp_path / "models" / "model", tmp_path / "models" / "model.json"
     with mlflow.start_run():
-        info = train.run_train(
+        info = train.run(
             params.train,
             ingested_dir=ingested,
             model_dir=model_dir,
@@ -29,7 +29,7 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
             metrics_file=tmp_path / "train_metrics.json",
         )
     with mlflow.start_run():
-        report = evaluate.run_evaluate(
+        report = evaluate.run(
             params.evaluate,
             ingested_dir=ingested,
             model_dir=model_dir,

@@ -14,10 +14,10 @@ import pytest
 from support import make_reviews, write_ingested
 
 from steps import validate as stage
-from steps.config import ValidateConfig, load_params
-from steps.dataset import COLUMNS, LABELS, is_validated, read_marker, require_validated
-from steps.errors import StageError, ValidationFailed
-from steps.gx_suite import load_suite_json, suite_parameter_names
+from steps.data.dataset import COLUMNS, LABELS, is_validated, read_marker, require_validated
+from steps.stage.config import ValidateConfig, load_params
+from steps.stage.errors import StageError, ValidationFailed
+from steps.validation.suite import load_suite_json, suite_parameter_names
 
 REPO = Path(__file__).resolve().parents[2]
 MIN_ROWS = 100  # small data; the default (1000) is checked by the real-data test
@@ -237,7 +237,7 @@ def test_failure_removes_a_stale_marker_and_still_writes_the_report(layout, cfg)
     train.loc[0, "review"] = "  "
     layout.write(train, test)
     with pytest.raises(ValidationFailed) as caught:
-        stage.validate(cfg, layout.ingested, layout.marker, layout.report)
+        stage.run(cfg, layout.ingested, layout.marker, layout.report)
 
     assert not layout.marker.exists()
     assert not is_validated(layout.ingested, layout.marker)
@@ -296,7 +296,7 @@ def test_suites_use_every_bound_and_nothing_else(cfg):
 def test_importing_the_stage_does_not_import_great_expectations():
     """GX takes seconds to import: only a validation run may pay for it."""
     code = (
-        "import sys, steps.validate, steps.gx_suite, steps.gx_messages;"
+        "import sys, steps.validate, steps.validation.suite, steps.validation.messages;"
         "sys.exit(any(m.startswith('great_expectations') for m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 0

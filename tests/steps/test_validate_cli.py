@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from support import make_reviews, write_ingested
 
 from steps import validate as stage
-from steps.config import load_params
-from steps.tracking import EXPERIMENT_NAME
+from steps.stage.config import load_params
+from steps.tracking.store import EXPERIMENT_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,183 @@
+"""https:// sources: download once with a progress bar, verify, cache, then read like a local file.
+
+The download goes to a temp file beside its final name under the download folder; only when the
+byte count matches Content-Length, the sha256 matches the expected one (if any) and the file reads
+as reviews is it renamed into place and a `<name>.verified.json` record written next to it. A later
+run reuses the file only when that record matches the URL, the size and a fresh sha256 of the
+file, so an interrupted, truncated or mismatched download is never trusted.
+Plain http:// is accepted only for loopback hosts (tests, local mirrors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import requests
+import urllib3
+from tqdm import tqdm
+
+from steps.stage.errors import ConfigError, SourceError, one_line
+from steps.stage.files import atomic_path, sha256_file, write_json
+from steps.data.sources.common import KNOWN_ENDINGS, Loaded, kind_of
+from steps.data.sources.local import load_file
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+TIMEOUT_SECONDS = (10, 60)  # connect, then between bytes
+CHUNK_BYTES = 1 << 20
+RECORD_SUFFIX = ".verified.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
+    """Reviews from an https:// URL (a .tar.gz, .csv[.gz] or .parquet), cached in download_dir."""
+    expected = _check_sha256_setting(expected_sha256)
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise SourceError(f"{url}: plain http is only accepted for loopback hosts: use https://")
+    name = Path(unquote(parts.path)).name
+    if kind_of(name) is None:
+        raise SourceError(
+            f"{url}: the URL must name a file ending in {KNOWN_ENDINGS}"
+            " (e.g. .../aclImdb_v1.tar.gz)"
+        )
+    target = download_dir / name
+    record = download_dir / f"{name}{RECORD_SUFFIX}"
+
+    facts = _reuse(url, target, record, expected)
+    fresh = facts is None
+    if fresh:
+        facts = _download(url, target, expected)
+    try:
+        loaded = load_file(target, url)
+    except SourceError:
+        if fresh:  # never keep a download that does not read as reviews
+            target.unlink(missing_ok=True)
+        raise
+    if fresh:
+        write_json(record, {"url": url, **facts})
+    details = {
+        **loaded.details,
+        "url": url,
+        "sha256": facts["sha256"],
+        "bytes": str(facts["bytes"]),
+        "sha256_checked": "yes" if expected else "no (ingest.sha256 empty)",
+        "cache": "downloaded" if fresh else "reused",
+    }
+    return Loaded(train=loaded.train, test=loaded.test, details=details)
+
+
+def _check_sha256_setting(value: str) -> str:
+    value = value.strip().lower()
+    if value and not _SHA256.fullmatch(value):
+        raise ConfigError(f"ingest.sha256 must be 64 hex digits or empty, got {value!r}")
+    return value
+
+
+def _reuse(url: str, target: Path, record: Path, expected: str) -> dict | None:
+    """The recorded facts of a cached, still-valid download of `url`, or None to download."""
+    if not (target.is_file() and record.is_file()):
+        return None
+    try:
+        facts = json.loads(record.read_text(encoding="utf-8"))
+        valid = facts["url"] == url and target.stat().st_size == facts["bytes"]
+        digest = sha256_file(target) if valid else None
+    except (OSError, ValueError, KeyError, TypeError):
+        valid, digest = False, None
+    if valid and digest == facts["sha256"] and (not expected or digest == expected):
+        log.info("reusing verified download %s (sha256 %s)", target, digest)
+        return {"bytes": facts["bytes"], "sha256": digest}
+    log.warning("cached %s does not match its record or ingest.sha256: downloading again", target)
+    record.unlink(missing_ok=True)
+    target.unlink(missing_ok=True)
+    return None
+
+
+def _download(url: str, target: Path, expected: str) -> dict:
+    """Fetch url into target through a temp file; return {"bytes", "sha256"} once verified."""
+    try:
+        response = requests.get(url, stream=True, timeout=TIMEOUT_SECONDS)
+    except requests.ConnectionError as exc:
+        raise SourceError(
+            f"{url}: cannot connect ({_reason(exc)}): check the URL and the network"
+        ) from None
+    except requests.RequestException as exc:
+        raise SourceError(f"{url}: request failed ({_reason(exc)})") from None
+    with response:
+        if response.status_code != 200:
+            advice = "try again later" if response.status_code >= 500 else "check the URL"
+            raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}: {advice}")
+        declared = response.headers.get("Content-Length")
+        total = int(declared) if declared and declared.isdigit() else None
+        log.info("downloading %s (%s) to %s", url, _size(total), target)
+        started = time.monotonic()
+        digest = hashlib.sha256()
+        size = 0
+        with atomic_path(target) as tmp:
+            try:
+                with (
+                    open(tmp, "wb") as out,
+                    tqdm(
+                        total=total,
+                        desc=target.name,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        disable=None,
+                    ) as bar,
+                ):
+                    # Raw bytes as sent (no Content-Encoding decoding), so sizes and digests
+                    # are those of the file the server holds.
+                    for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        bar.update(len(chunk))
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                if "IncompleteRead" not in str(exc):  # a short body is reported just below
+                    raise SourceError(
+                        f"{url}: download interrupted after {size:,} of {_size(total)}"
+                        f" ({_reason(exc)}): run again; nothing was kept"
+                    ) from None
+            if total is not None and size != total:
+                raise SourceError(
+                    f"{url}: download truncated: the connection ended after {size:,} of"
+                    f" {total:,} bytes: run again; nothing was kept"
+                )
+            got = digest.hexdigest()
+            if expected and got != expected:
+                raise SourceError(
+                    f"{url}: sha256 mismatch: got {got}, expected {expected} (ingest.sha256):"
+                    " the file is damaged or has changed; nothing was kept"
+                )
+    elapsed = time.monotonic() - started
+    log.info(
+        "downloaded %s bytes in %.1f s, sha256 %s (%s)",
+        f"{size:,}",
+        elapsed,
+        got,
+        "verified" if expected else "not checked: ingest.sha256 is empty",
+    )
+    return {"bytes": size, "sha256": got}
+
+
+def _size(total: int | None) -> str:
+    return f"{total:,} bytes" if total is not None else "unknown size"
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful words of a requests/urllib3 error ('Connection refused', 'timed out')."""
+    text = one_line(exc)
+    errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    if "timed out" in text:
+        return "timed out"
+    return text or type(exc).__name__

@@ -1,0 +1,32 @@
+"""How well probabilities of positive match true labels: one definition for train and evaluate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from steps.data.dataset import POSITIVE
+
+
+def classification_metrics(labels: Sequence[str], scores: np.ndarray) -> dict[str, float]:
+    """Threshold-0.5 and ranking metrics of scores (probability of positive) against labels."""
+    truth = np.asarray(labels) == POSITIVE
+    predicted = scores > 0.5
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, zero_division=0)),
+        "precision": float(precision_score(truth, predicted, zero_division=0)),
+        "recall": float(recall_score(truth, predicted, zero_division=0)),
+        "roc_auc": float(roc_auc_score(truth, scores)),
+        "log_loss": float(log_loss(truth, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "n_reviews": float(len(truth)),
+    }

@@ -1,0 +1,100 @@
+"""Score a logged or registered model on reviews, in a fresh Python process per model.
+
+Every model version carries its own copy of `pyfunc/` (code_paths). Python imports a package
+once per process, so loading two versions side by side would run the second one with the first
+one's code: a champion logged with older code would be scored by the candidate's cleaner. A child
+process per model runs each version with exactly the code it was logged with; the children of one
+comparison run side by side (one per core on this machine). A child runs `score_in_child`
+through `python -c` (it is no program of its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from steps.stage.errors import StageError
+
+log = logging.getLogger(__name__)
+
+# The pyfunc's input column (pyfunc.model.TEXT_COLUMN; a test keeps them equal). Not imported
+# from there: this module is the scoring child, which must import `pyfunc` only from the model
+# it loads, and a package imported first would shadow the model's own copy.
+TEXT_COLUMN = "text"
+OUTPUT_COLUMNS = ("label", "score")  # what the pyfunc returns per review
+CHUNK = 1000  # reviews per predict call in the child (progress granularity)
+_CHILD = f"import sys; from {__name__} import score_in_child; score_in_child(*sys.argv[1:5])"
+
+
+def score_models(models: Sequence[tuple[str, str]], texts: list[str]) -> list[pd.DataFrame]:
+    """Predict `texts` with each (model URI, name) in its own child process, side by side.
+
+    Returns one DataFrame (columns label, score) per model, in order.
+    """
+    with tempfile.TemporaryDirectory(prefix="imdb-score-") as tmp:
+        work = Path(tmp)
+        reviews = work / "reviews.parquet"
+        pd.DataFrame({TEXT_COLUMN: texts}).to_parquet(reviews)
+        commands = []
+        for i, (uri, name) in enumerate(models):
+            try:
+                # Downloaded here, in the parent, so the registry URI configured here applies.
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=str(work / f"model{i}")
+                )
+            except Exception as exc:  # MlflowException, OSError...: one line either way
+                raise StageError(f"cannot download {name}: {' '.join(str(exc).split())}") from None
+            out = work / f"scores{i}.parquet"
+            commands.append(
+                (name, out, [sys.executable, "-c", _CHILD, local, str(reviews), str(out), name])
+            )
+        log.info("scoring %d reviews with %s", len(texts), ", ".join(m[1] for m in models))
+        # cwd is the temp folder, so nothing of the project shadows a model's own code.
+        procs = [(name, out, subprocess.Popen(cmd, cwd=tmp)) for name, out, cmd in commands]
+        try:
+            codes = [proc.wait() for _, _, proc in procs]
+        finally:
+            for _, _, proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        results = []
+        for (name, out, _), code in zip(procs, codes, strict=True):
+            if code != 0:
+                raise StageError(f"scoring with {name} failed (exit {code}; see its output above)")
+            results.append(_checked(pd.read_parquet(out), name, len(texts)))
+    return results
+
+
+def _checked(scores: pd.DataFrame, name: str, rows: int) -> pd.DataFrame:
+    missing = [c for c in OUTPUT_COLUMNS if c not in scores.columns]
+    if missing or len(scores) != rows:
+        raise StageError(
+            f"{name} returned columns {list(scores.columns)} for {len(scores)} rows;"
+            f" expected {list(OUTPUT_COLUMNS)} for {rows} rows"
+        )
+    return scores
+
+
+def score_in_child(model_dir: str, reviews_path: str, out_path: str, name: str) -> None:
+    """The child's work: load one model, score the reviews file in chunks, write the scores."""
+    from tqdm import tqdm
+
+    logging.basicConfig(level=logging.WARNING)
+    model = mlflow.pyfunc.load_model(model_dir)
+    texts = pd.read_parquet(reviews_path)
+    parts = []
+    with tqdm(total=len(texts), unit="review", desc=f"scoring ({name})", file=sys.stderr) as bar:
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts.iloc[start : start + CHUNK].reset_index(drop=True)
+            parts.append(pd.DataFrame(model.predict(chunk)))
+            bar.update(len(chunk))
+    result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=OUTPUT_COLUMNS)
+    result.to_parquet(out_path)

@@ -1,0 +1,66 @@
+"""`models` entry point: the registered model as people see it, and how MLflow's own CLI reaches it.
+
+    python -m steps.models              # every version: aliases, promotion decision, checks, commit
+    python -m steps.models --champion   # only the champion's version number (make image)
+    python -m steps.models --exports    # `export` lines for MLflow's own CLI (make serve, make run)
+
+`mlflow run . -e models` prints the table. `--exports` prints the environment that points
+`mlflow run` and `mlflow models serve` at the store and registry the stages use (local SQLite,
+DagsHub or any MLflow server; see steps/tracking/store.py), creating the local store on first use;
+secrets appear as references to the variables that hold them, never as values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import mlflow
+from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
+
+from steps.stage import cli
+from steps.stage.config import Params, RegisterConfig
+from steps.stage.errors import StageError
+from steps.tracking import registry, store
+
+
+def run(cfg: RegisterConfig, champion_only: bool = False) -> str:
+    """The registry table, or with `champion_only` the champion's version number."""
+    if not champion_only:
+        return registry.describe(cfg.model_name)
+    champion = registry.version_by_alias(cfg.model_name, registry.CHAMPION_ALIAS)
+    if champion is None:
+        raise StageError(f"{cfg.model_name} has no @{registry.CHAMPION_ALIAS}: run promote first")
+    return str(champion.version)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("what to print (one at a time)")
+    what = group.add_mutually_exclusive_group()
+    what.add_argument("--champion", action="store_true", help="only the champion's version number")
+    what.add_argument(
+        "--exports", action="store_true",
+        help="shell `export` lines that point MLflow's own CLI at this store and registry",
+    )  # fmt: skip
+
+
+def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
+    if args.exports:
+        print(store.shell_exports(os.environ))
+        return
+    if not args.champion:
+        # cli.main has called store.configure(), whose set_experiment exports the id.
+        print(
+            f"tracking store {store.safe_uri(mlflow.get_tracking_uri())},"
+            f" experiment id {MLFLOW_EXPERIMENT_ID.get()}"
+        )
+    print(run(cfg, champion_only=args.champion))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("register", argv, _command, add_arguments, entry_point="models")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

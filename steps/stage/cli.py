@@ -1,0 +1,176 @@
+"""The thin command-line layer every entry point shares.
+
+`python -m steps.<stage> [--params FILE] [--<field> VALUE ...]`: flags are generated from the
+stage's config dataclass (help text from each field's docstring, default shown from params.yaml),
+so `mlflow run . -e train -P C=0.5` (which MLflow turns into `--C 0.5`) and
+`dvc exp run -S train.C=0.5` (which edits params.yaml) reach the same field.
+
+Every entry point's `main(argv)` is `cli.main(<section>, argv, <command>)`: parse, set up logging
+and tracking, run the command, and turn a `StageError` into one `error: <stage>: ...` line on
+stderr and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from steps.stage.config import (
+    BOOL_WORDS,
+    Params,
+    field_docs,
+    load_params,
+    override,
+    section_fields,
+)
+from steps.stage.errors import ConfigError, StageError
+from steps.stage.paths import PARAMS_FILE
+from steps.tracking import store
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[Params, Any, argparse.Namespace], None]
+AddArguments = Callable[[argparse.ArgumentParser], None]
+
+# Libraries that narrate at INFO what our own log lines already say.
+_QUIET_LOGGERS = ("alembic", "great_expectations", "botocore", "urllib3", "numexpr", "git")
+
+
+def setup_logging() -> None:
+    """Plain timestamped log lines on stderr; chatty libraries turned down to warnings."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def add_flag(group: Any, name: str, help: str) -> None:
+    """A stage action flag usable bare (`--dry-run`) or with a value, as `mlflow run -P
+    dry_run=true` passes it (`--dry_run true`)."""
+    options = dict.fromkeys((f"--{name.replace('_', '-')}", f"--{name}"))  # one if no "_"
+    group.add_argument(
+        *options, dest=name, type=_bool_value, nargs="?", const=True, default=False,
+        metavar="BOOL", help=help,
+    )  # fmt: skip
+
+
+def _bool_value(text: str) -> bool:
+    try:
+        return BOOL_WORDS[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
+
+
+def parse(
+    section: str,
+    argv: list[str] | None,
+    add_arguments: AddArguments | None = None,
+    description: str | None = None,
+    entry_point: str | None = None,
+) -> tuple[Params, Any, argparse.Namespace]:
+    """Parse a stage's flags; return all params, the stage's section with overrides, the args."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params", default=str(PARAMS_FILE))
+    params_file = pre.parse_known_args(argv)[0].params
+    asking_help = any(a in ("-h", "--help") for a in argv)
+    try:
+        params = load_params(params_file)
+    except ConfigError:
+        if not asking_help:
+            raise
+        params = None  # --help still works where there is no readable params file
+    parser = build_parser(section, params, add_arguments, description, entry_point)
+    args = parser.parse_args(argv)
+    cls = section_fields(Params)[section]
+    given = {n: getattr(args, n) for n in section_fields(cls) if getattr(args, n) is not None}
+    cfg = override(getattr(params, section), given, origin=f"{section} parameters")
+    return params, cfg, args
+
+
+def build_parser(
+    section: str,
+    params: Params | None,
+    add_arguments: AddArguments | None = None,
+    description: str | None = None,
+    entry_point: str | None = None,
+) -> argparse.ArgumentParser:
+    """The stage's parser: one flag per field of its params.yaml section, with help."""
+    cls = section_fields(Params)[section]
+    docs = field_docs(cls)
+    name = entry_point or section
+    parser = argparse.ArgumentParser(
+        prog=f"python -m steps.{name}",
+        description=description,
+        formatter_class=_HelpFormatter,
+        epilog=f"Defaults come from params.yaml ({section}: ...); `mlflow run . -e {name}"
+        " -P key=value` passes the same flags.",
+    )
+    parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file (%(default)s)")
+    group = parser.add_argument_group(f"overrides of params.yaml {section}.*")
+    current = getattr(params, section) if params is not None else None
+    for name in section_fields(cls):
+        shown = _shown(getattr(current, name)) if current is not None else "?"
+        group.add_argument(
+            f"--{name}", default=None, metavar="VALUE", help=f"{docs[name]} [{shown}]"
+        )
+    if add_arguments:
+        add_arguments(parser)
+    return parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written; flag help wrapped without breaking URLs or words."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(
+            " ".join(text.split()), width, break_long_words=False, break_on_hyphens=False
+        )
+
+
+def _shown(value: Any) -> str:
+    """A params.yaml value as it would be typed on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) if len(str(value)) < 60 else f"{len(value)} values"
+    text = str(value)
+    return text if text else '""'
+
+
+def main(
+    section: str,
+    argv: list[str] | None,
+    command: Command,
+    add_arguments: AddArguments | None = None,
+    entry_point: str | None = None,
+) -> int:
+    """Run one entry point from the command line; return the process exit code.
+
+    `section` is the params.yaml section whose keys become flags; `entry_point` names the entry
+    point when it is not the section's own (default: the section).
+    """
+    name = entry_point or section
+    setup_logging()
+    # The entry point's own docstring heads its --help (the command is defined in it).
+    doc = getattr(sys.modules.get(command.__module__), "__doc__", None)
+    try:
+        params, cfg, args = parse(section, argv, add_arguments, doc and doc.strip(), name)
+        store.configure()
+        command(params, cfg, args)
+    except StageError as exc:
+        print(f"error: {name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"error: {name}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,40 @@
+"""Every file and folder a stage reads or writes, declared once.
+
+Paths are relative to the working directory, which is the project root both under `mlflow run`
+and `dvc repro`. Stage functions take them as arguments with these defaults, so tests point them
+at tmp_path instead.
+"""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where MLproject lives (for mlflow.run)
+
+PARAMS_FILE = Path("params.yaml")
+
+DATA_DIR = Path("data")
+DOWNLOAD_DIR = DATA_DIR / "downloads"  # verified https downloads, reused by later runs
+INGESTED_DIR = DATA_DIR / "ingested"
+TRAIN_FILE_NAME = "train.parquet"
+TEST_FILE_NAME = "test.parquet"
+MANIFEST_FILE_NAME = "manifest.json"
+VALIDATED_MARKER = DATA_DIR / "validated.json"  # written only when validation passes
+
+EXPECTATIONS_DIR = Path("expectations")
+
+REPORTS_DIR = Path("reports")
+VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"  # GX Data Docs site (index.html) + result
+VALIDATION_RESULT_FILE_NAME = "validation_result.json"
+COMPARE_TABLE = REPORTS_DIR / "compare.md"
+COMPARE_PLOT = REPORTS_DIR / "compare.png"
+TRAIN_METRICS_FILE = REPORTS_DIR / "train_metrics.json"  # validation metrics of the train stage
+METRICS_FILE = REPORTS_DIR / "metrics.json"  # evaluate's test metrics + behavioural verdict
+PLOTS_DIR = REPORTS_DIR / "plots"  # evaluate's PNGs and the CSV/JSON data behind them
+MISCLASSIFIED_FILE = REPORTS_DIR / "misclassified.csv"
+BEHAVIOURAL_FILE = REPORTS_DIR / "behavioural.json"  # every behavioural case and its outcome
+
+MODELS_DIR = Path("models")
+MODEL_DIR = MODELS_DIR / "model"  # the trained pyfunc model (mlflow.pyfunc.save_model)
+TRAINED_MODEL_INFO_FILE = MODELS_DIR / "model.json"  # train's run id and logged model URI
+
+TRACKING_DB = Path("mlflow.db")
+ARTIFACTS_DIR = Path("mlartifacts")

@@ -1,0 +1,274 @@
+"""MLflow tracking set-up shared by every stage.
+
+Default: a project-local SQLite store (`sqlite:///mlflow.db`) with artifacts in `./mlartifacts`,
+never the deprecated `./mlruns` file store. `MLFLOW_TRACKING_URI` and `MLFLOW_EXPERIMENT_NAME`
+(or the `MLFLOW_EXPERIMENT_ID`/`MLFLOW_RUN_ID` that `mlflow run` passes down) take precedence.
+Nothing here runs on import: stage CLIs call `configure()` first.
+
+Where runs and registered models go (`resolve_target`), first match wins:
+1. `MLFLOW_TRACKING_URI` set: runs go there (credentials: MLflow's own `MLFLOW_TRACKING_USERNAME`
+   and `MLFLOW_TRACKING_PASSWORD`).
+2. `DAGSHUB_REPO=owner/name` (+ `DAGSHUB_USER_TOKEN`, optional `DAGSHUB_USERNAME`): runs go to
+   `https://dagshub.com/owner/name.mlflow` with basic auth (`DAGSHUB_MLFLOW_URL` overrides the URL,
+   `DAGSHUB_CLIENT_HOST` the host of a self-hosted DagsHub).
+3. Otherwise the local SQLite store above.
+Registered models go to `MLFLOW_REGISTRY_URI` when set; else, when runs go to DagsHub (whose
+hosted MLflow has no Model Registry), to the local SQLite store; else to the tracking store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from steps.stage.errors import StageError, one_line
+from steps.stage.paths import ARTIFACTS_DIR, PROJECT_ROOT, TRACKING_DB
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_NAME = "imdb-sentiment"
+DEFAULT_TRACKING_URI = f"sqlite:///{TRACKING_DB}"
+
+
+DAGSHUB_HOST = "https://dagshub.com"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where runs and registered models go, and why (`origin` names the deciding variable)."""
+
+    tracking_uri: str
+    registry_uri: str | None  # None: MLflow's default, the tracking store itself
+    origin: str
+    username: str | None = None  # basic-auth credentials to export for MLflow (DagsHub only)
+    password: str | None = None
+
+
+def resolve_target(env: Mapping[str, str]) -> Target:
+    """Decide the tracking and registry stores from environment variables (see module doc)."""
+    registry = env.get("MLFLOW_REGISTRY_URI") or None
+    if uri := env.get("MLFLOW_TRACKING_URI"):
+        if registry is None and _is_dagshub(uri, env):
+            registry = DEFAULT_TRACKING_URI
+        return Target(uri, registry, origin="MLFLOW_TRACKING_URI")
+    if repo := env.get("DAGSHUB_REPO"):
+        owner, _, name = repo.strip().strip("/").partition("/")
+        if not owner or not name or "/" in name:
+            raise StageError(
+                f"DAGSHUB_REPO={repo!r} must be owner/name (e.g. alice/imdb-sentiment)"
+            )
+        token = env.get("DAGSHUB_USER_TOKEN")
+        if not token:
+            raise StageError(
+                f"DAGSHUB_REPO={repo} is set but DAGSHUB_USER_TOKEN is not: create a token in"
+                " DagsHub user settings (Tokens) and export it, or unset DAGSHUB_REPO"
+            )
+        host = (env.get("DAGSHUB_CLIENT_HOST") or DAGSHUB_HOST).rstrip("/")
+        url = env.get("DAGSHUB_MLFLOW_URL") or f"{host}/{owner}/{name}.mlflow"
+        return Target(
+            url,
+            registry or DEFAULT_TRACKING_URI,
+            origin=f"DAGSHUB_REPO={repo}",
+            # DagsHub accepts user:token (its client looks the user up) and token:token (what its
+            # client writes for DVC remotes), so the user name is optional.
+            username=env.get("DAGSHUB_USERNAME") or token,
+            password=token,
+        )
+    return Target(DEFAULT_TRACKING_URI, registry, origin="default")
+
+
+def _is_dagshub(uri: str, env: Mapping[str, str]) -> bool:
+    host = urlparse(uri).hostname or ""
+    dagshub = urlparse(env.get("DAGSHUB_CLIENT_HOST") or DAGSHUB_HOST).hostname or ""
+    return uri.startswith(("http://", "https://")) and (host == dagshub or uri.endswith(".mlflow"))
+
+
+def configure() -> str:
+    """Point MLflow at the tracking store, registry and experiment; return the experiment id.
+
+    A tracking server that refuses the credentials or cannot be reached is a one-line StageError.
+    """
+    target = resolve_target(os.environ)
+    uri = target.tracking_uri
+    if target.username is not None:
+        # MLflow reads basic-auth credentials from these per request; children inherit them.
+        os.environ["MLFLOW_TRACKING_USERNAME"] = target.username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = target.password or ""
+    for store in {uri, target.registry_uri} - {None}:
+        artifact_root = local_artifact_root(store)
+        if artifact_root and not _sqlite_path(store).exists():
+            _bootstrap_local_store(store, artifact_root)
+    mlflow.set_tracking_uri(uri)
+    # Both setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI for child processes.
+    mlflow.set_registry_uri(target.registry_uri)
+    if target.origin != "default":
+        log.info(
+            "tracking runs at %s (%s), models registered at %s",
+            safe_uri(uri),
+            target.origin,
+            safe_uri(target.registry_uri or uri),
+        )
+    try:
+        return _set_experiment(uri)
+    except MlflowException as exc:
+        raise StageError(_explain(exc, target)) from None
+
+
+def _set_experiment(uri: str) -> str:
+    artifact_root = local_artifact_root(uri)
+    if experiment_id := os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = artifact_root.resolve().as_uri() if artifact_root else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
+        log.info("created MLflow experiment %r (artifacts: %s)", name, location or "server default")
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def _explain(exc: MlflowException, target: Target) -> str:
+    """One line saying what the tracking server said and which variables to check."""
+    where = f"tracking server {safe_uri(target.tracking_uri)}"
+    check = (
+        "DAGSHUB_USER_TOKEN (and DAGSHUB_USERNAME, if set)"
+        if target.username is not None
+        else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    )
+    status = exc.get_http_status_code()
+    if status == 401:
+        return f"{where} rejected the credentials (HTTP 401): check {check}"
+    if status == 403:
+        return f"{where} refused access (HTTP 403): the user of {check} lacks permission"
+    first = one_line(exc.message, 300)
+    return f"{where} ({target.origin}) failed: {first}"
+
+
+def safe_uri(uri: str) -> str:
+    """The URI without any user:password part, for logs and error messages."""
+    parsed = urlparse(uri)
+    if parsed.password is None and parsed.username is None:
+        return uri
+    return parsed._replace(
+        netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+    ).geturl()
+
+
+def local_artifact_root(uri: str) -> Path | None:
+    """For a SQLite store, the `mlartifacts` folder beside the database file; else None."""
+    return _sqlite_path(uri).parent / ARTIFACTS_DIR if uri.startswith("sqlite:///") else None
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def _bootstrap_local_store(uri: str, artifact_root: Path) -> None:
+    """Create the SQLite store with `artifact_root` as its default artifact root.
+
+    MLflow's client-side SQLite store otherwise creates its Default experiment under ./mlruns.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    _sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(uri, artifact_root.resolve().as_uri())
+    log.info("created tracking store %s (artifacts in %s)", uri, artifact_root)
+
+
+@contextmanager
+def stage_run(stage: str) -> Iterator[mlflow.ActiveRun]:
+    """The MLflow run a stage logs into.
+
+    Under `mlflow run` the run already exists (MLFLOW_RUN_ID) and is resumed; run directly
+    (dvc repro, python -m steps.x) a new run is started, nested if another run is active.
+    A stage that raises marks its run FAILED.
+    """
+    if os.environ.get("MLFLOW_RUN_ID"):
+        run = mlflow.start_run()
+    else:
+        run = mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None)
+    with run:
+        mlflow.set_tag("stage", stage)
+        if commit := git_commit():
+            mlflow.set_tag("git_commit", commit)
+        yield run
+
+
+def log_config(cfg: Any, prefix: str = "") -> None:
+    """Log a stage config's fields as run params.
+
+    Keys already on the run are left alone: `mlflow run -P C=.5` has logged them as given, and
+    MLflow refuses to change a logged param.
+    """
+    values = {f"{prefix}{k}": _param_value(v) for k, v in dataclasses.asdict(cfg).items()}
+    log_params(values)
+
+
+def log_params(values: Mapping[str, Any]) -> None:
+    """Log params, skipping keys the active run already has."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    fresh = {k: _param_value(v) for k, v in values.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def git_commit(repo: Path = PROJECT_ROOT) -> str | None:
+    """The checked-out commit of the project (with '-dirty' when there are local changes)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def shell_exports(env: Mapping[str, str]) -> str:
+    """`export` lines that point MLflow's own CLI (`mlflow run`, `mlflow models serve`) where the
+    stages log: the same decision as `configure()`. Secrets appear as references to the variables
+    that hold them, never as values."""
+    target = resolve_target(env)
+    token = env.get("DAGSHUB_USER_TOKEN")
+    values = {
+        "MLFLOW_TRACKING_URI": shlex.quote(target.tracking_uri),
+        "MLFLOW_REGISTRY_URI": shlex.quote(target.registry_uri or target.tracking_uri),
+        "MLFLOW_EXPERIMENT_NAME": shlex.quote(env.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME),
+    }
+    if target.username is not None:
+        values["MLFLOW_TRACKING_USERNAME"] = (
+            '"$DAGSHUB_USER_TOKEN"' if target.username == token else shlex.quote(target.username)
+        )
+        values["MLFLOW_TRACKING_PASSWORD"] = '"$DAGSHUB_USER_TOKEN"'
+    return "\n".join(f"export {name}={value}" for name, value in values.items())

@@ -1,0 +1,52 @@
+"""Every flag of every entry point has help: a one-line description from its config field's
+docstring and the value params.yaml gives it."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from steps.stage import cli
+from steps.stage.config import Params, field_docs, load_params, section_fields
+from steps.stage.paths import PROJECT_ROOT
+
+PARAMS = load_params(PROJECT_ROOT / "params.yaml")
+
+
+@pytest.mark.parametrize("section", sorted(section_fields(Params)))
+def test_every_config_field_has_a_one_line_doc(section):
+    cls = section_fields(Params)[section]
+    docs = field_docs(cls)
+    assert set(docs) == set(section_fields(cls)), f"{section}: fields without a docstring"
+    assert all(10 <= len(doc) <= 100 and "\n" not in doc for doc in docs.values()), docs
+
+
+@pytest.mark.parametrize("section", sorted(section_fields(Params)))
+def test_help_shows_each_flag_with_its_description_and_params_value(section):
+    text = " ".join(cli.build_parser(section, PARAMS).format_help().split())
+    current = getattr(PARAMS, section)
+    for field in dataclasses.fields(current):
+        doc = field_docs(type(current))[field.name]
+        shown = cli._shown(getattr(current, field.name))
+        assert f"--{field.name} VALUE {doc} [{shown}]" in text, field.name
+
+
+def test_help_from_the_command_line_needs_no_params_file(tmp_path):
+    """`--help` works anywhere; in the project it also shows params.yaml's values."""
+    here = subprocess.run(
+        [sys.executable, "-m", "steps.train", "--help"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    flat = " ".join(here.stdout.split())
+    assert "--C VALUE Inverse regularisation strength of each view's classifier. [30.0]" in flat
+    assert flat.count("`train` entry point") == 1  # the module's docstring heads the help
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "steps.train", "--help"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "[?]" in elsewhere.stdout

@@ -1,0 +1,110 @@
+"""The documentation says what the code does: the README's layout is the tree, every params.yaml
+key and project path the docs name exists, and the README stays a front door."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from support import REPO_ROOT
+
+from steps.stage.config import Params, section_fields
+
+DOCS = [
+    REPO_ROOT / "README.md",
+    *sorted(
+        p for p in REPO_ROOT.rglob("README.md") if ".venv" not in p.parts and p.parent != REPO_ROOT
+    ),
+]
+CODE_DIRS = ("steps", "pyfunc", "k8s", "expectations", "tests", "bench", ".ci", ".github")
+DIR_PATTERN = "|".join(map(re.escape, CODE_DIRS))
+STEPS_FILES = sorted((REPO_ROOT / "steps").rglob("*.py"))
+README_MAX_LINES = 260
+
+
+def layout_block() -> list[str]:
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("\n## Layout\n", 1)[1]
+    return section.split("```", 2)[1].strip("\n").splitlines()
+
+
+def test_readme_is_a_front_door():
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES
+    head = "\n".join(lines[:45])
+    assert "make run" in head and "make test" in head  # the two commands on the first screen
+    for doc in ("pyfunc/README.md", "k8s/README.md", "expectations/README.md"):
+        assert doc in "\n".join(lines), f"the README does not point to {doc}"
+
+
+def test_readme_layout_is_the_tree():
+    listed = []
+    parent = None
+    for line in layout_block():
+        name = line.split()[0]
+        if line.startswith("  "):
+            assert parent is not None
+            path = REPO_ROOT / parent / name
+        else:
+            path = REPO_ROOT / name
+            parent = name
+        assert path.exists(), f"README layout names {path.relative_to(REPO_ROOT)}"
+        listed.append(path.relative_to(REPO_ROOT).as_posix().rstrip("/"))
+    packages = [
+        p.relative_to(REPO_ROOT).as_posix()
+        for p in (REPO_ROOT / "steps").iterdir()
+        if p.is_dir() and (p / "__init__.py").is_file()
+    ]
+    assert sorted(packages) == sorted(p for p in listed if p.startswith("steps/"))
+    entry_points = {p.stem for p in (REPO_ROOT / "steps").glob("*.py") if p.stem != "__init__"}
+    steps_line = next(line for line in layout_block() if line.startswith("steps/"))
+    assert entry_points <= set(re.findall(r"\w+", steps_line)), "entry points on the steps/ line"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_params_keys_named_in_docs_exist(doc):
+    sections = section_fields(Params)
+    pattern = re.compile(rf"\b({'|'.join(sections)})\.([A-Za-z_]\w*)")
+    text = re.sub(r"unknown key '[^']*'", "", doc.read_text())  # a quoted error, on purpose
+    named = {f"{s}.{k}" for s, k in pattern.findall(text) if k not in FILE_ENDINGS}
+    unknown = [
+        name
+        for name in sorted(named)
+        if name.partition(".")[2] not in section_fields(sections[name.partition(".")[0]])
+        and name not in string_literals()  # a run or registry tag the code writes (ingest.output)
+    ]
+    assert unknown == []
+
+
+FILE_ENDINGS = ("py", "yaml", "yml", "json", "md", "txt", "csv", "png", "parquet")
+
+
+def string_literals() -> set[str]:
+    """Every string constant in steps/ (tag names such as deploy.live_slot)."""
+    return set(re.findall(r"\"([\w.]+)\"", "\n".join(p.read_text() for p in STEPS_FILES)))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_project_paths_named_in_docs_exist(doc):
+    text = doc.read_text()
+    missing = []
+    for path in set(re.findall(rf"(?<![\w./-])((?:{DIR_PATTERN})/[\w./*-]*[\w/*])", text)):
+        if "<" in path or "*" in path:
+            continue
+        if not (REPO_ROOT / path).exists() and not (doc.parent / path).exists():
+            missing.append(path)
+    assert sorted(missing) == []
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_output_files_named_in_docs_are_written_by_the_code(doc):
+    """`reports/...` and `data/...` names in the docs must be names the stages really write."""
+    source = "\n".join(p.read_text() for p in STEPS_FILES)
+    names = set()
+    for path in re.findall(r"(?<![\w/])((?:reports|data|models)/[\w./{},-]+)", doc.read_text()):
+        last = path.rstrip("/.,").rsplit("/", 1)[-1]
+        braces = re.fullmatch(r"(.*)\{(.+)\}(.*)", last)
+        options = [f"{braces[1]}{o}{braces[3]}" for o in braces[2].split(",")] if braces else [last]
+        names.update(o for o in options if "." in o)
+    absent = sorted(n for n in names if f'"{n}"' not in source)
+    assert absent == []
