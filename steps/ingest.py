@@ -2,10 +2,12 @@
 
 `python -m steps.ingest [--source X] [--params FILE]` or `mlflow run . -e ingest -P source=X`.
 The source may be a local folder or file, an https:// URL, s3://bucket/key or an ODBC source
-(see steps/data/sources). The output is `train.parquet`, `test.parquet` and `manifest.json`, written
-as a whole folder atomically; when the source has no test split a stratified, seeded one is
-carved (`ingest.test_size`, `ingest.seed`). Output whose content hash already matches is left
-untouched, so re-running on unchanged data changes no file.
+(see steps/data/sources). The output is `train.parquet`, `test.parquet`, `unlabeled.parquet` (only
+when the source has unlabeled reviews) and `manifest.json`, written as a whole folder atomically;
+when the source has no test split a seeded one is carved (`ingest.test_size`, `ingest.seed`):
+stratified by label, or grouped by movie where the source knows each review's movie, so that no
+movie is on both sides (as in the official split). Output whose content hash already matches is
+left untouched, so re-running on unchanged data changes no file.
 """
 
 from __future__ import annotations
@@ -24,12 +26,24 @@ import numpy as np
 import pandas as pd
 
 from steps.data import sources
-from steps.data.dataset import POSITIVE, SPLITS, Manifest, content_hash, read_manifest
+from steps.data.dataset import (
+    MOVIE_COLUMN,
+    POSITIVE,
+    SPLITS,
+    Manifest,
+    content_hash,
+    read_manifest,
+)
 from steps.stage import cli
 from steps.stage.config import IngestConfig, Params
 from steps.stage.errors import ConfigError, SourceError, StageError
 from steps.stage.files import atomic_dir, write_json
-from steps.stage.paths import DOWNLOAD_DIR, INGESTED_DIR, MANIFEST_FILE_NAME
+from steps.stage.paths import (
+    DOWNLOAD_DIR,
+    INGESTED_DIR,
+    MANIFEST_FILE_NAME,
+    UNLABELED_FILE_NAME,
+)
 from steps.tracking import store
 
 log = logging.getLogger(__name__)
@@ -56,17 +70,26 @@ def run(
     loaded = sources.load(cfg, Path(download_dir))
     if loaded.test is None:
         train, test = carve_test_split(loaded.train, cfg.test_size, cfg.seed, where)
-        how = f"carved (stratified, test_size={cfg.test_size}, seed={cfg.seed})"
+        grouping = "grouped by movie" if MOVIE_COLUMN in train.columns else "stratified"
+        how = f"carved ({grouping}, test_size={cfg.test_size}, seed={cfg.seed})"
     else:
         train, test, how = loaded.train, loaded.test, "source"
     frames = {"train": train, "test": test}
+    details = dict(loaded.details)
+    unlabeled = loaded.unlabeled
+    if unlabeled is not None:
+        unlabeled, dropped = drop_test_copies(unlabeled, test)
+        if dropped:
+            details["unlabeled_dropped"] = f"{dropped} copies of test reviews"
+            log.info("left out %d unlabeled reviews that copy a test review", dropped)
     manifest = Manifest(
         source=where,
-        content_sha256=content_hash([train, test]),
+        content_sha256=content_hash([train, test], unlabeled),
         rows={split: len(frame) for split, frame in frames.items()},
         positives={split: int((f["sentiment"] == POSITIVE).sum()) for split, f in frames.items()},
         test_split=how,
-        details=loaded.details,
+        details=details,
+        unlabeled_rows=0 if unlabeled is None else len(unlabeled),
     )
     out_dir = Path(out_dir)
     existing = _current_manifest(out_dir)
@@ -81,13 +104,16 @@ def run(
     with atomic_dir(out_dir) as tmp:
         for split, frame in frames.items():
             frame.to_parquet(tmp / SPLITS[split], index=False)
+        if unlabeled is not None:
+            unlabeled.to_parquet(tmp / UNLABELED_FILE_NAME, index=False)
         write_json(tmp / MANIFEST_FILE_NAME, manifest.to_dict())
     log.info(
-        "wrote %s: train %s rows, test %s rows (%s test split), sha256 %s",
+        "wrote %s: train %s rows, test %s rows (%s test split), %s unlabeled, sha256 %s",
         out_dir,
         f"{len(train):,}",
         f"{len(test):,}",
         how,
+        f"{manifest.unlabeled_rows:,}",
         manifest.content_sha256[:12],
     )
     return Outcome(manifest, written=True, seconds=time.monotonic() - started)
@@ -96,11 +122,14 @@ def run(
 def carve_test_split(
     frame: pd.DataFrame, test_size: float, seed: int, where: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A stratified, seeded train/test split of a source that has no test split.
+    """A seeded train/test split of a source that has no test split.
 
-    The test split gets ceil(test_size * rows) rows, shared out between the labels in proportion
-    (largest remainder), each label's rows drawn by a seeded permutation; both splits are then
-    shuffled. Done with numpy rather than scikit-learn, whose import alone costs seconds here.
+    Stratified: the test split gets ceil(test_size * rows) rows, shared out between the labels in
+    proportion (largest remainder), each label's rows drawn by a seeded permutation. Grouped,
+    where the frame has a movie column: whole movies, in a seeded order, until the test split has
+    ceil(test_size * rows) rows or more (reviews of one movie share telling n-grams, so a movie
+    on both sides makes the test read high). Both splits are then shuffled. Done with numpy
+    rather than scikit-learn, whose import alone costs seconds here.
     """
     rows = len(frame)
     n_test = math.ceil(test_size * rows)
@@ -109,7 +138,47 @@ def carve_test_split(
             f"{where}: {rows} rows are too few to carve a test split of {test_size}:"
             " give more rows or a source with a test split"
         )
-    labels = frame["sentiment"].to_numpy()
+    rng = np.random.default_rng(seed)
+    if MOVIE_COLUMN in frame.columns:
+        test_mask = _movies_for_test(frame[MOVIE_COLUMN].to_numpy(), n_test, rng, where)
+        train_idx, test_idx = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+    else:
+        train_idx, test_idx = _stratified(frame["sentiment"].to_numpy(), n_test, rng)
+    train = frame.iloc[rng.permutation(train_idx)]
+    test = frame.iloc[rng.permutation(test_idx)]
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def drop_test_copies(unlabeled: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The unlabeled reviews without those whose text is also a test review, and how many went.
+
+    The aclImdb unlabeled reviews hold a few hundred copies of labelled reviews (generic or
+    re-posted texts); one of a test review would let self-training see the test split.
+    """
+    copies = unlabeled["review"].isin(set(test["review"]))
+    return unlabeled[~copies].reset_index(drop=True), int(copies.sum())
+
+
+def _movies_for_test(
+    movies: np.ndarray, n_test: int, rng: np.random.Generator, where: str
+) -> np.ndarray:
+    """Rows of whole movies, drawn in a seeded order until at least n_test rows are in."""
+    names, inverse, sizes = np.unique(movies, return_inverse=True, return_counts=True)
+    order = rng.permutation(len(names))
+    taken = order[: int(np.searchsorted(np.cumsum(sizes[order]), n_test)) + 1]
+    if len(taken) == len(names):
+        raise SourceError(
+            f"{where}: the reviews are about {len(names)} movies, too few to carve a test split"
+            " of whole movies: give more movies or a source with a test split"
+        )
+    return np.isin(inverse, taken)
+
+
+def _stratified(
+    labels: np.ndarray, n_test: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices, each label shared out in proportion (largest remainder)."""
+    rows = len(labels)
     classes = sorted(set(labels))
     members = {label: np.flatnonzero(labels == label) for label in classes}
     quotas = {label: n_test * len(members[label]) / rows for label in classes}
@@ -117,15 +186,12 @@ def carve_test_split(
     by_remainder = sorted(classes, key=lambda label: take[label] - quotas[label])
     for label in by_remainder[: n_test - sum(take.values())]:
         take[label] += 1
-    rng = np.random.default_rng(seed)
     test_idx, train_idx = [], []
     for label in classes:
         drawn = rng.permutation(members[label])
         test_idx.append(drawn[: take[label]])
         train_idx.append(drawn[take[label] :])
-    train = frame.iloc[rng.permutation(np.concatenate(train_idx))]
-    test = frame.iloc[rng.permutation(np.concatenate(test_idx))]
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    return np.concatenate(train_idx), np.concatenate(test_idx)
 
 
 def _current_manifest(out_dir: Path) -> Manifest | None:
@@ -133,9 +199,12 @@ def _current_manifest(out_dir: Path) -> Manifest | None:
     if not all((out_dir / name).is_file() for name in SPLITS.values()):
         return None
     try:
-        return read_manifest(out_dir)
+        manifest = read_manifest(out_dir)
     except (StageError, TypeError):  # missing, unreadable or from an older layout
         return None
+    if manifest.unlabeled_rows and not (out_dir / UNLABELED_FILE_NAME).is_file():
+        return None
+    return manifest
 
 
 def checksum_for(file_cfg: IngestConfig, cfg: IngestConfig) -> IngestConfig:
@@ -173,6 +242,7 @@ def _command(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> Non
                 f"{split}_positive": positives,
                 f"{split}_negative": rows - positives,
             }
+        metrics["unlabeled_rows"] = manifest.unlabeled_rows
         mlflow.log_metrics(metrics)
         mlflow.set_tags(
             {

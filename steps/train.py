@@ -3,9 +3,14 @@ validation split, and ship it.
 
     python -m steps.train [--C 0.5] [--ngram_range 1,3] ...   (mlflow run . -e train -P C=0.5)
 
-1. Carve a stratified validation split (`train.val_fraction`, `train.seed`) from the ingested train
-   split; fit the pipeline (pyfunc.pipeline) on the rest; log val_accuracy, val_f1, val_roc_auc,
-   val_log_loss.
+1. Carve a validation split (`train.val_fraction`, `train.seed`) from the ingested train split:
+   grouped by movie where the reviews have a movie key (`train.val_split: grouped`), else
+   stratified at random; fit the pipeline (pyfunc.pipeline) on the rest; log val_accuracy,
+   val_f1, val_roc_auc, val_log_loss.
+   With `train.unlabeled: self_training` and an ingested unlabeled split, every fit is
+   self-trained on it (pyfunc.self_training); an unusable unlabeled split (empty, mostly copies
+   of labelled reviews, sharing reviews with the test split) stops the stage, or with
+   `train.unlabeled_fallback` is left out.
 2. With `train.refit_full` (default), refit the same recipe on the whole train split: that model
    ships, as the published IMDB figures are for models trained on all 25,000 reviews.
 3. Save the model to models/model (atomically, for DVC), log it to the MLflow run, and write
@@ -25,14 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.exceptions import MlflowException
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from pyfunc import packaging
 from pyfunc.pipeline import build_pipeline, n_features
+from pyfunc.self_training import self_train
 from steps.data import dataset
-from steps.data.dataset import POSITIVE
+from steps.data.dataset import MOVIE_COLUMN, POSITIVE
 from steps.measure.metrics import classification_metrics
 from steps.stage import chain, cli
 from steps.stage.config import Params, TrainConfig
@@ -43,6 +51,7 @@ from steps.stage.paths import (
     MODEL_DIR,
     TRAIN_METRICS_FILE,
     TRAINED_MODEL_INFO_FILE,
+    UNLABELED_FILE_NAME,
     VALIDATED_MARKER,
 )
 from steps.tracking import store
@@ -51,6 +60,8 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"  # the logged model's name in its run
 VAL_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")  # logged as val_<name>
+VAL_SPLITS = ("grouped", "random")
+UNLABELED_USES = ("self_training", "none")
 
 
 @dataclass(frozen=True)
@@ -77,18 +88,25 @@ def pipeline_for(cfg: TrainConfig) -> Pipeline:
     )
 
 
-def train_model(reviews: list[str], labels: list[str], cfg: TrainConfig) -> Trained:
-    """Fit on all but a stratified validation split, score it, then (refit_full) refit on all."""
-    if not 0 < cfg.val_fraction < 1:
-        raise StageError(f"train.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
-    try:
-        fit_x, val_x, fit_y, val_y = train_test_split(
-            reviews, labels, test_size=cfg.val_fraction, stratify=labels, random_state=cfg.seed
-        )
-    except ValueError as exc:  # e.g. too few reviews of one label to stratify
-        raise StageError(f"cannot carve a validation split: {exc}") from None
-    log.info("fitting on %d reviews, validating on %d", len(fit_x), len(val_x))
-    pipeline, fit_seconds, fit_cpu = _fit(cfg, fit_x, fit_y)
+def train_model(
+    reviews: list[str],
+    labels: list[str],
+    cfg: TrainConfig,
+    movies: list[str] | None = None,
+    unlabeled: list[str] | None = None,
+) -> Trained:
+    """Fit on all but a validation split, score it, then (refit_full) refit on all.
+
+    `movies` (one key per review) groups the validation split by movie (`train.val_split`);
+    `unlabeled` reviews are learnt from by self-training (`train.unlabeled`).
+    """
+    fit_idx, val_idx, how = validation_split(labels, movies, cfg)
+    fit_x, val_x = [reviews[i] for i in fit_idx], [reviews[i] for i in val_idx]
+    fit_y, val_y = [labels[i] for i in fit_idx], [labels[i] for i in val_idx]
+    unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
+    extra = f" + {len(unlabeled):,} unlabeled (self-training)" if unlabeled else ""
+    log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
+    pipeline, fit_seconds, fit_cpu = _fit(cfg, fit_x, fit_y, unlabeled)
     started = time.process_time()
     scores = pipeline.predict_proba(val_x)[:, list(pipeline.classes_).index(POSITIVE)]
     predict_cpu = time.process_time() - started
@@ -103,10 +121,13 @@ def train_model(reviews: list[str], labels: list[str], cfg: TrainConfig) -> Trai
         val_fit_seconds=fit_seconds,
         val_predict_reviews_per_cpu_second=len(val_x) / max(predict_cpu, 1e-9),
         train_reviews=float(len(fit_x)),
+        val_reviews=float(len(val_x)),
+        val_grouped=float(how.startswith("grouped")),
+        unlabeled_reviews=float(len(unlabeled or ())),
     )
     if cfg.refit_full:
-        log.info("refitting on the whole train split (%d reviews)", len(reviews))
-        pipeline, fit_seconds, fit_cpu = _fit(cfg, reviews, labels)
+        log.info("refitting on the whole train split (%d reviews%s)", len(reviews), extra)
+        pipeline, fit_seconds, fit_cpu = _fit(cfg, reviews, labels, unlabeled)
         metrics["train_reviews"] = float(len(reviews))
     metrics.update(
         train_seconds=fit_seconds,
@@ -116,10 +137,96 @@ def train_model(reviews: list[str], labels: list[str], cfg: TrainConfig) -> Trai
     return Trained(pipeline=pipeline, metrics=metrics)
 
 
-def _fit(cfg: TrainConfig, reviews: list[str], labels: list[str]) -> tuple[Pipeline, float, float]:
+def validation_split(
+    labels: list[str], movies: list[str] | None, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Row indices to fit on and to validate on, and how they were chosen.
+
+    grouped (with movies): StratifiedGroupKFold with round(1 / val_fraction) folds, the first
+    held out, so no movie is on both sides; otherwise a stratified random split.
+    """
+    if not 0 < cfg.val_fraction < 1:
+        raise StageError(f"train.val_fraction must be between 0 and 1, got {cfg.val_fraction}")
+    if cfg.val_split not in VAL_SPLITS:
+        raise StageError(f"train.val_split must be one of {VAL_SPLITS}, got {cfg.val_split!r}")
+    rows = np.arange(len(labels))
+    try:
+        if cfg.val_split == "grouped" and movies is not None:
+            folds = max(2, round(1 / cfg.val_fraction))
+            splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=cfg.seed)
+            fit_idx, val_idx = next(splitter.split(rows, labels, groups=movies))
+            return fit_idx, val_idx, f"grouped by movie, 1 of {folds} folds, seed {cfg.seed}"
+        fit_idx, val_idx = train_test_split(
+            rows, test_size=cfg.val_fraction, stratify=labels, random_state=cfg.seed
+        )
+    except ValueError as exc:  # e.g. too few reviews of one label, or movies, to split
+        raise StageError(f"cannot carve a validation split: {exc}") from None
+    grouping = " (the reviews have no movie key)" if cfg.val_split == "grouped" else ""
+    return fit_idx, val_idx, f"stratified at random, seed {cfg.seed}{grouping}"
+
+
+def usable_unlabeled(
+    unlabeled: pd.DataFrame | None, train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig
+) -> list[str] | None:
+    """The unlabeled reviews self-training may use, or None (none ingested, or not wanted).
+
+    An unusable split (empty, mostly copies of labelled train reviews, sharing reviews with the
+    test split) is a StageError naming the problem, or with `train.unlabeled_fallback` a warning
+    and None.
+    """
+    if cfg.unlabeled not in UNLABELED_USES:
+        raise StageError(f"train.unlabeled must be one of {UNLABELED_USES}, got {cfg.unlabeled!r}")
+    if cfg.unlabeled == "none" or unlabeled is None:
+        return None
+    reviews = unlabeled["review"]
+    copies = int(reviews.isin(set(train["review"])).sum())
+    in_test = reviews[reviews.isin(set(test["review"]))]
+    problem = None
+    if reviews.empty:
+        problem = "holds no reviews"
+    elif copies / len(reviews) > cfg.max_unlabeled_copies:
+        problem = (
+            f"{copies:,} of {len(reviews):,} reviews ({copies / len(reviews):.0%}) are copies of"
+            f" labelled train reviews, more than train.max_unlabeled_copies"
+            f" ({cfg.max_unlabeled_copies:.0%}) allows"
+        )
+    elif len(in_test):
+        problem = (
+            f"{len(in_test):,} reviews also occur in the test split (e.g. {in_test.iloc[0][:60]!r}):"
+            " learning from them would leak the test into the model"
+        )
+    if problem is None:
+        return reviews.tolist()
+    where = f"{UNLABELED_FILE_NAME} (unlabeled split)"
+    if cfg.unlabeled_fallback:
+        log.warning(
+            "%s %s: training on the labelled reviews alone (train.unlabeled_fallback)",
+            where,
+            problem,
+        )
+        return None
+    raise StageError(
+        f"{where} {problem}: ingest a clean unlabeled split, or set train.unlabeled: none"
+        " (or train.unlabeled_fallback: true to train without it)"
+    )
+
+
+def _fit(
+    cfg: TrainConfig, reviews: list[str], labels: list[str], unlabeled: list[str] | None = None
+) -> tuple[Pipeline, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        pipeline = pipeline_for(cfg).fit(reviews, labels)
+        if unlabeled:
+            pipeline = self_train(
+                pipeline_for(cfg),
+                reviews,
+                labels,
+                unlabeled,
+                rounds=cfg.self_training_rounds,
+                weighting=cfg.self_training_weighting,
+            )
+        else:
+            pipeline = pipeline_for(cfg).fit(reviews, labels)
     except ValueError as exc:  # bad recipe values: unknown view or classifier, bad n-gram range
         raise StageError(f"cannot train with these train.* parameters: {exc}") from None
     return pipeline, time.perf_counter() - wall, time.process_time() - cpu
@@ -143,11 +250,18 @@ def run(
     manifest = dataset.read_manifest(ingested_dir)
     frame = dataset.read_split("train", ingested_dir)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].tolist()
+    movies = frame[MOVIE_COLUMN].tolist() if MOVIE_COLUMN in frame.columns else None
+    unlabeled = usable_unlabeled(
+        dataset.read_unlabeled(ingested_dir),
+        frame,
+        dataset.read_split("test", ingested_dir),
+        cfg,
+    )
     store.log_config(cfg)
     mlflow.set_tags(
         {"data_manifest_sha256": manifest.content_sha256, "data_source": manifest.source}
     )
-    trained = train_model(reviews, labels, cfg)
+    trained = train_model(reviews, labels, cfg, movies=movies, unlabeled=unlabeled)
     size_mb = save_model(trained.pipeline, model_dir)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}

@@ -4,7 +4,8 @@
     mlflow run . -e validate --env-manager local
 
 `expectations/imdb_reviews.json` runs on each split and `expectations/imdb_train_test.json` on both
-splits stacked (train/test overlap); their `{"$PARAMETER": ...}` bounds come from params.yaml
+splits stacked (train/test overlap); `expectations/imdb_unlabeled.json` on the unlabeled split
+stacked with test, when the source had unlabeled reviews; their `{"$PARAMETER": ...}` bounds come from params.yaml
 `validate.*`. Pass: the marker `data/validated.json` records the content, suite and bounds that
 passed, and later stages require it. Fail: every failed expectation is printed in plain words, the
 marker is removed and the stage exits 1. Either way the GX report (Data Docs site + result JSON)
@@ -30,12 +31,14 @@ import pandas as pd
 from steps.data.dataset import (
     LABELS,
     SPLITS,
+    UNLABELED,
     Manifest,
     content_hash,
     marker_record,
     read_manifest,
     read_marker,
     read_split,
+    read_unlabeled,
     write_marker,
 )
 from steps.stage import cli
@@ -54,7 +57,8 @@ from steps.validation.suite import Batch, load_suite_json, run_suites
 
 log = logging.getLogger(__name__)
 
-SUITE_FIELDS = ("suite", "train_test_suite")  # ValidateConfig fields that are not bounds
+# ValidateConfig fields that are not bounds
+SUITE_FIELDS = ("suite", "train_test_suite", "unlabeled_suite")
 PAIR_BATCH = "train+test"  # the stacked splits the train/test suite runs on
 SPLIT_COLUMN = "split"  # tells the stacked rows apart (the train/test suite's group_column)
 OVERLAP_COLUMN = "review"
@@ -69,7 +73,7 @@ class Outcome:
     evaluated: int  # expectations evaluated over all batches
     failed: int
     failures: tuple[str, ...]  # one plain-words line per failed expectation
-    rows: dict[str, int]  # split -> rows
+    rows: dict[str, int]  # split (and "unlabeled", when there is one) -> rows
     report_dir: Path
 
     @property
@@ -117,8 +121,9 @@ def check(
     ingested_dir, marker, report_dir = Path(ingested_dir), Path(marker), Path(report_dir)
     manifest = read_manifest(ingested_dir)
     frames = {split: read_split(split, ingested_dir) for split in SPLITS}
+    unlabeled = read_unlabeled(ingested_dir)
     wanted = marker_record(manifest, suites_sha256(cfg), bounds(cfg))
-    data_sha256 = _content_hash_or_none(frames)
+    data_sha256 = _content_hash_or_none(frames, unlabeled)
     cached = _cached_outcome(wanted, read_marker(marker), data_sha256, report_dir)
     if cached:
         return cached
@@ -133,6 +138,12 @@ def check(
         *(_batch(split, frame, cfg.suite) for split, frame in frames.items()),
         _batch(PAIR_BATCH, _stack(frames), cfg.train_test_suite),
     ]
+    if unlabeled is not None:  # its review checks see its rows only; the overlap one sees test
+        stacked = _stack({UNLABELED: unlabeled, "test": frames["test"]})
+        batches.append(_batch(UNLABELED, stacked, cfg.unlabeled_suite))
+    rows = {split: len(frame) for split, frame in frames.items()}
+    if unlabeled is not None:
+        rows[UNLABELED] = len(unlabeled)
     with atomic_dir(report_dir) as tmp:
         results = run_suites(
             [Batch(b.name, b.frame, Path(suite)) for b, suite in batches],
@@ -150,7 +161,7 @@ def check(
             evaluated=sum(r["statistics"]["evaluated_expectations"] for r in results),
             failed=sum(r["statistics"]["unsuccessful_expectations"] for r in results),
             failures=failures,
-            rows={split: len(frame) for split, frame in frames.items()},
+            rows=rows,
             report_dir=report_dir,
         )
         write_json(tmp / VALIDATION_RESULT_FILE_NAME, _report(outcome, manifest, wanted, checked))
@@ -204,10 +215,12 @@ def _stack(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     )
 
 
-def _content_hash_or_none(frames: dict[str, pd.DataFrame]) -> str | None:
+def _content_hash_or_none(
+    frames: dict[str, pd.DataFrame], unlabeled: pd.DataFrame | None
+) -> str | None:
     """The content hash, or None when the data is too broken to hash (validation says why)."""
     try:
-        return content_hash(list(frames.values()))
+        return content_hash(list(frames.values()), unlabeled)
     except (KeyError, AttributeError, TypeError):
         return None
 
@@ -230,7 +243,7 @@ def _cached_outcome(
         evaluated=report["evaluated"],
         failed=0,
         failures=(),
-        rows={split: report["rows"][split] for split in SPLITS},
+        rows=dict(report["rows"]),
         report_dir=report_dir,
     )
 

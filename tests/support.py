@@ -10,7 +10,7 @@ import json
 import random
 import socket
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -104,13 +104,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_aclimdb(root: Path, splits: Mapping[str, pd.DataFrame]) -> Path:
+REVIEWS_PER_MOVIE = 3  # in write_aclimdb: review ids 0-2 of a split are about one movie, ...
+_MOVIE_BASE = {"train": 1_000_000, "test": 2_000_000, "unsup": 3_000_000}
+
+
+def movie_of(split: str, review_id: int) -> str:
+    """The movie key write_aclimdb gives review `review_id` of `split` (pos and neg share it)."""
+    return f"tt{_MOVIE_BASE[split] + review_id // REVIEWS_PER_MOVIE:07d}"
+
+
+def make_unlabeled(n: int, seed: int = 100) -> list[str]:
+    """`n` unique reviews without labels (the same kind of text as make_reviews)."""
+    return make_reviews(n, seed=seed)["review"].str.replace("Review #", "Unlabelled #").tolist()
+
+
+def write_aclimdb(
+    root: Path,
+    splits: Mapping[str, pd.DataFrame],
+    unlabeled: Sequence[str] | None = None,
+    urls: bool = True,
+) -> Path:
     """Write reviews in the official layout `root/aclImdb/<split>/{pos,neg}/<id>_<rating>.txt`.
 
-    Ids count from 0 within each label folder. Also writes what readers must ignore (unsup/,
-    *.feat, urls_*.txt, imdb.vocab). Returns `root/aclImdb`.
+    Ids count from 0 within each label folder. `unlabeled` reviews go to train/unsup/<id>_0.txt
+    (default: 12 from make_unlabeled; [] writes none). With `urls`, each folder gets its
+    urls_<folder>.txt, line i naming the movie of review id i (see movie_of), as the official
+    archive does. Also writes what readers must ignore (*.feat, imdb.vocab). Returns
+    `root/aclImdb`.
     """
     acl = Path(root) / "aclImdb"
+    unlabeled = make_unlabeled(12) if unlabeled is None else list(unlabeled)
     for split, frame in splits.items():
         for folder, rating, label in (("pos", 8, "positive"), ("neg", 3, "negative")):
             target = acl / split / folder
@@ -118,28 +141,45 @@ def write_aclimdb(root: Path, splits: Mapping[str, pd.DataFrame]) -> Path:
             texts = frame.loc[frame["sentiment"] == label, "review"]
             for review_id, text in enumerate(texts):
                 (target / f"{review_id}_{rating}.txt").write_bytes(text.encode("utf-8"))
-            (acl / split / f"urls_{folder}.txt").write_text("http://www.imdb.com/title/tt0/\n")
+            if urls:
+                _write_urls(acl / split / f"urls_{folder}.txt", split, len(texts))
         (acl / split / "labeledBow.feat").write_text("9 0:9 1:1\n")
-        (acl / split / "unsup").mkdir(exist_ok=True)
-        (acl / split / "unsup" / "0_0.txt").write_text("An unlabelled review, to be ignored.")
+    if unlabeled:
+        (acl / "train" / "unsup").mkdir(parents=True, exist_ok=True)
+        for review_id, text in enumerate(unlabeled):
+            (acl / "train" / "unsup" / f"{review_id}_0.txt").write_bytes(text.encode("utf-8"))
+        if urls:
+            _write_urls(acl / "train" / "urls_unsup.txt", "unsup", len(unlabeled))
     (acl / "imdb.vocab").write_text("the\nand\n")
     return acl
 
 
-def write_aclimdb_tar(path: Path, splits: Mapping[str, pd.DataFrame]) -> Path:
+def _write_urls(path: Path, split: str, rows: int) -> None:
+    lines = [f"http://www.imdb.com/title/{movie_of(split, i)}/usercomments\n" for i in range(rows)]
+    path.write_text("".join(lines))
+
+
+def write_aclimdb_tar(path: Path, splits: Mapping[str, pd.DataFrame], **options) -> Path:
     """`write_aclimdb` packed as a .tar.gz (members under aclImdb/, like aclImdb_v1.tar.gz)."""
     path = Path(path)
     staging = path.parent / f"{path.name}.staging"
-    acl = write_aclimdb(staging, splits)
+    acl = write_aclimdb(staging, splits, **options)
     with tarfile.open(path, "w:gz") as archive:
         archive.add(acl, arcname="aclImdb")
     return path
 
 
-def aclimdb_order(frame: pd.DataFrame) -> pd.DataFrame:
-    """A split as the aclImdb readers return it: positives, then negatives, each in order."""
-    parts = [frame[frame["sentiment"] == label] for label in ("positive", "negative")]
-    return pd.concat(parts, ignore_index=True)
+def aclimdb_order(frame: pd.DataFrame, split: str | None = "train") -> pd.DataFrame:
+    """A split as the aclImdb readers return it: positives, then negatives, each in order, with
+    the movie column write_aclimdb's URLs give (`split` None: written without URLs)."""
+    parts = []
+    for label in ("positive", "negative"):
+        part = frame[frame["sentiment"] == label].reset_index(drop=True)
+        if split is not None:
+            part = part.assign(movie=[movie_of(split, i) for i in range(len(part))])
+        parts.append(part)
+    ordered = pd.concat(parts, ignore_index=True)
+    return ordered.astype(dict.fromkeys(ordered.columns, "str"))
 
 
 def write_ingested(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> Path:

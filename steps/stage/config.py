@@ -56,6 +56,8 @@ class ValidateConfig:
     """Expectation suite (JSON) run on each split."""
     train_test_suite: str
     """Expectation suite (JSON) run on both splits stacked (train/test overlap)."""
+    unlabeled_suite: str
+    """Expectation suite (JSON) run on the unlabeled split stacked with test, when there is one."""
     min_rows: int
     """Fewest reviews a split may have."""
     min_review_chars: int
@@ -76,10 +78,22 @@ class TrainConfig:
 
     val_fraction: float
     """Share of the ingested train split held out for the val_* metrics."""
+    val_split: str
+    """grouped (whole movies, where reviews have a movie key; else random) or random (stratified)."""
     seed: int
-    """Seed of the stratified validation split."""
+    """Seed of the validation split."""
     refit_full: bool
     """Refit on the whole train split after validating (that model ships)."""
+    unlabeled: str
+    """self_training (learn from the ingested unlabeled reviews, if any) or none."""
+    self_training_rounds: int
+    """Rounds of pseudo-labelling the unlabeled reviews and refitting the classifier."""
+    self_training_weighting: str
+    """Weight of a pseudo-labelled review: confidence (|2p - 1|) or uniform (1)."""
+    max_unlabeled_copies: float
+    """Largest share of unlabeled reviews that may be copies of labelled train reviews."""
+    unlabeled_fallback: bool
+    """On an unusable unlabeled split, train on the labelled reviews alone (false: stop)."""
     negation: bool
     """Mark negation scope (NLTK mark_negation) before counting n-grams."""
     negation_view: bool

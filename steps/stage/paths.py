@@ -16,6 +16,7 @@ DOWNLOAD_DIR = DATA_DIR / "downloads"  # verified https downloads, reused by lat
 INGESTED_DIR = DATA_DIR / "ingested"
 TRAIN_FILE_NAME = "train.parquet"
 TEST_FILE_NAME = "test.parquet"
+UNLABELED_FILE_NAME = "unlabeled.parquet"  # only when the source has unlabeled reviews (aclImdb)
 MANIFEST_FILE_NAME = "manifest.json"
 VALIDATED_MARKER = DATA_DIR / "validated.json"  # written only when validation passes
 

@@ -93,7 +93,7 @@ def test_download_is_verified_cached_and_reused(server, archive, tmp_path, split
 
     first = load(_cfg(url, digest), downloads)
     pd.testing.assert_frame_equal(first.train, aclimdb_order(splits["train"]))
-    pd.testing.assert_frame_equal(first.test, aclimdb_order(splits["test"]))
+    pd.testing.assert_frame_equal(first.test, aclimdb_order(splits["test"], "test"))
     assert first.details["cache"] == "downloaded"
     assert first.details["sha256"] == digest
     assert first.details["sha256_checked"] == "yes"

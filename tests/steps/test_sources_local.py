@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import aclimdb_order, make_reviews, write_aclimdb, write_aclimdb_tar
+from support import (
+    aclimdb_order,
+    make_reviews,
+    make_unlabeled,
+    movie_of,
+    write_aclimdb,
+    write_aclimdb_tar,
+)
 
-from steps.data.sources import load
+from steps.data.sources import aclimdb, load
 from steps.data.sources.local import load_path
 from steps.stage.config import load_params
 from steps.stage.errors import SourceError
@@ -47,15 +54,79 @@ def test_aclimdb_folder_reads_both_splits_exactly(tmp_path, splits):
     acl = write_aclimdb(tmp_path, splits)
     loaded = load_path(acl)
     pd.testing.assert_frame_equal(loaded.train, aclimdb_order(splits["train"]))
-    pd.testing.assert_frame_equal(loaded.test, aclimdb_order(splits["test"]))
+    pd.testing.assert_frame_equal(loaded.test, aclimdb_order(splits["test"], "test"))
     assert loaded.details["format"] == "aclImdb folder"
 
 
 def test_folder_that_contains_aclimdb_is_accepted(tmp_path, splits):
     write_aclimdb(tmp_path, splits)
     loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads")
-    assert len(loaded.train) == len(splits["train"])  # unsup/, urls_*.txt and *.feat ignored
+    assert len(loaded.train) == len(splits["train"])  # *.feat and imdb.vocab ignored
     assert len(loaded.test) == len(splits["test"])
+
+
+def test_aclimdb_unlabeled_reviews_and_movies_are_kept(tmp_path, splits):
+    unlabeled = [*make_unlabeled(7), "Ünïcode\r\nand a trailing space "]
+    loaded = load_path(write_aclimdb(tmp_path, splits, unlabeled=unlabeled))
+    expected = pd.DataFrame(
+        {"review": unlabeled, "movie": [movie_of("unsup", i) for i in range(len(unlabeled))]},
+        dtype="str",
+    )
+    pd.testing.assert_frame_equal(loaded.unlabeled, expected)
+    # pos and neg reviews with the same id are about the same movie, as in the official files
+    train = loaded.train
+    assert train.loc[0, "movie"] == movie_of("train", 0) == train.loc[21, "movie"]
+    assert train["movie"].nunique() < len(train)
+
+
+def test_without_url_files_there_is_no_movie_column(tmp_path, splits):
+    loaded = load_path(write_aclimdb(tmp_path, splits, urls=False))
+    pd.testing.assert_frame_equal(loaded.train, aclimdb_order(splits["train"], None))
+    assert list(loaded.unlabeled.columns) == ["review"]
+
+
+def test_without_unsup_folder_there_are_no_unlabeled_reviews(tmp_path, splits):
+    assert load_path(write_aclimdb(tmp_path, splits, unlabeled=[])).unlabeled is None
+
+
+@pytest.mark.parametrize("urls_first", [True, False])
+def test_archive_maps_movies_whether_url_files_come_first_or_last(tmp_path, splits, urls_first):
+    import tarfile
+
+    acl = write_aclimdb(tmp_path / "tree", splits)
+    files = sorted(p for p in acl.rglob("*") if p.is_file())
+    urls = [p for p in files if p.name.startswith("urls_")]
+    rest = [p for p in files if p not in urls]
+    archive = tmp_path / "ordered.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in urls + rest if urls_first else rest + urls:
+            tar.add(path, arcname=f"aclImdb/{path.relative_to(acl)}")
+    from_archive, from_folder = load_path(archive), load_path(acl)
+    pd.testing.assert_frame_equal(from_archive.train, from_folder.train)
+    pd.testing.assert_frame_equal(from_archive.unlabeled, from_folder.unlabeled)
+    assert from_archive.train["movie"].notna().all()
+
+
+def test_url_file_shorter_than_the_reviews_names_both(tmp_path, splits):
+    acl = write_aclimdb(tmp_path, splits)
+    urls = acl / "train" / "urls_neg.txt"
+    urls.write_text("".join(urls.read_text().splitlines(keepends=True)[:5]))
+    with pytest.raises(SourceError) as err:
+        load_path(acl)
+    assert "train/neg/5_3.txt has no line in train/urls_neg.txt (5 lines" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("http://www.imdb.com/title/tt0453418/usercomments", "tt0453418"),
+        ("https://imdb.com/title/tt0000001/", "tt0000001"),
+        ("http://example.org/some-movie\n", "http://example.org/some-movie"),
+    ],
+)
+def test_movie_key_is_the_imdb_title_id(url, key):
+    assert aclimdb.movie_key(url) == key
 
 
 def test_aclimdb_train_only_has_no_test_split(tmp_path, splits):
@@ -71,6 +142,7 @@ def test_archive_gives_the_same_frames_as_the_folder(tmp_path, splits):
     from_archive, from_folder = load_path(archive), load_path(folder)
     pd.testing.assert_frame_equal(from_archive.train, from_folder.train)
     pd.testing.assert_frame_equal(from_archive.test, from_folder.test)
+    pd.testing.assert_frame_equal(from_archive.unlabeled, from_folder.unlabeled)
     assert from_archive.details["format"] == "aclImdb archive"
 
 

@@ -157,7 +157,7 @@ def test_archive_object_is_read_from_the_stream(moto_s3, aws_env, tmp_path):
     uri = _put(moto_s3, "archives/aclImdb_v1.tar.gz", archive.read_bytes())
     loaded = load(_cfg(uri, moto_s3.endpoint), tmp_path / "downloads")
     pd.testing.assert_frame_equal(loaded.train, aclimdb_order(splits["train"]))
-    pd.testing.assert_frame_equal(loaded.test, aclimdb_order(splits["test"]))
+    pd.testing.assert_frame_equal(loaded.test, aclimdb_order(splits["test"], "test"))
     assert loaded.details["bytes"] == str(archive.stat().st_size)
 
 

@@ -1,10 +1,16 @@
 """The official dataset layout: `aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt`.
 
 Read from an extracted folder or straight from the `.tar.gz` stream (nothing is extracted to
-disk). `unsup/`, `*.feat`, `urls_*.txt` and anything else outside `{train,test}/{pos,neg}/*.txt`
-is ignored. Files are decoded as strict UTF-8 and kept exactly as written. Rows come out in one
-canonical order (split, then pos before neg, then review id) whichever form was read, so a folder
-and its archive give the same content hash.
+disk). Besides the labelled reviews it keeps what the dataset gives for learning and grouping:
+- `train/unsup/<id>_0.txt`: the 50,000 unlabeled reviews -> `Loaded.unlabeled`;
+- `<split>/urls_{pos,neg,unsup}.txt`: line i is the IMDb page of the movie of review id i ->
+  a `movie` column (the title id `tt0123456`, or the whole URL when it has none). A split gets the
+  column only when each of its folders has its URL file; reviews of one movie share n-grams, so
+  validation splits are grouped by it (steps/train.py).
+`*.feat`, `imdb.vocab` and anything else is ignored. Files are decoded as strict UTF-8 and kept
+exactly as written. Rows come out in one canonical order (split, then pos before neg, then review
+id) whichever form was read, so a folder and its archive give the same content hash. In an archive
+the URL files may come before or after the reviews, so ids are mapped to movies after reading.
 """
 
 from __future__ import annotations
@@ -18,17 +24,23 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from steps.stage.errors import SourceError, one_line
+from steps.data.dataset import MOVIE_COLUMN
 from steps.data.sources.common import Loaded
 from steps.data.sources.tables import LABEL_ALIASES
+from steps.stage.errors import SourceError, one_line
 
 SPLITS = ("train", "test")
 LABEL_DIRS = ("pos", "neg")  # in output order
+UNLABELED_DIR = "unsup"  # only under train/, as in the official archive
 ROOT_NAME = "aclImdb"
-_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/([^/]+)\.txt$")
+_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg|unsup)/([^/]+)\.txt$")
+_URLS = re.compile(r"(?:^|/)(train|test)/urls_(pos|neg|unsup)\.txt$")
+_TITLE = re.compile(r"tt\d+")
 
-# (split, label dir, sort key, text)
+# (split, folder, sort key, text)
 _Row = tuple[str, str, tuple, str]
+# (split, folder) -> the URL file's lines
+_Urls = dict[tuple[str, str], list[str]]
 
 
 def find_root(folder: Path) -> Path | None:
@@ -40,39 +52,60 @@ def find_root(folder: Path) -> Path | None:
 
 
 def read_folder(root: Path, where: str) -> Loaded:
-    """Reviews from an extracted aclImdb folder."""
+    """Reviews (and unlabeled reviews, movie URLs) from an extracted aclImdb folder."""
     rows: list[_Row] = []
+    urls: _Urls = {}
     for split in SPLITS:
-        for label in LABEL_DIRS:
-            folder = root / split / label
-            if not folder.is_dir():
+        for folder_name in (*LABEL_DIRS, UNLABELED_DIR):
+            if not _wanted(split, folder_name):
                 continue
-            for path in folder.glob("*.txt"):
+            folder = root / split / folder_name
+            for path in folder.glob("*.txt") if folder.is_dir() else ():
                 text = _decode(path.read_bytes(), f"{where}: {path.relative_to(root)}")
-                rows.append((split, label, _review_order(path.stem), text))
-    return _to_loaded(rows, where, {"format": "aclImdb folder", "path": str(root)})
+                rows.append((split, folder_name, _review_order(path.stem), text))
+            url_file = root / split / f"urls_{folder_name}.txt"
+            if url_file.is_file():
+                urls[split, folder_name] = _url_lines(url_file.read_bytes(), f"{where}: {url_file}")
+    return _to_loaded(rows, urls, where, {"format": "aclImdb folder", "path": str(root)})
 
 
 def read_tar(stream: BinaryIO, where: str) -> Loaded:
     """Reviews from an aclImdb .tar.gz, read member by member from a forward-only stream."""
     rows: list[_Row] = []
+    urls: _Urls = {}
     try:
         with tarfile.open(fileobj=stream, mode="r|gz") as archive:
             for member in archive:
-                match = _MEMBER.search(member.name)
-                if not (match and member.isfile()):
+                if not member.isfile():
                     continue
-                split, label, stem = match.groups()
+                if found := _URLS.search(member.name):
+                    data = archive.extractfile(member).read()
+                    urls[found.groups()] = _url_lines(data, f"{where}: member {member.name}")
+                    continue
+                match = _MEMBER.search(member.name)
+                if not (match and _wanted(*match.groups()[:2])):
+                    continue
+                split, folder, stem = match.groups()
                 handle = archive.extractfile(member)
                 text = _decode(handle.read(), f"{where}: member {member.name}")
-                rows.append((split, label, _review_order(stem), text))
+                rows.append((split, folder, _review_order(stem), text))
     except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         reason = one_line(exc)
         raise SourceError(
             f"{where}: not a readable .tar.gz archive ({reason}): the file is damaged or"
             " incomplete; fetch it again"
         ) from None
-    return _to_loaded(rows, where, {"format": "aclImdb archive"})
+    return _to_loaded(rows, urls, where, {"format": "aclImdb archive"})
+
+
+def movie_key(url: str) -> str:
+    """A stable movie key from an IMDb URL: its title id (tt0123456), else the URL itself."""
+    found = _TITLE.search(url)
+    return found.group(0) if found else url.strip()
+
+
+def _wanted(split: str, folder: str) -> bool:
+    return folder != UNLABELED_DIR or split == "train"
 
 
 def _decode(data: bytes, where: str) -> str:
@@ -85,22 +118,58 @@ def _decode(data: bytes, where: str) -> str:
         ) from None
 
 
+def _url_lines(data: bytes, where: str) -> list[str]:
+    return _decode(data, where).splitlines()
+
+
 def _review_order(stem: str) -> tuple:
     """`123_8` sorts by review id 123; other names after the numbered ones, by name."""
     head = stem.split("_", 1)[0]
     return (0, int(head), stem) if head.isdigit() else (1, 0, stem)
 
 
-def _to_loaded(rows: list[_Row], where: str, details: dict[str, str]) -> Loaded:
-    rows.sort(key=lambda row: (SPLITS.index(row[0]), LABEL_DIRS.index(row[1]), row[2]))
+def _to_loaded(rows: list[_Row], urls: _Urls, where: str, details: dict[str, str]) -> Loaded:
+    folders = (*LABEL_DIRS, UNLABELED_DIR)
+    rows.sort(key=lambda row: (SPLITS.index(row[0]), folders.index(row[1]), row[2]))
     frames = {}
     for split in SPLITS:
-        picked = [(text, LABEL_ALIASES[label]) for s, label, _, text in rows if s == split]
-        if picked:
-            frames[split] = pd.DataFrame(picked, columns=["review", "sentiment"], dtype=str)
+        picked = [row for row in rows if row[0] == split and row[1] in LABEL_DIRS]
+        if not picked:
+            continue
+        frame = pd.DataFrame(
+            [(text, LABEL_ALIASES[folder]) for _, folder, _, text in picked],
+            columns=["review", "sentiment"],
+            dtype=str,
+        )
+        frames[split] = _with_movies(frame, picked, urls, where)
     if "train" not in frames:
         raise SourceError(
             f"{where}: no reviews in {ROOT_NAME}/train/pos/*.txt or {ROOT_NAME}/train/neg/*.txt:"
             " give the aclImdb folder (or its parent) or the aclImdb_v1.tar.gz archive"
         )
-    return Loaded(train=frames["train"], test=frames.get("test"), details=details)
+    unlabeled_rows = [row for row in rows if row[1] == UNLABELED_DIR]
+    unlabeled = None
+    if unlabeled_rows:
+        unlabeled = pd.DataFrame({"review": [row[3] for row in unlabeled_rows]}, dtype=str)
+        unlabeled = _with_movies(unlabeled, unlabeled_rows, urls, where)
+    return Loaded(
+        train=frames["train"], test=frames.get("test"), details=details, unlabeled=unlabeled
+    )
+
+
+def _with_movies(frame: pd.DataFrame, rows: list[_Row], urls: _Urls, where: str) -> pd.DataFrame:
+    """`frame` plus a movie column, when every folder its rows came from has a URL file."""
+    folders = {(split, folder) for split, folder, _, _ in rows}
+    if not folders <= urls.keys():
+        return frame
+    movies = []
+    for split, folder, (unnumbered, review_id, stem), _ in rows:
+        lines = urls[split, folder]
+        if unnumbered or review_id >= len(lines):
+            raise SourceError(
+                f"{where}: {split}/{folder}/{stem}.txt has no line in {split}/urls_{folder}.txt"
+                f" ({len(lines):,} lines; line i is the movie of review id i): the archive is"
+                " incomplete; fetch it again"
+            )
+        movies.append(movie_key(lines[review_id]))
+    return frame.assign(**{MOVIE_COLUMN: pd.Series(movies, dtype=str, index=frame.index)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 import pandas as pd
@@ -22,11 +22,17 @@ KNOWN_ENDINGS = ".csv, .csv.gz, .parquet or .tar.gz"
 
 @dataclass(frozen=True)
 class Loaded:
-    """Reviews read from a source: canonical frames (review, sentiment) per split it provides."""
+    """Reviews read from a source: canonical frames (review, sentiment[, movie]) per split it
+    provides, and the unlabeled reviews (review[, movie]) of a source that has them (aclImdb)."""
 
     train: pd.DataFrame
     test: pd.DataFrame | None  # None when the source has no test split
     details: dict[str, str] = field(default_factory=dict)  # facts for the manifest
+    unlabeled: pd.DataFrame | None = None  # None when the source has no unlabeled reviews
+
+    def with_details(self, **extra: str) -> Loaded:
+        """The same reviews with more facts for the manifest."""
+        return replace(self, details={**self.details, **extra})
 
 
 def kind_of(name: str) -> str | None:

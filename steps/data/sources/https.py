@@ -63,15 +63,13 @@ def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
         raise
     if fresh:
         write_json(record, {"url": url, **facts})
-    details = {
-        **loaded.details,
-        "url": url,
-        "sha256": facts["sha256"],
-        "bytes": str(facts["bytes"]),
-        "sha256_checked": "yes" if expected else "no (ingest.sha256 empty)",
-        "cache": "downloaded" if fresh else "reused",
-    }
-    return Loaded(train=loaded.train, test=loaded.test, details=details)
+    return loaded.with_details(
+        url=url,
+        sha256=facts["sha256"],
+        bytes=str(facts["bytes"]),
+        sha256_checked="yes" if expected else "no (ingest.sha256 empty)",
+        cache="downloaded" if fresh else "reused",
+    )
 
 
 def _check_sha256_setting(value: str) -> str:

@@ -40,7 +40,7 @@ def load_file(path: Path, where: str) -> Loaded:
                 loaded = aclimdb.read_tar(f, where)
         except OSError as exc:
             raise SourceError(f"{where}: cannot read ({exc.strerror or exc})") from None
-        return _with_details(loaded, file=path.name)
+        return loaded.with_details(file=path.name)
     frame = read_table(path, kind, path.name, where)
     return Loaded(train=frame, test=None, details={"format": kind, "file": path.name})
 
@@ -73,6 +73,3 @@ def _split_file(folder: Path, split: str, where: str) -> Path | None:
         raise SourceError(f"{where}: both {names} are present: keep only one {split} file")
     return present[0] if present else None
 
-
-def _with_details(loaded: Loaded, **extra: str) -> Loaded:
-    return Loaded(train=loaded.train, test=loaded.test, details={**loaded.details, **extra})

@@ -9,6 +9,7 @@ member by member, a table is read into memory; nothing is written to disk.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import boto3
@@ -94,7 +95,7 @@ def load_s3(uri: str, endpoint_url: str) -> Loaded:
     }
     if obj.get("VersionId"):
         details["version_id"] = obj["VersionId"]
-    return Loaded(train=loaded.train, test=loaded.test, details=details)
+    return replace(loaded, details=details)
 
 
 def _client_error(uri: str, bucket: str, key: str, endpoint: str, exc: ClientError) -> SourceError:

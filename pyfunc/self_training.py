@@ -1,0 +1,76 @@
+"""Self-training: fit the pipeline on labelled reviews, then again with unlabeled reviews that the
+model itself has labelled, each weighted by how sure the model was.
+
+Round 0 fits the pipeline as usual on the labelled reviews: the cleaner and the n-gram vocabulary
+are fitted there and stay as they are (the shipped model keeps the same features, size and
+speed). Each later round labels every unlabeled review with the current model's probability p,
+then refits the classifier on the labelled reviews (weight 1) plus all unlabeled ones with the
+label 1[p > 0.5] and weight |2p - 1| ("confidence") or 1 ("uniform"). Measured on IMDB (the
+official test split, issue 17): +0.2 points with two rounds; a third gave nothing; hard labels
+above a confidence cut-off and unlabeled text only in the vocabulary or IDF gave less.
+
+Only the single pipeline (clean -> vectorize -> classify) is self-trained; the averaged
+negation-view pipeline is not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+WEIGHTINGS = ("confidence", "uniform")
+
+
+def self_train(
+    pipeline: Pipeline,
+    reviews: Sequence[str],
+    labels: Sequence[str],
+    unlabeled: Sequence[str],
+    rounds: int = 2,
+    weighting: str = "confidence",
+) -> Pipeline:
+    """Fit `pipeline` (unfitted, clean -> ... -> classifier) by self-training; returns it fitted.
+
+    `rounds` = 0 is the plain fit on the labelled reviews.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if rounds < 0:
+        raise ValueError(f"rounds must be 0 or more, got {rounds}")
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) < 2:
+        raise ValueError(
+            "self-training needs the single pipeline (clean -> vectorize -> classify);"
+            " the negation-view average is not supported"
+        )
+    features, (name, classifier) = pipeline[:-1], pipeline.steps[-1]
+    labelled = features.fit_transform(reviews, labels)
+    labels = np.asarray(labels)
+    classifier = clone(classifier).fit(labelled, labels)
+    if rounds == 0 or len(unlabeled) == 0:
+        pipeline.steps[-1] = (name, classifier)
+        return pipeline
+    pseudo = features.transform(unlabeled)
+    both = sp.vstack([labelled, pseudo], format="csr")
+    ones = np.ones(labelled.shape[0])
+    for round_ in range(1, rounds + 1):
+        positive = classifier.predict_proba(pseudo)[:, 1]
+        guessed = classifier.classes_[(positive > 0.5).astype(int)]
+        weights = np.abs(2 * positive - 1) if weighting == "confidence" else np.ones(len(positive))
+        log.info(
+            "self-training round %d of %d: %d labelled + %d pseudo-labelled reviews"
+            " (%.1f%% positive, mean weight %.2f)",
+            round_, rounds, len(ones), len(guessed),
+            100 * float(np.mean(positive > 0.5)), float(weights.mean()),
+        )  # fmt: skip
+        classifier = clone(classifier).fit(
+            both, np.concatenate([labels, guessed]), sample_weight=np.concatenate([ones, weights])
+        )
+    pipeline.steps[-1] = (name, classifier)
+    return pipeline
