@@ -182,8 +182,14 @@ def aclimdb_order(frame: pd.DataFrame, split: str | None = "train") -> pd.DataFr
     return ordered.astype(dict.fromkeys(ordered.columns, "str"))
 
 
-def write_ingested(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> Path:
-    """What ingest leaves behind (two Parquet splits and their manifest), written directly.
+def write_ingested(
+    folder: Path,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    unlabeled: pd.DataFrame | None = None,
+) -> Path:
+    """What ingest leaves behind (two Parquet splits, the unlabeled one if given, and their
+    manifest), written directly.
 
     Splits may be broken on purpose (a missing column, nulls); their manifest then carries a
     content hash of "unhashable".
@@ -195,8 +201,10 @@ def write_ingested(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> Pat
     frames = {"train": train, "test": test}
     for split, frame in frames.items():
         frame.to_parquet(folder / f"{split}.parquet", index=False)
+    if unlabeled is not None:
+        unlabeled.to_parquet(folder / "unlabeled.parquet", index=False)
     try:
-        digest = content_hash([train, test])
+        digest = content_hash([train, test], unlabeled)
     except (KeyError, AttributeError, TypeError):
         digest = "unhashable"
     manifest = Manifest(
@@ -208,6 +216,7 @@ def write_ingested(folder: Path, train: pd.DataFrame, test: pd.DataFrame) -> Pat
             for split, frame in frames.items()
         },
         test_split="source",
+        unlabeled_rows=0 if unlabeled is None else len(unlabeled),
     )
     (folder / "manifest.json").write_text(json.dumps(manifest.to_dict()), encoding="utf-8")
     return folder

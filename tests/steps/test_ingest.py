@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import free_port, make_reviews, write_aclimdb
+from support import (
+    REVIEWS_PER_MOVIE,
+    free_port,
+    make_reviews,
+    make_unlabeled,
+    movie_of,
+    write_aclimdb,
+)
 
 from steps import ingest as stage
-from steps.data.dataset import content_hash, read_manifest, read_split
+from steps.data.dataset import content_hash, read_manifest, read_split, read_unlabeled
 from steps.stage.config import IngestConfig, load_params
 from steps.stage.errors import ConfigError, SourceError
 from steps.stage.paths import PROJECT_ROOT
@@ -103,6 +110,54 @@ def test_source_test_split_is_kept(tmp_path, dirs):
     assert outcome.manifest.test_split == "source"
     assert outcome.manifest.rows == {"train": 30, "test": 10}
     assert outcome.manifest.details["format"] == "aclImdb folder"
+
+
+def test_aclimdb_unlabeled_reviews_and_movies_are_ingested(tmp_path, dirs):
+    splits = {"train": make_reviews(30, seed=45), "test": make_reviews(12, seed=46)}
+    unlabeled = make_unlabeled(20)
+    unlabeled[3] = splits["test"]["review"].iloc[0]  # a copy of a test review: left out
+    unlabeled[4] = splits["train"]["review"].iloc[0]  # a copy of a train review: kept
+    write_aclimdb(tmp_path / "src", splits, unlabeled=unlabeled)
+    outcome = dirs.run(_cfg(tmp_path / "src"))
+    stored = read_unlabeled(dirs.out)
+    assert stored["review"].tolist() == unlabeled[:3] + unlabeled[4:]
+    assert stored["movie"].tolist() == [movie_of("unsup", i) for i in range(20) if i != 3]
+    manifest = read_manifest(dirs.out)
+    assert manifest.unlabeled_rows == 19
+    assert manifest.details["unlabeled_dropped"] == "1 copies of test reviews"
+    train, test = read_split("train", dirs.out), read_split("test", dirs.out)
+    assert list(train.columns) == list(test.columns) == ["review", "sentiment", "movie"]
+    assert manifest.content_sha256 == content_hash([train, test], stored)
+    assert manifest.content_sha256 != content_hash([train, test])  # unlabeled reviews count
+    assert outcome.manifest == manifest
+
+
+def test_other_sources_have_no_unlabeled_split_or_movies(tmp_path, dirs, reviews):
+    reviews.to_csv(tmp_path / "reviews.csv", index=False)
+    outcome = dirs.run(_cfg(tmp_path / "reviews.csv"))
+    assert read_unlabeled(dirs.out) is None
+    assert not (dirs.out / "unlabeled.parquet").exists()
+    assert outcome.manifest.unlabeled_rows == 0
+    assert "movie" not in read_split("train", dirs.out).columns
+
+
+def test_a_source_without_test_split_is_carved_by_whole_movies(tmp_path, dirs):
+    write_aclimdb(tmp_path / "src", {"train": make_reviews(300, seed=47)})
+    outcome = dirs.run(_cfg(tmp_path / "src", test_size=0.2, seed=3))
+    train, test = read_split("train", dirs.out), read_split("test", dirs.out)
+    assert not set(train["movie"]) & set(test["movie"])  # no movie on both sides
+    assert 60 <= len(test) < 60 + 2 * REVIEWS_PER_MOVIE  # whole movies until 20% is reached
+    assert len(train) + len(test) == 300
+    assert outcome.manifest.test_split == "carved (grouped by movie, test_size=0.2, seed=3)"
+    again = stage.carve_test_split(pd.concat([train, test]), 0.2, seed=3, where="x")[1]
+    other = stage.carve_test_split(pd.concat([train, test]), 0.2, seed=4, where="x")[1]
+    assert set(again["movie"]) != set(other["movie"])  # the seed chooses the movies
+
+
+def test_too_few_movies_to_carve_whole_movies(tmp_path, dirs):
+    frame = make_reviews(10, seed=48).assign(movie="tt0000001")
+    with pytest.raises(SourceError, match=r"about 1 movies, too few to carve a test split"):
+        stage.carve_test_split(frame, 0.2, seed=0, where="x")
 
 
 def test_unchanged_content_leaves_the_folder_untouched(tmp_path, dirs, reviews, caplog):

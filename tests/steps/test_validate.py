@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import make_reviews, write_ingested
+from support import make_reviews, make_unlabeled, write_ingested
 
 from steps import validate as stage
-from steps.data.dataset import COLUMNS, LABELS, is_validated, read_marker, require_validated
+from steps.data.dataset import (
+    COLUMNS,
+    LABELS,
+    UNLABELED,
+    is_validated,
+    read_marker,
+    require_validated,
+)
 from steps.stage.config import ValidateConfig, load_params
 from steps.stage.errors import StageError, ValidationFailed
 from steps.validation.suite import load_suite_json, suite_parameter_names
@@ -31,6 +38,7 @@ def cfg() -> ValidateConfig:
         defaults,
         suite=str(REPO / defaults.suite),
         train_test_suite=str(REPO / defaults.train_test_suite),
+        unlabeled_suite=str(REPO / defaults.unlabeled_suite),
         min_rows=MIN_ROWS,
     )
 
@@ -41,8 +49,8 @@ class Layout:
     marker: Path
     report: Path
 
-    def write(self, train: pd.DataFrame, test: pd.DataFrame) -> None:
-        write_ingested(self.ingested, train, test)
+    def write(self, train: pd.DataFrame, test: pd.DataFrame, unlabeled=None) -> None:
+        write_ingested(self.ingested, train, test, unlabeled)
 
     def check(self, cfg: ValidateConfig) -> stage.Outcome:
         return stage.check(cfg, self.ingested, self.marker, self.report)
@@ -61,8 +69,10 @@ def clean() -> tuple[pd.DataFrame, pd.DataFrame]:
     return make_reviews(400, seed=1), make_reviews(120, seed=2)
 
 
-def failures_of(layout: Layout, cfg: ValidateConfig, train, test) -> tuple[str, ...]:
-    layout.write(train, test)
+def failures_of(
+    layout: Layout, cfg: ValidateConfig, train, test, unlabeled=None
+) -> tuple[str, ...]:
+    layout.write(train, test, unlabeled)
     outcome = layout.check(cfg)
     assert not outcome.success
     assert not layout.marker.exists()
@@ -213,6 +223,47 @@ def test_train_test_leakage(layout, cfg):
     assert failure.endswith("[validate.max_overlap_fraction]")
 
 
+def unlabeled_reviews(n: int = 150) -> pd.DataFrame:
+    return pd.DataFrame({"review": make_unlabeled(n)}, dtype="str")
+
+
+def test_unlabeled_split_is_checked_with_test_when_there_is_one(layout, cfg):
+    train, test = clean()
+    layout.write(train, test, unlabeled_reviews())
+    outcome = layout.check(cfg)
+    assert outcome.success, outcome.failures
+    assert outcome.evaluated == 25 + 5  # + the unlabeled suite
+    assert outcome.rows == {"train": 400, "test": 120, "unlabeled": 150}
+    report = json.loads((layout.report / "validation_result.json").read_text())
+    assert set(report["results"]) == {"train", "test", "train+test", "unlabeled"}
+
+
+def test_unlabeled_blank_too_long_and_test_copies_fail(layout, cfg):
+    train, test = clean()
+    unlabeled = unlabeled_reviews()
+    unlabeled.loc[0, "review"] = "   "
+    unlabeled.loc[1, "review"] = "x" * (cfg.max_review_chars + 1)
+    unlabeled.loc[2:4, "review"] = test["review"].iloc[:3].to_numpy()
+    failures = failures_of(layout, cfg, train, test, unlabeled)
+    assert "unlabeled: review: 1 of 150 rows are blank, e.g. '   '" in failures
+    assert any(
+        f.startswith("unlabeled: review: 2 of 150 rows are shorter than 10 or longer than 20,000")
+        for f in failures
+    ), failures
+    (overlap,) = [f for f in failures if "also occur" in f]
+    assert overlap.startswith("unlabeled: review: 3 of 150 rows (2.0%) also occur in test,")
+    assert len(failures) == 3
+
+
+def test_changed_unlabeled_file_no_longer_matches_the_manifest(layout, cfg):
+    train, test = clean()
+    layout.write(train, test, unlabeled_reviews())
+    assert layout.check(cfg).success
+    unlabeled_reviews(149).to_parquet(layout.ingested / "unlabeled.parquet", index=False)
+    with pytest.raises(StageError, match="do not match .*manifest.json.*run the ingest stage"):
+        layout.check(cfg)
+
+
 def test_too_few_rows(layout, cfg):
     train, _ = clean()
     (failure,) = failures_of(layout, cfg, train, make_reviews(60, seed=2))
@@ -278,7 +329,11 @@ def test_invalid_suite_names_the_file_and_expectation(layout, cfg, tmp_path):
 
 def test_suites_use_every_bound_and_nothing_else(cfg):
     """The reviewed JSON and params.yaml validate.* must name the same knobs."""
-    suites = [load_suite_json(Path(cfg.suite)), load_suite_json(Path(cfg.train_test_suite))]
+    suites = [
+        load_suite_json(Path(cfg.suite)),
+        load_suite_json(Path(cfg.train_test_suite)),
+        load_suite_json(Path(cfg.unlabeled_suite)),
+    ]
     expressions = set().union(*(suite_parameter_names(s) for s in suites))
     names = {name for e in expressions for name in re.findall(r"[A-Za-z_]\w*", e)}
     assert names == set(stage.suite_parameters(cfg))
@@ -291,6 +346,11 @@ def test_suites_use_every_bound_and_nothing_else(cfg):
     assert required == set(COLUMNS)
     (overlap,) = suites[1]["expectations"]
     assert overlap["kwargs"]["group_column"] == stage.SPLIT_COLUMN
+    unlabeled = suites[2]["expectations"]
+    assert {e["kwargs"].get("group_column") for e in unlabeled} == {None, stage.SPLIT_COLUMN}
+    conditions = [e["kwargs"]["row_condition"] for e in unlabeled if "regex" in e["kwargs"]]
+    assert conditions[0]["column"] == {"name": stage.SPLIT_COLUMN}
+    assert conditions[0]["parameter"] == UNLABELED
 
 
 def test_importing_the_stage_does_not_import_great_expectations():
