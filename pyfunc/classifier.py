@@ -7,6 +7,9 @@ Views (every one L2-normalised per review, so one `C` suits all of them):
 Averaging the views' probabilities beat each view alone by 0.2-0.5 points on the validation
 split, and costs no second tokenisation because all views reweight the same counts.
 
+The views' classifiers are fitted in threads, one per view up to the number of CPUs (liblinear
+releases the GIL), so a fit on 2 cores takes about half as long; predictions are unchanged.
+
 `fit` takes per-review sample weights (self-training gives pseudo-labelled reviews weight
 |2p - 1|, see pyfunc/self_training.py): the NB log-count ratios then come from weighted document
 counts and each view's classifier is fitted with the weights; the IDF counts every review once.
@@ -14,7 +17,9 @@ counts and each view's classifier is fitted with the weights; the IDF counts eve
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +43,7 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         probabilities, 3-fold).
     C: inverse regularisation strength of every view's model.
     nb_alpha: smoothing of the NB log-count ratio.
+    n_jobs: threads that fit the views' classifiers; None = one per view, at most os.cpu_count().
     """
 
     def __init__(
@@ -46,11 +52,13 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         classifier: str = "logistic",
         C: float = 30.0,
         nb_alpha: float = 1.0,
+        n_jobs: int | None = None,
     ):
         self.views = views
         self.classifier = classifier
         self.C = C
         self.nb_alpha = nb_alpha
+        self.n_jobs = n_jobs
 
     def fit(
         self, X: sp.spmatrix, y: Sequence, sample_weight: Sequence[float] | None = None
@@ -73,10 +81,13 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
             df = np.bincount(present.indices, minlength=X.shape[1])
             self.idf_ = (np.log((1 + X.shape[0]) / (1 + df)) + 1).astype(np.float32)
         base = self._base_estimator()
-        self.estimators_ = [
-            clone(base).fit(self._view(X, v, present), positive, sample_weight=sample_weight)
-            for v in views
-        ]
+
+        def fit_view(view: str):
+            return clone(base).fit(self._view(X, view, present), positive, sample_weight=sample_weight)
+
+        threads = self.n_jobs or min(len(views), os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            self.estimators_ = list(pool.map(fit_view, views))
         self.n_features_in_ = X.shape[1]
         return self
 

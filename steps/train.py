@@ -106,7 +106,7 @@ def train_model(
     unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
     extra = f" + {len(unlabeled):,} unlabeled (self-training)" if unlabeled else ""
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
-    pipeline, fit_seconds, fit_cpu = _fit(cfg, fit_x, fit_y, unlabeled)
+    pipeline, fit_seconds, fit_cpu = fit(cfg, fit_x, fit_y, unlabeled)
     started = time.process_time()
     scores = pipeline.predict_proba(val_x)[:, list(pipeline.classes_).index(POSITIVE)]
     predict_cpu = time.process_time() - started
@@ -127,7 +127,7 @@ def train_model(
     )
     if cfg.refit_full:
         log.info("refitting on the whole train split (%d reviews%s)", len(reviews), extra)
-        pipeline, fit_seconds, fit_cpu = _fit(cfg, reviews, labels, unlabeled)
+        pipeline, fit_seconds, fit_cpu = fit(cfg, reviews, labels, unlabeled)
         metrics["train_reviews"] = float(len(reviews))
     metrics.update(
         train_seconds=fit_seconds,
@@ -211,9 +211,10 @@ def usable_unlabeled(
     )
 
 
-def _fit(
+def fit(
     cfg: TrainConfig, reviews: list[str], labels: list[str], unlabeled: list[str] | None = None
 ) -> tuple[Pipeline, float, float]:
+    """The recipe fitted (self-trained when `unlabeled` reviews are given); wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         if unlabeled:
