@@ -83,7 +83,9 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         base = self._base_estimator()
 
         def fit_view(view: str):
-            return clone(base).fit(self._view(X, view, present), positive, sample_weight=sample_weight)
+            return clone(base).fit(
+                self._view(X, view, present), positive, sample_weight=sample_weight
+            )
 
         threads = self.n_jobs or min(len(views), os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -192,8 +192,8 @@ def usable_unlabeled(
         )
     elif len(in_test):
         problem = (
-            f"{len(in_test):,} reviews also occur in the test split (e.g. {in_test.iloc[0][:60]!r}):"
-            " learning from them would leak the test into the model"
+            f"{len(in_test):,} reviews also occur in the test split"
+            f" (e.g. {in_test.iloc[0][:60]!r}): learning from them leaks the test into the model"
         )
     if problem is None:
         return reviews.tolist()

@@ -5,12 +5,13 @@
 
 `expectations/imdb_reviews.json` runs on each split and `expectations/imdb_train_test.json` on both
 splits stacked (train/test overlap); `expectations/imdb_unlabeled.json` on the unlabeled split
-stacked with test, when the source had unlabeled reviews; their `{"$PARAMETER": ...}` bounds come from params.yaml
-`validate.*`. Pass: the marker `data/validated.json` records the content, suite and bounds that
-passed, and later stages require it. Fail: every failed expectation is printed in plain words, the
-marker is removed and the stage exits 1. Either way the GX report (Data Docs site + result JSON)
-is written to `reports/validation/` and logged to MLflow. A marker that already matches the same
-content, suites and bounds makes a second run skip GX ("already validated").
+stacked with test, when the source had unlabeled reviews. Their `{"$PARAMETER": ...}` bounds
+come from params.yaml `validate.*`. Pass: the marker `data/validated.json` records the content,
+suite and bounds that passed, and later stages require it. Fail: every failed expectation is
+printed in plain words, the marker is removed and the stage exits 1. Either way the GX report
+(Data Docs site + result JSON) is written to `reports/validation/` and logged to MLflow. A marker
+that already matches the same content, suites and bounds makes a second run skip GX ("already
+validated").
 """
 
 from __future__ import annotations

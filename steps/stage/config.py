@@ -79,7 +79,7 @@ class TrainConfig:
     val_fraction: float
     """Share of the ingested train split held out for the val_* metrics."""
     val_split: str
-    """grouped (whole movies, where reviews have a movie key; else random) or random (stratified)."""
+    """grouped (by movie, where reviews have a movie key; else random) or random (stratified)."""
     seed: int
     """Seed of the validation split."""
     refit_full: bool
