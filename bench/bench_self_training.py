@@ -6,8 +6,9 @@ by movie (issue 17).
 
 The 25,000 labelled reviews (with their movies) and the 50,000 unlabeled ones are read once by
 the ingest library; both recipes come from params.yaml `train` (today's = `unlabeled: none`) and
-are fitted by the train stage's own code (steps.train.fit). Every fit runs in its own child
-process, at most two at once.
+are fitted by the train stage's own code (steps.train.fit), without the unlabeled reviews that
+copy a held-out one (as ingest leaves out copies of test reviews). Every fit runs in its own
+child process, at most two at once.
 - grouped validation: the train stage's split (`train.val_split: grouped`, the first of
   round(1 / val_fraction) StratifiedGroupKFold folds, seed `train.seed`), fit on the rest;
 - 5-fold grouped CV: the same splitter's 5 folds (the first is the grouped validation), mean,
@@ -108,6 +109,9 @@ def measure(job: dict) -> dict:
     held_out = np.zeros(len(frame), dtype=bool)
     held_out[job["held_out"]] = True
     fit_part, val = frame[~held_out], frame[held_out]
+    # as ingest does for the test split: no unlabeled copy of a held-out review is learnt from
+    held_out_texts = set(val["review"])
+    unlabeled = [text for text in unlabeled if text not in held_out_texts]
     pipeline, wall, cpu = fit(
         cfg,
         fit_part["review"].tolist(),
