@@ -166,7 +166,11 @@ def validation_split(
 
 
 def usable_unlabeled(
-    unlabeled: pd.DataFrame | None, train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig
+    unlabeled: pd.DataFrame | None,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    cfg: TrainConfig,
+    where: str = "the unlabeled split",
 ) -> list[str] | None:
     """The unlabeled reviews self-training may use, or None (none ingested, or not wanted).
 
@@ -197,17 +201,16 @@ def usable_unlabeled(
         )
     if problem is None:
         return reviews.tolist()
-    where = f"{UNLABELED_FILE_NAME} (unlabeled split)"
     if cfg.unlabeled_fallback:
         log.warning(
-            "%s %s: training on the labelled reviews alone (train.unlabeled_fallback)",
+            "%s: %s: training on the labelled reviews alone (train.unlabeled_fallback)",
             where,
             problem,
         )
         return None
     raise StageError(
-        f"{where} {problem}: ingest a clean unlabeled split, or set train.unlabeled: none"
-        " (or train.unlabeled_fallback: true to train without it)"
+        f"{where}: {problem}: ingest a clean unlabeled split, set train.unlabeled: none, or"
+        " set train.unlabeled_fallback: true to train without it"
     )
 
 
@@ -257,6 +260,7 @@ def run(
         frame,
         dataset.read_split("test", ingested_dir),
         cfg,
+        where=str(Path(ingested_dir) / UNLABELED_FILE_NAME),
     )
     store.log_config(cfg)
     mlflow.set_tags(

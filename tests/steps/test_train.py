@@ -14,7 +14,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from support import make_reviews, write_ingested
+from support import make_reviews, make_unlabeled, write_ingested
 
 from steps import train
 from steps.data import dataset
@@ -180,3 +180,137 @@ def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews,
     report = json.loads((project_copy / "reports" / "metrics.json").read_text())
     assert report["model_uri"] == info["model_uri"] and report["accuracy"] > 0.9
     assert (project_copy / "reports" / "plots" / "roc.png").is_file()
+
+
+# Grouped validation and self-training (issue 17)
+
+
+@pytest.fixture(scope="module")
+def with_movies(reviews):
+    """The reviews, five per movie."""
+    return reviews.assign(movie=[f"tt{i // 5:07d}" for i in range(len(reviews))])
+
+
+def test_grouped_validation_split_keeps_each_movie_on_one_side(with_movies, cfg):
+    labels, movies = with_movies["sentiment"].tolist(), with_movies["movie"].tolist()
+    fit_idx, val_idx, how = train.validation_split(labels, movies, cfg)
+    fit_movies = {movies[i] for i in fit_idx}
+    assert not fit_movies & {movies[i] for i in val_idx}
+    assert sorted([*fit_idx, *val_idx]) == list(range(500))
+    assert 80 <= len(val_idx) <= 120  # 1 of round(1 / 0.2) = 5 folds
+    assert how == "grouped by movie, 1 of 5 folds, seed 0"
+    again = train.validation_split(labels, movies, cfg)[1]
+    other = train.validation_split(labels, movies, dataclasses.replace(cfg, seed=1))[1]
+    assert list(again) == list(val_idx) and set(other) != set(val_idx)
+
+
+def test_random_validation_split_is_the_stratified_split_train_always_used(with_movies, cfg):
+    from sklearn.model_selection import train_test_split
+
+    labels, movies = with_movies["sentiment"].tolist(), with_movies["movie"].tolist()
+    old = train_test_split(list(range(500)), test_size=0.2, stratify=labels, random_state=cfg.seed)[
+        1
+    ]
+    random_cfg = dataclasses.replace(cfg, val_split="random")
+    for movie_keys, chosen in ((movies, random_cfg), (None, cfg)):  # asked for, or no movies
+        _, val_idx, how = train.validation_split(labels, movie_keys, chosen)
+        assert list(val_idx) == old
+        assert how.startswith("stratified at random, seed 0")
+    assert train.validation_split(labels, None, cfg)[2].endswith("(the reviews have no movie key)")
+    with pytest.raises(StageError, match="train.val_split must be one of"):
+        train.validation_split(labels, movies, dataclasses.replace(cfg, val_split="movies"))
+
+
+def _run_paths(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "model_dir": tmp_path / "models" / "model",
+        "info_file": tmp_path / "models" / "model.json",
+        "metrics_file": tmp_path / "reports" / "train_metrics.json",
+    }
+
+
+def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
+    with_movies, cfg, tracking_uri, tmp_path
+):
+    unlabeled = pd.DataFrame({"review": make_unlabeled(300)})
+    ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:], unlabeled)
+    models = {}
+    for use in ("self_training", "none"):
+        paths = _run_paths(tmp_path / use)
+        with mlflow.start_run() as run:
+            info = train.run(dataclasses.replace(cfg, unlabeled=use), ingested, **paths)
+        models[use] = (info, paths["model_dir"], MlflowClient().get_run(run.info.run_id).data)
+    (info, model_dir, data), (plain_info, plain_dir, plain_data) = models.values()
+    assert data.metrics["unlabeled_reviews"] == 300 and plain_data.metrics["unlabeled_reviews"] == 0
+    assert data.metrics["val_grouped"] == 1.0
+    assert data.params["unlabeled"] == "self_training"
+    # the same features, signature and output; only the classifiers' weights differ
+    assert data.metrics["n_features"] == plain_data.metrics["n_features"]
+    saved, plain = mlflow.pyfunc.load_model(str(model_dir)), mlflow.pyfunc.load_model(plain_dir)
+    assert saved.metadata.get_input_schema() == plain.metadata.get_input_schema()
+    assert saved.metadata.get_output_schema() == plain.metadata.get_output_schema()
+    sample = pd.DataFrame({"text": ["A brilliant, moving film.", "Dreadful and dull."]})
+    got, expected = saved.predict(sample), plain.predict(sample)
+    assert list(got.columns) == list(expected.columns)
+    assert got["label"].tolist() == ["positive", "negative"]
+    assert not got.equals(expected)  # the unlabeled reviews did change the model
+    assert abs(data.metrics["model_size_mb"] - plain_data.metrics["model_size_mb"]) < 0.05
+
+
+def test_without_an_unlabeled_split_training_is_labelled_only(with_movies, cfg, tmp_path):
+    ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:])
+    with mlflow.start_run():
+        info = train.run(cfg, ingested, **_run_paths(tmp_path))
+    assert info["metrics"]["unlabeled_reviews"] == 0
+
+
+@pytest.mark.parametrize(
+    ("unlabeled", "problem"),
+    [
+        (lambda train_, test: [], "holds no reviews"),
+        (
+            lambda train_, test: [*train_[:60], *make_unlabeled(40)],
+            "60 of 100 reviews (60%) are copies of labelled train reviews, more than"
+            " train.max_unlabeled_copies (50%) allows",
+        ),
+        (
+            lambda train_, test: [*make_unlabeled(40), test[0]],
+            "1 reviews also occur in the test split",
+        ),
+    ],
+    ids=["empty", "mostly-copies", "test-overlap"],
+)
+def test_unusable_unlabeled_split_stops_or_falls_back_as_params_say(
+    with_movies, cfg, tmp_path, unlabeled, problem, caplog
+):
+    train_part, test_part = with_movies[:400], with_movies[400:]
+    texts = unlabeled(train_part["review"].tolist(), test_part["review"].tolist())
+    frame = pd.DataFrame({"review": pd.Series(texts, dtype="str")})
+    ingested = write_ingested(tmp_path / "in", train_part, test_part, frame)
+    paths = _run_paths(tmp_path)
+    with mlflow.start_run(), pytest.raises(StageError) as err:
+        train.run(cfg, ingested, **paths)
+    message = str(err.value)
+    assert message.startswith(f"{ingested}/unlabeled.parquet: {problem}")
+    assert message.endswith("set train.unlabeled_fallback: true to train without it")
+    assert "\n" not in message and not paths["model_dir"].exists()
+
+    fallback = dataclasses.replace(cfg, unlabeled_fallback=True)
+    with mlflow.start_run(), caplog.at_level("WARNING", logger="steps.train"):
+        info = train.run(fallback, ingested, **paths)
+    assert info["metrics"]["unlabeled_reviews"] == 0
+    assert f"{problem}" in caplog.text and "labelled reviews alone" in caplog.text
+
+
+def test_unlabeled_none_ignores_even_an_unusable_split(with_movies, cfg, tmp_path):
+    empty = pd.DataFrame({"review": pd.Series([], dtype="str")})
+    ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:], empty)
+    with mlflow.start_run():
+        info = train.run(
+            dataclasses.replace(cfg, unlabeled="none"), ingested, **_run_paths(tmp_path)
+        )
+    assert info["metrics"]["unlabeled_reviews"] == 0
+    with pytest.raises(StageError, match="train.unlabeled must be one of"):
+        train.usable_unlabeled(
+            empty, with_movies, with_movies, dataclasses.replace(cfg, unlabeled="x")
+        )
