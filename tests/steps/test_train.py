@@ -238,9 +238,9 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
     for use in ("self_training", "none"):
         paths = _run_paths(tmp_path / use)
         with mlflow.start_run() as run:
-            info = train.run(dataclasses.replace(cfg, unlabeled=use), ingested, **paths)
-        models[use] = (info, paths["model_dir"], MlflowClient().get_run(run.info.run_id).data)
-    (info, model_dir, data), (plain_info, plain_dir, plain_data) = models.values()
+            train.run(dataclasses.replace(cfg, unlabeled=use), ingested, **paths)
+        models[use] = (paths["model_dir"], MlflowClient().get_run(run.info.run_id).data)
+    (model_dir, data), (plain_dir, plain_data) = models.values()
     assert data.metrics["unlabeled_reviews"] == 300 and plain_data.metrics["unlabeled_reviews"] == 0
     assert data.metrics["val_grouped"] == 1.0
     assert data.params["unlabeled"] == "self_training"
