@@ -98,9 +98,25 @@ def project_copy(tmp_path) -> Path:
 def shared_imdb_dir() -> Path:
     """../shared/data/imdb (or $IMDB_SHARED_DATA): skipped when absent, required in CI."""
     path = Path(os.environ.get("IMDB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "imdb"))
-    if not (path / "train.csv.gz").is_file():
-        reason = f"real IMDB data not found at {path}/train.csv.gz (set IMDB_SHARED_DATA)"
-        if os.environ.get("IMDB_REQUIRE_SHARED_DATA"):
-            pytest.fail(reason + "; IMDB_REQUIRE_SHARED_DATA is set, so this is an error")
-        pytest.skip(reason)
+    _require(path / "train.csv.gz", "IMDB_SHARED_DATA")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_aclimdb_archive() -> Path:
+    """The official aclImdb train tree as a .tar.gz (labelled train, 50k unlabeled, movie URLs):
+    ../shared/data/imdb-aclimdb-train (or $IMDB_ACLIMDB_DATA); skipped when absent, required in
+    CI."""
+    default = REPO_ROOT.parent / "shared" / "data" / "imdb-aclimdb-train"
+    path = Path(os.environ.get("IMDB_ACLIMDB_DATA", default)) / "aclImdb-train.tar.gz"
+    _require(path, "IMDB_ACLIMDB_DATA")
+    return path
+
+
+def _require(path: Path, variable: str) -> None:
+    if path.is_file():
+        return
+    reason = f"real IMDB data not found at {path} (set {variable})"
+    if os.environ.get("IMDB_REQUIRE_SHARED_DATA"):
+        pytest.fail(reason + "; IMDB_REQUIRE_SHARED_DATA is set, so this is an error")
+    pytest.skip(reason)

@@ -23,6 +23,7 @@ from support import PROJECT_FILES, REPO_ROOT, free_port, make_reviews
 
 from steps.stage import chain
 from steps.stage.config import Params, section_fields
+from steps.stage.paths import INGESTED_DIR, UNLABELED_FILE_NAME
 
 # The stages that turn files into files. register and promote change the Model Registry, not
 # files, so they stay `mlflow run` entry points (main runs them after these).
@@ -104,6 +105,20 @@ def test_stage_deps_and_outs_exist_and_chain():
             dep = re.sub(r"\$\{(\w+)\.(\w+)\}", lambda m: params[m[1]][m[2]], dep)
             assert (REPO_ROOT / dep).exists() or dep in produced, f"{name}: {dep}"
         produced.update(declared(stage))
+
+
+def test_validate_and_train_rerun_when_the_unlabeled_split_changes():
+    """unlabeled.parquet lies inside an ingest out that validate and train depend on, so a changed
+    unlabeled split reruns both (`dvc repro`)."""
+    stages = load_dvc_yaml()["stages"]
+    target = (INGESTED_DIR / UNLABELED_FILE_NAME).as_posix()
+
+    def covers(path: str) -> bool:
+        return target == path or target.startswith(path.rstrip("/") + "/")
+
+    assert any(covers(out) for out in declared(stages["ingest"], "outs"))
+    for stage in ("validate", "train"):
+        assert any(covers(dep) for dep in stages[stage]["deps"]), stage
 
 
 def test_default_remote_is_a_local_folder_beside_the_checkout_without_credentials():

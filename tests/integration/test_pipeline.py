@@ -1,6 +1,8 @@
 """The MLflow Project's entry points run for real with `mlflow run` (`--env-manager local`):
-the data stages on the shared 25k reviews, `main` end to end and a second time on the same data,
-and `train` on a checkout with no data, which runs ingest and validate first as child runs."""
+the data stages on the shared 25k reviews and on the official aclImdb train archive (with its
+50k unlabeled reviews and movie URLs), `main` end to end on an aclImdb folder and a second time
+on the same data, and `train` on a checkout with no data, which runs ingest and validate first as
+child runs."""
 
 from __future__ import annotations
 
@@ -10,12 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from support import make_reviews
+from support import make_reviews, make_unlabeled, write_aclimdb
 
-from steps.stage.paths import INGESTED_DIR, MANIFEST_FILE_NAME, VALIDATED_MARKER
+from steps.stage.paths import (
+    INGESTED_DIR,
+    MANIFEST_FILE_NAME,
+    UNLABELED_FILE_NAME,
+    VALIDATED_MARKER,
+)
 from steps.tracking.store import EXPERIMENT_NAME
 
 VENV_BIN = Path(sys.executable).parent  # `python` in the entry points must be this one
@@ -44,10 +52,15 @@ def runs_by_stage(tracking_uri: str) -> dict[str, list]:
     return runs
 
 
-def small_data_project(project: Path, rows: int = 5200) -> Path:
-    """Point the project copy's params.yaml at small synthetic data written here."""
-    source = project / "reviews.csv"
-    make_reviews(rows, seed=11).to_csv(source, index=False)
+def small_data_project(project: Path, rows: int = 5200, unlabeled: int = 0) -> Path:
+    """Point the project copy's params.yaml at small synthetic data written here: a CSV file, or
+    with `unlabeled` reviews an aclImdb folder (train only, movie URLs, train/unsup)."""
+    if unlabeled:
+        reviews = {"train": make_reviews(rows, seed=11)}
+        source = write_aclimdb(project / "src", reviews, unlabeled=make_unlabeled(unlabeled))
+    else:
+        source = project / "reviews.csv"
+        make_reviews(rows, seed=11).to_csv(source, index=False)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["ingest"]["source"] = str(source)
     # The synthetic reviews carry none of the behavioural suites' phrases.
@@ -80,8 +93,39 @@ def test_ingest_then_validate_entry_points_on_the_real_data(
 
 
 @pytest.mark.slow
+def test_ingest_then_validate_entry_points_on_the_aclimdb_archive(
+    project_copy, tracking_uri, shared_aclimdb_archive
+):
+    """The official layout: 25k labelled reviews with movies (the test split carved by whole
+    movies), the 50k unlabeled reviews less any copy of a test review, all validated."""
+    mlflow_run(project_copy, "ingest", f"source={shared_aclimdb_archive}")
+    mlflow_run(project_copy, "validate")
+    ingested = project_copy / INGESTED_DIR
+    manifest = json.loads((ingested / MANIFEST_FILE_NAME).read_text())
+    train, test = (pd.read_parquet(ingested / f"{split}.parquet") for split in ("train", "test"))
+    unlabeled = pd.read_parquet(ingested / UNLABELED_FILE_NAME)
+    assert len(train) + len(test) == 25_000
+    assert 5_000 <= len(test) <= 5_030  # whole movies (at most 30 reviews each) until 20%
+    assert not set(train["movie"]) & set(test["movie"])
+    assert train["movie"].str.fullmatch(r"tt\d{7}").all()
+    dropped = int(manifest["details"].get("unlabeled_dropped", "0 copies").split()[0])
+    assert manifest["unlabeled_rows"] == len(unlabeled) == 50_000 - dropped
+    assert 0 < dropped < 200  # the unlabeled reviews hold a few copies of labelled ones
+    assert not set(unlabeled["review"]) & set(test["review"])
+    assert not set(unlabeled["movie"]) & (set(train["movie"]) | set(test["movie"]))
+    assert manifest["test_split"] == "carved (grouped by movie, test_size=0.2, seed=0)"
+    marker = json.loads((project_copy / VALIDATED_MARKER).read_text())
+    assert marker["content_sha256"] == manifest["content_sha256"]
+    (validate,) = runs_by_stage(tracking_uri)["validate"]
+    assert validate.data.tags["validation_success"] == "true"
+    assert validate.data.metrics["rows_unlabeled"] == len(unlabeled)
+    assert validate.data.metrics["expectations_failed"] == 0
+
+
+@pytest.mark.slow
 def test_main_runs_every_stage_and_a_second_run_reuses_the_data(project_copy, tracking_uri):
-    source = small_data_project(project_copy)
+    """On an aclImdb folder: the unlabeled split goes through ingest, validate and train."""
+    source = small_data_project(project_copy, unlabeled=600)
     mlflow_run(project_copy, "main", f"source={source}", "C=0.5")
     ingested = project_copy / INGESTED_DIR
     before = {p.name: p.stat().st_mtime_ns for p in ingested.iterdir()}
@@ -96,6 +140,9 @@ def test_main_runs_every_stage_and_a_second_run_reuses_the_data(project_copy, tr
     children = [r for s in stages for r in runs[s][:1]]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {first_main.info.run_id}
     assert runs["train"][0].data.params["C"] == "0.5"
+    assert runs["train"][0].data.metrics["unlabeled_reviews"] == 600
+    assert runs["train"][0].data.metrics["val_grouped"] == 1.0
+    assert runs["validate"][0].data.metrics["rows_unlabeled"] == 600
     assert runs["ingest"][1].data.tags["ingest.output"] == "unchanged"
     assert runs["validate"][1].data.tags["validation_cached"] == "true"
     champion = MlflowClient().get_model_version_by_alias("imdb-sentiment", "champion")
