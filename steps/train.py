@@ -104,9 +104,12 @@ def train_model(
     fit_x, val_x = [reviews[i] for i in fit_idx], [reviews[i] for i in val_idx]
     fit_y, val_y = [labels[i] for i in fit_idx], [labels[i] for i in val_idx]
     unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
-    extra = f" + {len(unlabeled):,} unlabeled (self-training)" if unlabeled else ""
+    # as ingest does for the test split: no unlabeled copy of a validation review is learnt from
+    held_out = set(val_x)
+    val_unlabeled = [text for text in unlabeled if text not in held_out] if unlabeled else None
+    extra = f" + {len(val_unlabeled):,} unlabeled (self-training)" if val_unlabeled else ""
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
-    pipeline, fit_seconds, fit_cpu = fit(cfg, fit_x, fit_y, unlabeled)
+    pipeline, fit_seconds, fit_cpu = fit(cfg, fit_x, fit_y, val_unlabeled)
     started = time.process_time()
     scores = pipeline.predict_proba(val_x)[:, list(pipeline.classes_).index(POSITIVE)]
     predict_cpu = time.process_time() - started
@@ -123,9 +126,11 @@ def train_model(
         train_reviews=float(len(fit_x)),
         val_reviews=float(len(val_x)),
         val_grouped=float(how.startswith("grouped")),
+        val_unlabeled_reviews=float(len(val_unlabeled or ())),
         unlabeled_reviews=float(len(unlabeled or ())),
     )
     if cfg.refit_full:
+        extra = f" + {len(unlabeled):,} unlabeled (self-training)" if unlabeled else ""
         log.info("refitting on the whole train split (%d reviews%s)", len(reviews), extra)
         pipeline, fit_seconds, fit_cpu = fit(cfg, reviews, labels, unlabeled)
         metrics["train_reviews"] = float(len(reviews))

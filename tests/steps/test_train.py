@@ -257,6 +257,17 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
     assert abs(data.metrics["model_size_mb"] - plain_data.metrics["model_size_mb"]) < 0.05
 
 
+def test_validation_fit_learns_from_no_copy_of_a_validation_review(with_movies, cfg):
+    texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
+    _, val_idx, _ = train.validation_split(labels, with_movies["movie"].tolist(), cfg)
+    copies = [texts[i] for i in val_idx[:7]]
+    unlabeled = make_unlabeled(50) + copies
+    held_out = dataclasses.replace(cfg, refit_full=False)
+    metrics = train.train_model(texts, labels, held_out, with_movies["movie"].tolist(), unlabeled)
+    assert metrics.metrics["val_unlabeled_reviews"] == 50
+    assert metrics.metrics["unlabeled_reviews"] == 57
+
+
 def test_without_an_unlabeled_split_training_is_labelled_only(with_movies, cfg, tmp_path):
     ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:])
     with mlflow.start_run():
