@@ -268,7 +268,9 @@ def test_validation_fit_learns_from_no_copy_of_a_validation_review(with_movies, 
     assert metrics.metrics["unlabeled_reviews"] == 57
 
 
-def test_without_an_unlabeled_split_training_is_labelled_only(with_movies, cfg, tmp_path):
+def test_without_an_unlabeled_split_training_is_labelled_only(
+    with_movies, cfg, tracking_uri, tmp_path
+):
     ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:])
     with mlflow.start_run():
         info = train.run(cfg, ingested, **_run_paths(tmp_path))
@@ -292,7 +294,7 @@ def test_without_an_unlabeled_split_training_is_labelled_only(with_movies, cfg, 
     ids=["empty", "mostly-copies", "test-overlap"],
 )
 def test_unusable_unlabeled_split_stops_or_falls_back_as_params_say(
-    with_movies, cfg, tmp_path, unlabeled, problem, caplog
+    with_movies, cfg, tracking_uri, tmp_path, unlabeled, problem, caplog
 ):
     train_part, test_part = with_movies[:400], with_movies[400:]
     texts = unlabeled(train_part["review"].tolist(), test_part["review"].tolist())
@@ -313,7 +315,7 @@ def test_unusable_unlabeled_split_stops_or_falls_back_as_params_say(
     assert f"{problem}" in caplog.text and "labelled reviews alone" in caplog.text
 
 
-def test_unlabeled_none_ignores_even_an_unusable_split(with_movies, cfg, tmp_path):
+def test_unlabeled_none_ignores_even_an_unusable_split(with_movies, cfg, tracking_uri, tmp_path):
     empty = pd.DataFrame({"review": pd.Series([], dtype="str")})
     ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:], empty)
     with mlflow.start_run():
