@@ -215,7 +215,8 @@ def print_table(held: dict, full: dict) -> None:
     for name, a, b, kind, aim in rows:
         diff = f"{(b - a) * 100:+.2f} pts" if kind == "pct" else f"{b / a:.2f}x"
         shown_a, shown_b = fmt[kind].format(a), fmt[kind].format(b)
-        print(f"| {name:42} | {shown_a:>9} | {shown_b:>13} | {diff:>11} | {AIMS.get(aim, '')}")
+        row = f"| {name:42} | {shown_a:>9} | {shown_b:>13} | {diff:>11} | {AIMS.get(aim, '')}"
+        print(row.rstrip())
     better = int(np.sum(selft > today))
     gains = ", ".join(f"{d:+.2f}" for d in (selft - today) * 100)
     print(
