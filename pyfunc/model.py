@@ -31,12 +31,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pyfunc.classifier import NO_EVIDENCE
+from pyfunc.telemetry import Telemetry, from_environment, watch
 
 TEXT_COLUMN = "text"
 LABELS = ("negative", "positive")
 UNKNOWN_LABEL = "unknown"
 NO_EVIDENCE_SCORE = NO_EVIDENCE
 PIPELINE_ARTIFACT = "pipeline"  # key of the joblib file in the logged model's artifacts
+PROFILE_ARTIFACT = "profile"  # key of the training data profile (JSON) the monitor compares with
 # Far above any real review (IMDB's longest is ~14k characters); they bound the work and memory a
 # single request can ask for, before any cleaning happens.
 MAX_REVIEW_CHARS = 100_000
@@ -55,8 +57,9 @@ class InvalidReviews(MlflowException, ValueError):
 
     MAX_MESSAGE_CHARS = 2000
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, reason: str = "invalid_input"):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self.reason = reason  # a short name for metrics: rejected inputs by reason
 
     # The scoring server rewrites `message` to prepend the whole parsed request; bounded here
     # so that a 20 MB payload is not echoed back in the 400 answer.
@@ -73,19 +76,27 @@ class InvalidReviews(MlflowException, ValueError):
 class SentimentModel(PythonModel):
     """Loads the fitted Pipeline from the model's artifacts; maps input rows to label and score."""
 
+    telemetry: Telemetry | None = None  # metrics and call logs, when the environment asks
+
     def __init__(self, pipeline: Any = None):
         # Set directly in tests and in-process use; a loaded model gets it in load_context.
         self.pipeline = pipeline
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
+        self.telemetry = from_environment(
+            context.artifacts[PIPELINE_ARTIFACT], context.artifacts.get(PROFILE_ARTIFACT)
+        )
 
     # No type hints here on purpose: MLflow would read them as the input schema and warn; the
     # logged signature (text: string -> label, score) is the schema.
     def predict(self, context, model_input: pd.DataFrame, params=None):
         """A DataFrame with `label` and `score` per review (see the module docstring)."""
-        reviews = review_texts(model_input)
-        return score_reviews(self.pipeline, reviews)
+        with watch(self.telemetry) as call:
+            reviews = review_texts(model_input)
+            answer = score_reviews(self.pipeline, reviews)
+            call.scored(reviews, answer["label"], answer["score"])
+        return answer
 
 
 def score_reviews(pipeline: Any, reviews: list[str]) -> pd.DataFrame:
@@ -108,11 +119,14 @@ def review_texts(model_input: Any) -> list[str]:
     elif isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN not in model_input.columns:
             columns = ", ".join(map(repr, map(str, model_input.columns))) or "none"
-            _reject(f'input has no "{TEXT_COLUMN}" column (columns: {columns}); {_HOW_TO_SEND}')
+            _reject(
+                f'input has no "{TEXT_COLUMN}" column (columns: {columns}); {_HOW_TO_SEND}',
+                "no_text_column",
+            )
         values = model_input[TEXT_COLUMN].tolist()
     elif isinstance(model_input, dict):
         if TEXT_COLUMN not in model_input:
-            _reject(f'input has no "{TEXT_COLUMN}" key; {_HOW_TO_SEND}')
+            _reject(f'input has no "{TEXT_COLUMN}" key; {_HOW_TO_SEND}', "no_text_column")
         values = model_input[TEXT_COLUMN]
         values = [values] if isinstance(values, str) else list(values)
     elif isinstance(model_input, np.ndarray):
@@ -120,14 +134,18 @@ def review_texts(model_input: Any) -> list[str]:
     elif isinstance(model_input, (list, tuple, pd.Series)):
         values = list(model_input)
     else:
-        _reject(f"cannot read reviews from a {type(model_input).__name__}; {_HOW_TO_SEND}")
+        _reject(
+            f"cannot read reviews from a {type(model_input).__name__}; {_HOW_TO_SEND}",
+            "unreadable_input",
+        )
     bad = [(i, v) for i, v in enumerate(values) if not isinstance(v, str)]
     if bad:
         shown = ", ".join(f"row {i} is {_describe(v)}" for i, v in bad[:3])
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         _reject(
             f"every review must be a string: {shown}{more};"
-            f' send "" for an empty review (it is answered "unknown"); {_HOW_TO_SEND}'
+            f' send "" for an empty review (it is answered "unknown"); {_HOW_TO_SEND}',
+            "not_a_string",
         )
     _check_texts(values)
     return list(values)
@@ -140,18 +158,21 @@ def _check_texts(values: Sequence[str]) -> None:
             _reject(
                 f"row {i} is {value[:20]!r}, not a review: a JSON null, number or boolean in"
                 ' {"inputs": [...]} reaches the model as this text; every review must be a'
-                f" string of text; {_HOW_TO_SEND}"
+                f" string of text; {_HOW_TO_SEND}",
+                "not_text",
             )
         if len(value) > MAX_REVIEW_CHARS:
             _reject(
                 f"row {i} has {len(value):,} characters; the limit is {MAX_REVIEW_CHARS:,} per"
-                " review: send the review text only, or shorten it"
+                " review: send the review text only, or shorten it",
+                "review_too_long",
             )
     total = sum(map(len, values))
     if total > MAX_CALL_CHARS:
         _reject(
             f"{len(values):,} reviews with {total:,} characters in one call; the limit is"
-            f" {MAX_CALL_CHARS:,} characters per call: split them into smaller batches"
+            f" {MAX_CALL_CHARS:,} characters per call: split them into smaller batches",
+            "call_too_long",
         )
 
 
@@ -169,5 +190,5 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r:.40}"
 
 
-def _reject(message: str) -> None:
-    raise InvalidReviews(message)
+def _reject(message: str, reason: str) -> None:
+    raise InvalidReviews(message, reason)

@@ -3,6 +3,7 @@ needs: this package (code_paths), a signature, an input example and pinned pip r
 
 from __future__ import annotations
 
+import json
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -14,11 +15,12 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from pyfunc.model import PIPELINE_ARTIFACT, TEXT_COLUMN, SentimentModel
+from pyfunc.model import PIPELINE_ARTIFACT, PROFILE_ARTIFACT, TEXT_COLUMN, SentimentModel
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # shipped inside the model as code
-# What the pipeline needs at load time besides mlflow (which MLflow pins itself).
-RUNTIME_PACKAGES = ("scikit-learn", "scipy", "numpy", "pandas", "joblib")
+# What the pipeline needs at load time besides mlflow (which MLflow pins itself);
+# prometheus-client for the metrics the model exposes when served (pyfunc/telemetry.py).
+RUNTIME_PACKAGES = ("scikit-learn", "scipy", "numpy", "pandas", "joblib", "prometheus-client")
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
@@ -39,24 +41,36 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in RUNTIME_PACKAGES]
 
 
-def save_model(pipeline: Any, path: str | Path) -> None:
-    """Write the model to a local folder (which must not exist yet), loadable anywhere."""
+def save_model(pipeline: Any, path: str | Path, profile: dict | None = None) -> None:
+    """Write the model to a local folder (which must not exist yet), loadable anywhere.
+
+    `profile`: the training data profile (JSON-able) shipped with the model as an artifact.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        mlflow.pyfunc.save_model(path=str(path), **_model_arguments(pipeline, Path(tmp)))
+        arguments = _model_arguments(pipeline, Path(tmp), profile)
+        mlflow.pyfunc.save_model(path=str(path), **arguments)
 
 
-def log_model(pipeline: Any, name: str = "model", **kwargs: Any) -> mlflow.models.model.ModelInfo:
+def log_model(
+    pipeline: Any, name: str = "model", profile: dict | None = None, **kwargs: Any
+) -> mlflow.models.model.ModelInfo:
     """Log the model to the active MLflow run; extra keyword arguments go to `log_model`."""
     with tempfile.TemporaryDirectory() as tmp:
-        return mlflow.pyfunc.log_model(name=name, **_model_arguments(pipeline, Path(tmp)), **kwargs)
+        arguments = _model_arguments(pipeline, Path(tmp), profile)
+        return mlflow.pyfunc.log_model(name=name, **arguments, **kwargs)
 
 
-def _model_arguments(pipeline: Any, tmp: Path) -> dict[str, Any]:
+def _model_arguments(pipeline: Any, tmp: Path, profile: dict | None) -> dict[str, Any]:
     pipeline_file = tmp / "pipeline.joblib"
     joblib.dump(pipeline, pipeline_file)
+    artifacts = {PIPELINE_ARTIFACT: str(pipeline_file)}
+    if profile is not None:
+        profile_file = tmp / "profile.json"
+        profile_file.write_text(json.dumps(profile), encoding="utf-8")
+        artifacts[PROFILE_ARTIFACT] = str(profile_file)
     return {
         "python_model": SentimentModel(),
-        "artifacts": {PIPELINE_ARTIFACT: str(pipeline_file)},
+        "artifacts": artifacts,
         "code_paths": [str(PACKAGE_DIR)],
         "signature": SIGNATURE,
         "input_example": INPUT_EXAMPLE,
