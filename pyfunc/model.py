@@ -31,6 +31,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pyfunc.classifier import NO_EVIDENCE
+from pyfunc.pipeline import token_counts
 from pyfunc.telemetry import Telemetry, from_environment, watch
 
 TEXT_COLUMN = "text"
@@ -97,6 +98,10 @@ class SentimentModel(PythonModel):
             answer = score_reviews(self.pipeline, reviews)
             call.scored(reviews, answer["label"], answer["score"])
         return answer
+
+    def token_counts(self, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per review: tokens never seen in training, and all tokens (for drift monitoring)."""
+        return token_counts(self.pipeline, reviews)
 
 
 def score_reviews(pipeline: Any, reviews: list[str]) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sklearn.ensemble import VotingClassifier
 from sklearn.pipeline import Pipeline
 
@@ -71,3 +72,22 @@ def n_features(model: Any) -> int:
     if isinstance(model, VotingClassifier):
         return sum(n_features(member) for member in model.estimators_)
     return 0
+
+
+def token_counts(model: Any, reviews: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per review: how many of its tokens the model never saw in training, and how many it has.
+
+    "Seen" means in the vectoriser's word list (every word of the training reviews, before
+    `min_df`); a model averaged with a negation view is asked through its plain member.
+    """
+    if isinstance(model, Pipeline) and isinstance(model.steps[-1][1], VotingClassifier):
+        model = model.steps[-1][1].estimators_[0]
+    steps = dict(model.steps)
+    known = steps["vectorize"].words_
+    unseen = np.zeros(len(reviews), dtype=np.int64)
+    tokens = np.zeros(len(reviews), dtype=np.int64)
+    for i, doc in enumerate(steps["clean"].transform(reviews)):
+        words = doc.split()
+        tokens[i] = len(words)
+        unseen[i] = sum(word not in known for word in words)
+    return unseen, tokens

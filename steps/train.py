@@ -37,11 +37,12 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 from pyfunc import packaging
-from pyfunc.pipeline import build_pipeline, n_features
+from pyfunc.pipeline import build_pipeline, n_features, token_counts
 from pyfunc.self_training import self_train
 from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE
 from steps.measure.metrics import classification_metrics
+from steps.monitoring.profile import build_profile
 from steps.stage import chain, cli
 from steps.stage.config import Params, TrainConfig
 from steps.stage.errors import StageError
@@ -70,6 +71,7 @@ class Trained:
 
     pipeline: Pipeline
     metrics: dict[str, float]  # val_* metrics, timings, sizes
+    profile: dict[str, Any]  # the validation split as drift monitoring sees it (shipped inside)
 
 
 def pipeline_for(cfg: TrainConfig) -> Pipeline:
@@ -120,6 +122,14 @@ def train_model(
         metrics["val_accuracy"], metrics["val_f1"], metrics["val_roc_auc"],
         metrics["val_log_loss"], fit_seconds,
     )  # fmt: skip
+    profile = build_profile(
+        val_x,
+        scores,
+        token_counts(pipeline, val_x),
+        positive_label_share=float(np.mean(np.asarray(labels) == POSITIVE)),
+        accuracy=metrics["val_accuracy"],
+        seed=cfg.seed,
+    )
     metrics.update(
         val_fit_seconds=fit_seconds,
         val_predict_reviews_per_cpu_second=len(val_x) / max(predict_cpu, 1e-9),
@@ -139,7 +149,7 @@ def train_model(
         train_cpu_seconds=fit_cpu,
         n_features=float(n_features(pipeline)),
     )
-    return Trained(pipeline=pipeline, metrics=metrics)
+    return Trained(pipeline=pipeline, metrics=metrics, profile=profile)
 
 
 def validation_split(
@@ -241,10 +251,12 @@ def fit(
     return pipeline, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def save_model(pipeline: Pipeline, model_dir: Path = MODEL_DIR) -> float:
+def save_model(
+    pipeline: Pipeline, model_dir: Path = MODEL_DIR, profile: dict[str, Any] | None = None
+) -> float:
     """Write the pyfunc model to `model_dir`, replacing any previous one atomically; size in MB."""
     with atomic_dir(model_dir) as tmp:
-        packaging.save_model(pipeline, tmp)
+        packaging.save_model(pipeline, tmp, profile=profile)
     return sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6
 
 
@@ -272,13 +284,13 @@ def run(
         {"data_manifest_sha256": manifest.content_sha256, "data_source": manifest.source}
     )
     trained = train_model(reviews, labels, cfg, movies=movies, unlabeled=unlabeled)
-    size_mb = save_model(trained.pipeline, model_dir)
+    size_mb = save_model(trained.pipeline, model_dir, trained.profile)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}
     mlflow.log_metrics(metrics)
     write_json(metrics_file, metrics)
     run = mlflow.active_run()
-    model_uri, model_id = log_model(trained.pipeline, model_dir, run.info.run_id)
+    model_uri, model_id = log_model(trained, model_dir, run.info.run_id)
     info = {
         "run_id": run.info.run_id,
         "model_uri": model_uri,
@@ -292,14 +304,16 @@ def run(
     return info
 
 
-def log_model(pipeline: Pipeline, model_dir: Path, run_id: str) -> tuple[str, str | None]:
+def log_model(trained: Trained, model_dir: Path, run_id: str) -> tuple[str, str | None]:
     """Log the model to the active run; return its URI and logged-model id.
 
     MLflow 2.x tracking servers (DagsHub's hosted MLflow among them) have no logged-models API,
     so there the saved model folder is logged as run artifacts and referred to as `runs:/`.
     """
     try:
-        info = packaging.log_model(pipeline, name=MODEL_ARTIFACT_PATH)
+        info = packaging.log_model(
+            trained.pipeline, name=MODEL_ARTIFACT_PATH, profile=trained.profile
+        )
     except MlflowException as exc:
         if not _missing_logged_models_api(exc):
             raise
