@@ -95,11 +95,15 @@ image: $(STAMP) ## build imdb-sentiment:<champion version> with Docker (needs a 
 	mlflow models build-docker -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-n "$(MODEL_NAME):$$version"
 
-.PHONY: compare repro
+.PHONY: compare repro monitor
 METRIC ?=
+BATCH ?=
 
 compare: $(STAMP) ## table + chart of the experiment's best runs (reports/compare.*); METRIC=val_f1
 	$(PY) -m steps.compare $(if $(METRIC),--metric '$(METRIC)')
+
+monitor: $(STAMP) ## drift report of BATCH=<source> against @champion's training profile (reports/monitor/)
+	$(PY) -m steps.monitor $(if $(BATCH),--batch '$(BATCH)')
 
 repro: $(STAMP) ## dvc repro: rerun only the stages whose code, data or params changed (dvc.yaml)
 	dvc repro

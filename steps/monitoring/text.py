@@ -20,7 +20,29 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 MARKUP = re.compile(r"<[^<>]{1,200}>|&#?\w{1,10};|(?:https?://|www\.)\S+")
 WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 SHARED_WITH_OTHER_LANGUAGES = frozenset(
-    "a am an as con de do her i in is me mine no nor on per so to un was".split()
+    [
+        "a",
+        "am",
+        "an",
+        "as",
+        "con",
+        "de",
+        "do",
+        "her",
+        "i",
+        "in",
+        "is",
+        "me",
+        "mine",
+        "no",
+        "nor",
+        "on",
+        "per",
+        "so",
+        "to",
+        "un",
+        "was",
+    ]
 )
 ENGLISH_WORDS = frozenset(ENGLISH_STOP_WORDS) - SHARED_WITH_OTHER_LANGUAGES
 MIN_WORDS = 5

@@ -203,6 +203,36 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """Drift report: a batch of recent reviews against the model's training profile."""
+
+    batch: str
+    """The reviews: any source ingest accepts (folder, file, https, s3, odbc); labels optional."""
+    model: str
+    """Alias or version of register.model_name whose profile the batch is compared with."""
+    min_reviews: int
+    """Fewest reviews a batch may have (fewer say nothing about a distribution)."""
+    chunk_size: int
+    """Reviews per predict call while scoring the batch."""
+    max_length_psi: float
+    """Largest PSI of review length against training."""
+    max_unseen_token_increase: float
+    """Largest rise in the share of tokens the model never saw in training."""
+    max_not_english_increase: float
+    """Largest rise in the share of reviews that do not read as English."""
+    max_markup_increase: float
+    """Largest rise in the share of characters that are markup (tags, entities, URLs)."""
+    max_score_psi: float
+    """Largest PSI of the predicted score against the validation split's."""
+    max_score_ks: float
+    """Largest two-sample Kolmogorov-Smirnov statistic of the predicted scores."""
+    max_label_shift: float
+    """With labels: largest difference of the positive share from training's."""
+    max_accuracy_drop: float
+    """With labels: largest fall of accuracy below the evaluated figure."""
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of params.yaml."""
 
@@ -214,6 +244,7 @@ class Params:
     promote: PromoteConfig
     deploy: DeployConfig
     compare: CompareConfig
+    monitor: MonitorConfig
 
 
 T = TypeVar("T")

@@ -32,6 +32,9 @@ METRICS_FILE = REPORTS_DIR / "metrics.json"  # evaluate's test metrics + behavio
 PLOTS_DIR = REPORTS_DIR / "plots"  # evaluate's PNGs and the CSV/JSON data behind them
 MISCLASSIFIED_FILE = REPORTS_DIR / "misclassified.csv"
 BEHAVIOURAL_FILE = REPORTS_DIR / "behavioural.json"  # every behavioural case and its outcome
+MONITOR_REPORT_DIR = REPORTS_DIR / "monitor"  # monitor's drift report, replaced as a whole
+MONITOR_JSON_NAME = "report.json"
+MONITOR_HTML_NAME = "report.html"
 
 MODELS_DIR = Path("models")
 MODEL_DIR = MODELS_DIR / "model"  # the trained pyfunc model (mlflow.pyfunc.save_model)

@@ -7,7 +7,8 @@
     mssql://user@host[:port]/db    odbc.py: pyodbc with ingest.sql_driver
 
 Every reader returns canonical frames (review, sentiment in {positive, negative}) or raises a
-one-line `SourceError`. The S3 and ODBC modules are imported only when used, so a machine without
+one-line `SourceError`; inside `labels_optional()` (monitor's batches) a table without a
+sentiment column comes back with the review column only. The S3 and ODBC modules are imported only when used, so a machine without
 unixODBC can still ingest local files.
 """
 
@@ -19,8 +20,9 @@ from steps.stage.config import IngestConfig
 from steps.stage.errors import SourceError
 from steps.data.sources.common import Loaded
 from steps.data.sources.local import load_path
+from steps.data.sources.tables import labels_optional
 
-__all__ = ["Loaded", "describe", "load"]
+__all__ = ["Loaded", "describe", "labels_optional", "load"]
 
 SCHEMES = "a local path, https://, s3://, odbc: or mssql://"
 

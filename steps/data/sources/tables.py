@@ -10,6 +10,9 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,6 +32,23 @@ LABEL_ALIASES = {
 }
 ACCEPTED_LABELS = "positive/negative, pos/neg or 1/0"
 _SHOWN_VALUES = 5  # distinct bad values named in an error line
+# Set only inside `labels_optional()`: ingest never enters it, so its tables must have labels.
+_LABELS_OPTIONAL: ContextVar[bool] = ContextVar("labels_optional", default=False)
+
+
+@contextmanager
+def labels_optional() -> Iterator[None]:
+    """Inside: a table without a sentiment column is read as reviews only (one column, review).
+
+    For batches of recent reviews (monitor): every source and its checks stay as ingest has
+    them; only a table with no sentiment column at all is accepted. A context rather than a flag
+    threaded through each reader's signature (local, https, s3, odbc all end in `tidy`).
+    """
+    token = _LABELS_OPTIONAL.set(True)
+    try:
+        yield
+    finally:
+        _LABELS_OPTIONAL.reset(token)
 
 
 def tidy(frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -38,16 +58,20 @@ def tidy(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     case-insensitively; other columns are ignored. Rows are numbered from 1 (after the header).
     """
     by_name = {str(name).strip().lower(): name for name in frame.columns}
-    missing = [column for column in COLUMNS if column not in by_name]
+    labelled = "sentiment" in by_name or not _LABELS_OPTIONAL.get()
+    needed = COLUMNS if labelled else ("review",)
+    missing = [column for column in needed if column not in by_name]
     if missing:
         found = ", ".join(str(name) for name in frame.columns) or "none"
         raise SourceError(
             f"{where}: missing column {' and '.join(missing)} (found: {found});"
-            f" the table needs columns {','.join(COLUMNS)}"
+            f" the table needs columns {','.join(needed)}"
         )
     if frame.empty:
         raise SourceError(f"{where}: no rows")
     reviews = _check_reviews(frame[by_name["review"]], where)
+    if not labelled:
+        return pd.DataFrame({"review": reviews}).reset_index(drop=True)
     labels = normalise_labels(frame[by_name["sentiment"]], where)
     return pd.DataFrame({"review": reviews, "sentiment": labels}).reset_index(drop=True)
 
