@@ -120,3 +120,19 @@ def _require(path: Path, variable: str) -> None:
     if os.environ.get("IMDB_REQUIRE_SHARED_DATA"):
         pytest.fail(reason + "; IMDB_REQUIRE_SHARED_DATA is set, so this is an error")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools() -> dict[str, str]:
+    """Debian's `promtool` and `prometheus`: skipped when absent, required in CI."""
+    found = {name: shutil.which(name) for name in ("promtool", "prometheus")}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        reason = (
+            f"{' and '.join(missing)} not found: install Debian's prometheus package"
+            " (apt-get install prometheus)"
+        )
+        if os.environ.get("IMDB_REQUIRE_PROMETHEUS"):
+            pytest.fail(reason + "; IMDB_REQUIRE_PROMETHEUS is set, so this is an error")
+        pytest.skip(reason)
+    return found

@@ -111,7 +111,7 @@ def test_slots_and_services_match_params_and_each_other(manifests):
         c = container(d)
         assert c["name"] == CFG.container
         assert c["image"].rsplit(":", 1)[0] == deployer.image_ref(CFG, 1).rsplit(":", 1)[0]
-        env = {e["name"]: e["value"] for e in c["env"]}
+        env = {e["name"]: e.get("value") for e in c["env"]}
         assert env[deployer.WORKERS_ENV] == str(CFG.workers)
     # Apart from their slot, the two Deployments are the same object.
     blue, green = (yaml.safe_dump(deployments[deployer.deployment_name(CFG, s)]) for s in SLOTS)
@@ -138,8 +138,9 @@ def test_port_and_probes_line_up_with_the_mlflow_image(manifests):
     )
     for d in by_kind(manifests, "Deployment").values():
         c = container(d)
-        (port,) = c["ports"]
+        port = c["ports"][0]  # then the model's metrics port (tests/k8s/test_monitoring.py)
         assert port == {"name": "http", "containerPort": int(listen), "protocol": "TCP"}
+        assert int(listen) not in [p["containerPort"] for p in c["ports"][1:]]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"] == {"path": "/ping", "port": "http"}, probe
 
@@ -182,7 +183,8 @@ def test_autoscaling_disruption_and_network_policy_cover_both_slots(manifests):
     )
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["egress"] == []
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    # Serving from anywhere; the metrics port only from Prometheus (tests/k8s/test_monitoring.py).
+    assert policy["spec"]["ingress"][0] == {"ports": [{"port": "http", "protocol": "TCP"}]}
 
 
 def test_credentials_only_come_from_the_secret(manifests, deployer_manifests):
