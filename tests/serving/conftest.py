@@ -23,14 +23,23 @@ READY_TIMEOUT = 180.0  # generous: the machine is shared, and CI may be busy
 
 
 def log_small_model() -> str:
-    """Train the real pipeline on small synthetic reviews, log it as the pyfunc; its model URI."""
+    """Train the real pipeline on small synthetic reviews, log it as the pyfunc with a training
+    profile of other synthetic reviews (as train ships one); its model URI."""
     from pyfunc import packaging
-    from pyfunc.pipeline import build_pipeline
+    from pyfunc.pipeline import build_pipeline, token_counts
+    from steps.monitoring.profile import build_profile
 
     reviews = make_reviews(600, seed=11)
     pipeline = build_pipeline().fit(reviews["review"].tolist(), reviews["sentiment"].tolist())
+    held_out = make_reviews(200, seed=12)
+    texts = held_out["review"].tolist()
+    scores = pipeline.predict_proba(texts)[:, list(pipeline.classes_).index("positive")]
+    profile = build_profile(
+        texts, scores, token_counts(pipeline, texts), positive_label_share=0.5,
+        accuracy=float(((scores > 0.5) == (held_out["sentiment"] == "positive")).mean()),
+    )  # fmt: skip
     with mlflow.start_run():
-        return packaging.log_model(pipeline, name="model").model_uri
+        return packaging.log_model(pipeline, name="model", profile=profile).model_uri
 
 
 @pytest.fixture(scope="session")
