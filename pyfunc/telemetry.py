@@ -105,7 +105,7 @@ def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{METRICS_PORT_ENV}={text!r}: expected [host:]port, e.g. 9102")
-    return host or "0.0.0.0", int(port)
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def identity(artifact_path: str | Path | None, environ: Any = os.environ) -> Identity:
@@ -323,6 +323,7 @@ class _Metrics:
 _METRICS: _Metrics | None = None  # one set per process, whatever number of models it loads
 _EXPORTER_LOCK = threading.Lock()
 _EXPORTER_STARTED = False
+_LOCK_FILE = None  # the open exporter.lock: closing it would release the lock to a sibling
 
 
 def _process_metrics() -> _Metrics:
@@ -356,12 +357,14 @@ def _started(pid: int) -> str:
 
 def _start_exporter(host: str, port: int, directory: Path) -> None:
     """Serve /metrics on host:port from the worker that holds the folder's exporter lock."""
-    global _EXPORTER_STARTED
+    global _EXPORTER_STARTED, _LOCK_FILE
     with _EXPORTER_LOCK:
         if _EXPORTER_STARTED:
             return
         _EXPORTER_STARTED = True
-    lock = open(directory / EXPORTER_LOCK, "a")  # noqa: SIM115 (held for the process's life)
+    # Held open for the life of the process, also when the port was taken: one warning, not
+    # one per worker in turn.
+    _LOCK_FILE = lock = open(directory / EXPORTER_LOCK, "a")  # noqa: SIM115
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # a sibling worker serves; take over when it is gone
