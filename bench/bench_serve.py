@@ -133,10 +133,10 @@ def train_champion(data: Path, save_to: Path | None) -> str:
         flush=True,
     )
     if save_to is not None:
-        packaging.save_model(trained.pipeline, save_to)
+        packaging.save_model(trained.pipeline, save_to, profile=trained.profile)
         print(f"saved to {save_to} (reuse with --model-uri {save_to})")
     with mlflow.start_run():
-        info = packaging.log_model(trained.pipeline, name="model")
+        info = packaging.log_model(trained.pipeline, name="model", profile=trained.profile)
     version = mlflow.register_model(info.model_uri, MODEL_NAME).version
     registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
     return info.model_uri

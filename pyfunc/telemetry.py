@@ -40,7 +40,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +175,10 @@ class Telemetry:
 
     def _log(self, outcome: str, seconds: float, **fields: Any) -> None:
         ident = self.identity
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         line = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "time": f"{stamp}.{int(now % 1 * 1000):03d}Z",  # UTC, milliseconds
             "event": "predict",
             "model": ident.model_name,
             "version": ident.model_version,
@@ -205,9 +206,11 @@ class _Call:
         return self
 
     def scored(self, reviews: list[str], labels: Any, scores: Any) -> None:
+        """`labels` and `scores`: per review, as numpy arrays or pandas Series."""
         seconds = time.perf_counter() - self._started
-        counts = dict(collections.Counter(labels))
-        self._telemetry.record(len(reviews), counts, scores, map(len, reviews), seconds)
+        # Plain lists first: iterating a Series element by element costs more than the rest.
+        counts = dict(collections.Counter(labels.tolist()))
+        self._telemetry.record(len(reviews), counts, scores.tolist(), map(len, reviews), seconds)
         self._done = True
 
     def __exit__(self, kind, exc, traceback) -> bool:

@@ -189,7 +189,7 @@ def test_one_json_log_line_per_call_without_the_review_text(monitored):
     for line in lines:
         assert line["slot"] == SLOT and line["version"] == monitored["version"]
         assert line["model"] == MODEL_NAME and line["latency_ms"] >= 0
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", line["time"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
     rejected = collections.Counter(line["reason"] for line in lines if line["outcome"] != "ok")
     assert rejected == {reason: count for _, count, reason in BAD.values()}
 
