@@ -67,13 +67,19 @@ deploy-rollback: $(STAMP) ## switch the live Service back to the other slot, at 
 .PHONY: serve models promote rollback dockerfile image
 PORT ?= 5001
 WORKERS ?= 1
+# METRICS_PORT=9102: the model's Prometheus metrics on 127.0.0.1:9102/metrics and a JSON line
+# per call on stdout, labelled with the champion's version (k8s/monitoring/README.md).
+METRICS_PORT ?=
+MONITORING_ENV = export IMDB_METRICS_PORT=127.0.0.1:$(METRICS_PORT) IMDB_PREDICTION_LOG=1 \
+	IMDB_MODEL_NAME='$(MODEL_NAME)' IMDB_MODEL_VERSION=$$($(PY) -m steps.models --champion) &&
 VERSION ?=
 # Read from params.yaml only when a target below needs it (one source of truth for the name).
 MODEL_NAME = $(shell $(PY) -c 'from steps.stage.config import load_params; print(load_params().register.model_name)')
 DOCKER_DIR ?= build/docker
 
-serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1)
-	$(WITH_TRACKING) mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
+serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1, METRICS_PORT=)
+	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) \
+	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
 
 models: $(STAMP) ## list the registered versions: aliases, promotion decisions, metrics
