@@ -15,7 +15,6 @@ Aim: under 0.2 ms added to the single-review p50.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -38,38 +37,23 @@ from threadpoolctl import threadpool_limits
 
 from pyfunc import telemetry
 from steps.measure import scoring
-from steps.tracking import registry, store
+from steps.tracking import registry
 
 AIM_MS = 0.2
 BLOCK = 100  # requests per block, alternating between the two servers
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = os.environ.get("IMDB_SHARED_DATA", str(REPO.parent / "shared" / "data" / "imdb"))
-    parser.add_argument("--data", default=default, help="folder holding train.csv.gz")
-    parser.add_argument("--model-uri", help="benchmark this model instead of training one")
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    args = parser.parse_args()
+    args = bench_serve.argument_parser(__doc__).parse_args()
     data = Path(args.data).resolve()
-    if not (data / "train.csv.gz").is_file():
-        print(f"skipped: {data}/train.csv.gz not found (set IMDB_SHARED_DATA or --data)")
+    reviews = bench_serve.shared_reviews(data)
+    if reviews is None:
         return 0
-    reviews = pd.read_csv(data / "train.csv.gz")["review"].sample(frac=1.0, random_state=0)
-    reviews = reviews.tolist()
     blocks = 4 if args.quick else 20
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_monitoring.") as scratch:
         work = Path(scratch)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            os.environ.pop(name, None)
-        store.configure()
-        if args.model_uri:
-            version = mlflow.register_model(args.model_uri, bench_serve.MODEL_NAME).version
-            registry.set_alias(bench_serve.MODEL_NAME, registry.CHAMPION_ALIAS, version)
-        else:
-            bench_serve.train_champion(data, None)
+        bench_serve.scratch_champion(work, data, args.model_uri)
         champion = registry.model_uri(bench_serve.MODEL_NAME, registry.CHAMPION_ALIAS)
         inproc = in_process(champion, reviews, work, rounds=4 if args.quick else 20)
         http = over_http(champion, reviews, blocks, work)

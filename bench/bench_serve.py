@@ -57,24 +57,18 @@ AIMS = {"p50_ms_1_client": 5.0, "rps_8_clients_2_workers": 250.0, "batch_rps_2_w
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = os.environ.get("IMDB_SHARED_DATA", str(REPO.parent / "shared" / "data" / "imdb"))
-    parser.add_argument("--data", default=default, help="folder holding train.csv.gz")
-    parser.add_argument("--model-uri", help="benchmark this model instead of training one")
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--save-model", type=Path, help="also save the trained model to this (new) folder"
     )
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument(
         "--repeats", type=int, default=3, help="HTTP figures are the median of this many runs"
     )
     args = parser.parse_args()
     data = Path(args.data).resolve()
-    if not (data / "train.csv.gz").is_file():
-        print(f"skipped: {data}/train.csv.gz not found (set IMDB_SHARED_DATA or --data)")
+    reviews = shared_reviews(data)
+    if reviews is None:
         return 0
-    reviews = pd.read_csv(data / "train.csv.gz")["review"].sample(frac=1.0, random_state=0)
-    reviews = reviews.tolist()
     n_single = 300 if args.quick else 2000
     n_batches = 20 if args.quick else 150
     repeats = 1 if args.quick else args.repeats
@@ -82,16 +76,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_serve.") as scratch:
         work = Path(scratch)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            os.environ.pop(name, None)
-        store.configure()
-        if args.model_uri:
-            source = args.model_uri
-            version = mlflow.register_model(source, MODEL_NAME).version
-            registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
-        else:
-            source = train_champion(data, args.save_model)
+        source = scratch_champion(work, data, args.model_uri, args.save_model)
         champion = registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS)
         print(f"model: {source} -> {champion}")
 
@@ -115,6 +100,41 @@ def main() -> int:
         f" {os.cpu_count()} cores: other work on the machine inflates the wall-clock figures"
     )
     return 0
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """The flags every serving benchmark takes: --data, --model-uri, --quick."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    default = os.environ.get("IMDB_SHARED_DATA", str(REPO.parent / "shared" / "data" / "imdb"))
+    parser.add_argument("--data", default=default, help="folder holding train.csv.gz")
+    parser.add_argument("--model-uri", help="benchmark this model instead of training one")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    return parser
+
+
+def shared_reviews(data: Path) -> list[str] | None:
+    """The shared reviews, shuffled (seed 0); None, saying why, when they are not there."""
+    if not (data / "train.csv.gz").is_file():
+        print(f"skipped: {data}/train.csv.gz not found (set IMDB_SHARED_DATA or --data)")
+        return None
+    reviews = pd.read_csv(data / "train.csv.gz")["review"].sample(frac=1.0, random_state=0)
+    return reviews.tolist()
+
+
+def scratch_champion(
+    work: Path, data: Path, model_uri: str | None, save_to: Path | None = None
+) -> str:
+    """A scratch SQLite registry in `work` whose champion is `model_uri`, or else the shipped
+    recipe trained on `data`; returns the champion's source URI."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(name, None)
+    store.configure()
+    if model_uri is None:
+        return train_champion(data, save_to)
+    version = mlflow.register_model(model_uri, MODEL_NAME).version
+    registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
+    return model_uri
 
 
 def train_champion(data: Path, save_to: Path | None) -> str:

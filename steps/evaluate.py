@@ -24,7 +24,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
-from tqdm import tqdm
 
 from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
@@ -48,18 +47,6 @@ from steps.tracking import store
 log = logging.getLogger(__name__)
 
 CURVE_POINTS = 500  # rows kept in roc.csv / precision_recall.csv (enough to draw, small to diff)
-
-
-def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarray:
-    """Probability of positive for each review, in batches, with a progress bar."""
-    scores = np.empty(len(reviews))
-    with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
-        for start in range(0, len(reviews), batch_size):
-            batch = reviews[start : start + batch_size]
-            answer = model.predict(pd.DataFrame({scoring.TEXT_COLUMN: batch}))
-            scores[start : start + len(batch)] = answer["score"].to_numpy(dtype=float)
-            bar.update(len(batch))
-    return scores
 
 
 def worst_misclassified(frame: pd.DataFrame, scores: np.ndarray, count: int) -> pd.DataFrame:
@@ -179,7 +166,7 @@ def run(
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
     store.log_config(cfg)
     log.info("scoring %d test reviews with %s", len(reviews), info.get("model_uri"))
-    scores = predict_scores(model, reviews, cfg.batch_size)
+    scores = scoring.predict_scores(model, reviews, cfg.batch_size)
     metrics = classification_metrics(labels, scores)
     log.info(
         "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",

@@ -21,16 +21,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from tqdm import tqdm
 
 from steps.data import sources
-from steps.measure.scoring import TEXT_COLUMN
+from steps.measure import scoring
 from steps.monitoring import drift
 from steps.monitoring.profile import read_profile
 from steps.monitoring.report import write_report
@@ -85,18 +82,6 @@ def resolve_version(model_name: str, which: str) -> ModelVersion:
     return version
 
 
-def predict_scores(model: Any, reviews: list[str], chunk_size: int) -> np.ndarray:
-    """Probability of positive per review, in chunks, with a progress bar."""
-    scores = np.empty(len(reviews))
-    with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
-        for start in range(0, len(reviews), chunk_size):
-            chunk = reviews[start : start + chunk_size]
-            answer = model.predict(pd.DataFrame({TEXT_COLUMN: chunk}))
-            scores[start : start + len(chunk)] = answer["score"].to_numpy(dtype=float)
-            bar.update(len(chunk))
-    return scores
-
-
 def run(
     cfg: MonitorConfig,
     ingest: IngestConfig,
@@ -127,7 +112,7 @@ def run(
             raise StageError(f"cannot download {name}: {one_line(exc)}") from None
         profile = read_profile(local, name)
         model = mlflow.pyfunc.load_model(str(local))
-        scores = predict_scores(model, reviews, cfg.chunk_size)
+        scores = scoring.predict_scores(model, reviews, cfg.chunk_size)
         counts = model.unwrap_python_model().token_counts(reviews)
     evaluated = version.tags.get(ACCURACY_TAG)
     figures = drift.compare(

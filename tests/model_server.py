@@ -100,7 +100,11 @@ def wait_ready(server: Server, timeout: float = 120.0, interval: float = 0.1) ->
 
 def stop(server: Server) -> None:
     """Stop the server and its workers: SIGTERM to its process group, SIGKILL after a grace."""
-    process = server.process
+    stop_group(server.process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop a child started with start_new_session and everything in its process group."""
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGTERM)

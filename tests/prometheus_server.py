@@ -7,8 +7,6 @@ Started in its own process group and stopped by its PID, like tests/model_server
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -16,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import model_server
 import requests
 import yaml
 
@@ -108,13 +107,4 @@ def wait_ready(prometheus: Prometheus, timeout: float = 60.0) -> None:
 
 def stop(prometheus: Prometheus) -> None:
     """SIGTERM its process group, SIGKILL after a grace period."""
-    process = prometheus.process
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            process.wait(timeout=15)
+    model_server.stop_group(prometheus.process)

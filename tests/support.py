@@ -7,6 +7,7 @@ real model can learn them, but they are synthetic: no test depends on ../shared.
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import tarfile
@@ -95,6 +96,15 @@ def make_reviews(n: int, seed: int = 0, positive_share: float = 0.5) -> pd.DataF
             rows.append((text, label))
     frame = pd.DataFrame(rows, columns=["review", "sentiment"])
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def point_mlflow_at(patch, uri: str) -> None:
+    """Within a MonkeyPatch context: MLflow uses `uri` and nothing else of the caller's
+    MLFLOW_*/DAGSHUB_* environment (for session fixtures, which cannot use `tracking_uri`)."""
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name in [k for k in os.environ if k.startswith(("MLFLOW_", "DAGSHUB_"))]:
+        if name != "MLFLOW_TRACKING_URI":
+            patch.delenv(name)
 
 
 def free_port() -> int:

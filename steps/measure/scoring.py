@@ -16,8 +16,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from steps.stage.errors import StageError
@@ -98,3 +100,18 @@ def score_in_child(model_dir: str, reviews_path: str, out_path: str, name: str) 
             bar.update(len(chunk))
     result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=OUTPUT_COLUMNS)
     result.to_parquet(out_path)
+
+
+def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarray:
+    """Probability of positive for each review, from a model loaded in this process, in batches
+    of `batch_size`, with a progress bar (evaluate, monitor)."""
+    from tqdm import tqdm
+
+    scores = np.empty(len(reviews))
+    with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
+        for start in range(0, len(reviews), batch_size):
+            batch = reviews[start : start + batch_size]
+            answer = model.predict(pd.DataFrame({TEXT_COLUMN: batch}))
+            scores[start : start + len(batch)] = answer["score"].to_numpy(dtype=float)
+            bar.update(len(batch))
+    return scores

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import model_server
 import pytest
-from support import free_port, make_reviews
+from support import free_port, make_reviews, point_mlflow_at
 
 from steps.tracking import registry, store
 
@@ -48,10 +48,7 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
     folder = tmp_path_factory.mktemp("serving-registry")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in [k for k in os.environ if k.startswith(("MLFLOW_", "DAGSHUB_"))]:
-            if name != "MLFLOW_TRACKING_URI":
-                patch.delenv(name)
+        point_mlflow_at(patch, uri)
         store.configure()
         try:
             model_uri = log_small_model()

@@ -9,14 +9,13 @@ figure that describes its shift. Bad input is one line, exit 1, and no report.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from support import REPO_ROOT, make_reviews
+from support import REPO_ROOT, make_reviews, point_mlflow_at
 
 from steps import monitor
 from steps.data.sources import labels_optional
@@ -40,10 +39,7 @@ def champion_store(tmp_path_factory) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     reviews = make_reviews(800, seed=11)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in [k for k in os.environ if k.startswith(("MLFLOW_", "DAGSHUB_"))]:
-            if name != "MLFLOW_TRACKING_URI":
-                patch.delenv(name)
+        point_mlflow_at(patch, uri)
         store.configure()
         try:
             trained: Trained = train_model(
