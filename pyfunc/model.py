@@ -96,7 +96,7 @@ class SentimentModel(PythonModel):
         with watch(self.telemetry) as call:
             reviews = review_texts(model_input)
             answer = score_reviews(self.pipeline, reviews)
-            call.scored(reviews, answer["label"], answer["score"])
+            call.scored(reviews, answer)
         return answer
 
     def token_counts(self, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -64,7 +64,8 @@ def read_batch(source: str, ingest: IngestConfig, download_dir: Path) -> pd.Data
     """The batch's reviews (and labels, when it has them) from any source ingest accepts."""
     if not source.strip():
         raise StageError("monitor.batch is empty: give the reviews, e.g. -P batch=data/recent.csv")
-    cfg = dataclasses.replace(ingest, source=source)
+    # ingest.sha256 pins ingest's own download; a batch is another file.
+    cfg = dataclasses.replace(ingest, source=source, sha256="")
     with sources.labels_optional():
         loaded = sources.load(cfg, download_dir)
     parts = [loaded.train] + ([loaded.test] if loaded.test is not None else [])
