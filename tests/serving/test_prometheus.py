@@ -80,7 +80,15 @@ def monitored(champion_store, prometheus_tools, tmp_path_factory):
     try:
         model_server.wait_ready(server, timeout=READY_TIMEOUT)
         prometheus_server.wait_ready(prometheus)
+        wait_for_workers(folder / "multiproc", 2)
         sent = send_load(server.url)
+        extra = 0
+        while len({line["pid"] for line in log_lines(server)}) < 2 and extra < 100:
+            # A loaded machine may hand every connection to one worker: more good requests,
+            # counted like the rest, until both have answered (bounded).
+            more = send_load(server.url, single=4, batches=0, bad=False)
+            sent = {k: sent[k] + more[k] for k in sent}
+            extra += 4
         seen = prometheus.wait_for("sum(imdb_sentiment_calls_total)", sent["calls"])
         assert seen == sent["calls"], (seen, sent, server.log_tail())
         run_id = mlflow.MlflowClient(uri).get_model_version(MODEL_NAME, version).run_id
@@ -91,29 +99,42 @@ def monitored(champion_store, prometheus_tools, tmp_path_factory):
         model_server.stop(server)
 
 
-def send_load(url: str) -> dict:
+def wait_for_workers(folder: Path, count: int) -> None:
+    """Until `count` workers have loaded the model (each writes its metric files on load)."""
+    pids: set[str] = set()
+    for _ in range(int(READY_TIMEOUT * 2)):
+        pids = {path.stem.rsplit("_", 1)[1] for path in folder.glob("*.db")}
+        if len(pids) >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"only workers {pids} loaded the model in {READY_TIMEOUT:.0f} s")
+
+
+def send_load(
+    url: str, single: int = GOOD_SINGLE, batches: int = GOOD_BATCHES, bad: bool = True
+) -> dict:
     """The bounded load, four clients at a time, each request on a new connection (so both
     workers get some); what was sent and answered, counted."""
-    bodies = [{"inputs": [review(i)]} for i in range(GOOD_SINGLE)]
+    bodies = [{"inputs": [review(i)]} for i in range(single)]
     bodies += [
-        {"inputs": [review(100 + b * BATCH + j) for j in range(BATCH)]} for b in range(GOOD_BATCHES)
+        {"inputs": [review(100 + b * BATCH + j) for j in range(BATCH)]} for b in range(batches)
     ]
-    bad = [body for body, count, _ in BAD.values() for _ in range(count)]
+    refusals = [body for body, count, _ in BAD.values() for _ in range(count)] if bad else []
 
     def post(body: dict) -> requests.Response:
         return requests.post(f"{url}/invocations", json=body, timeout=TIMEOUT)
 
     with ThreadPoolExecutor(4) as pool:
         good = list(pool.map(post, bodies))
-        refused = list(pool.map(post, [*bad, SCHEMA_REFUSED]))
+        refused = list(pool.map(post, [*refusals, SCHEMA_REFUSED] if bad else []))
     assert all(r.status_code == 200 for r in good), [r.text[:200] for r in good]
     assert all(r.status_code == 400 for r in refused), [r.text[:200] for r in refused]
     labels = collections.Counter(p["label"] for r in good for p in r.json()["predictions"])
     texts = [text for body in bodies for text in body["inputs"]]
     return {
-        "calls": len(bodies) + len(bad),
+        "calls": len(bodies) + len(refusals),
         "ok": len(bodies),
-        "rejected": len(bad),
+        "rejected": len(refusals),
         "reviews": len(texts),
         "chars": sum(map(len, texts)),
         "labels": labels,
