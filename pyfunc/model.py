@@ -20,7 +20,7 @@ is label "unknown" with score 0.5, rather than a guess from the intercept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import joblib
@@ -95,18 +95,24 @@ class SentimentModel(PythonModel):
         """A DataFrame with `label` and `score` per review (see the module docstring)."""
         with watch(self.telemetry) as call:
             reviews = review_texts(model_input)
-            answer = score_reviews(self.pipeline, reviews)
-            call.scored(reviews, answer)
-        return answer
+            return score_reviews(self.pipeline, reviews, call.scored)
 
     def token_counts(self, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per review: tokens never seen in training, and all tokens (for drift monitoring)."""
         return token_counts(self.pipeline, reviews)
 
 
-def score_reviews(pipeline: Any, reviews: list[str]) -> pd.DataFrame:
-    """Label and probability of positive per review (see the module docstring for "unknown")."""
+def score_reviews(
+    pipeline: Any, reviews: list[str], observe: Callable[..., None] | None = None
+) -> pd.DataFrame:
+    """Label and probability of positive per review (see the module docstring for "unknown").
+
+    `observe(reviews, labels, scores)` sees the two arrays before they become the answer (the
+    served model's metrics: reading them back from the DataFrame costs more than recording).
+    """
     if not reviews:
+        if observe is not None:
+            observe(reviews, np.empty(0, dtype=object), np.zeros(0))
         return pd.DataFrame({"label": pd.Series([], dtype=object), "score": np.zeros(0)})
     positive = list(pipeline.classes_).index(LABELS[1])
     score = pipeline.predict_proba(reviews)[:, positive].astype(np.float64)
@@ -114,6 +120,8 @@ def score_reviews(pipeline: Any, reviews: list[str]) -> pd.DataFrame:
     # The classifier gives exactly NO_EVIDENCE to a review without any known n-gram (and only
     # to those: a real mixture of weights never lands on 0.5 exactly).
     label[score == NO_EVIDENCE_SCORE] = UNKNOWN_LABEL
+    if observe is not None:
+        observe(reviews, label, score)
     return pd.DataFrame({"label": label, "score": score})
 
 

@@ -205,13 +205,12 @@ class _Call:
         self._started = time.perf_counter()
         return self
 
-    def scored(self, reviews: list[str], answer: Any) -> None:
-        """`answer`: the model's DataFrame (label, score per review)."""
+    def scored(self, reviews: list[str], labels: Any, scores: Any) -> None:
+        """`labels` and `scores`: numpy arrays, one entry per review."""
         seconds = time.perf_counter() - self._started
-        # Plain lists first: iterating a Series element by element costs more than the rest.
-        counts = dict(collections.Counter(answer["label"].tolist()))
-        scores = answer["score"].tolist()
-        self._telemetry.record(len(reviews), counts, scores, map(len, reviews), seconds)
+        # Plain lists first: numpy scalars one by one cost more than the counting.
+        counts = dict(collections.Counter(labels.tolist()))
+        self._telemetry.record(len(reviews), counts, scores.tolist(), map(len, reviews), seconds)
         self._done = True
 
     def __exit__(self, kind, exc, traceback) -> bool:
@@ -226,7 +225,7 @@ class _Unwatched:
     def __enter__(self) -> _Unwatched:
         return self
 
-    def scored(self, reviews: list[str], answer: Any) -> None:
+    def scored(self, reviews: list[str], labels: Any, scores: Any) -> None:
         pass
 
     def __exit__(self, kind, exc, traceback) -> bool:
@@ -237,7 +236,7 @@ _UNWATCHED = _Unwatched()
 
 
 def watch(telemetry: Telemetry | None) -> _Call | _Unwatched:
-    """`with watch(t) as call: ...; call.scored(reviews, answer)` times and records
+    """`with watch(t) as call: ...; call.scored(reviews, labels, scores)` times and records
     one call (an exception inside is recorded as rejected or failed, then re-raised)."""
     return _UNWATCHED if telemetry is None else telemetry.call()
 
