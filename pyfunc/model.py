@@ -13,6 +13,9 @@ MAX_REVIEW_CHARS or a call over MAX_CALL_CHARS characters. Each is an `InvalidRe
 (an MlflowException with INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a
 ValueError for in-process callers) that says which row is wrong and what to send instead.
 
+When the environment asks for it (IMDB_METRICS_PORT, IMDB_PREDICTION_LOG: pyfunc/telemetry.py),
+each call is also recorded as Prometheus metrics and a JSON log line; otherwise nothing is.
+
 The defined answer for a review without evidence: when the model finds no known word in it
 (an empty or whitespace-only string, markup only, or words never seen in training), the answer
 is label "unknown" with score 0.5, rather than a guess from the intercept.
