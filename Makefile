@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv (if missing) and install the project with its dev tools
 
 run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri for other data
+	@# Checked first: `mlflow run` logs every -P value before any project code runs.
+	@$(PY) -m steps.main --check $(if $(SOURCE),--source '$(SOURCE)')
 	$(WITH_TRACKING) mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)')
 
 test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb)

@@ -8,6 +8,8 @@ traceback.
 
 from __future__ import annotations
 
+from steps.stage.secrets import shown
+
 
 class StageError(Exception):
     """A problem with inputs, configuration or environment, explained in one line."""
@@ -19,6 +21,10 @@ class ConfigError(StageError):
 
 class SourceError(StageError):
     """The data source cannot be read (missing, unreachable, unauthorised, malformed)."""
+
+
+class CredentialRefused(SourceError):
+    """A value that would be logged (a source, an entry-point parameter) carries a credential."""
 
 
 class ValidationFailed(StageError):
@@ -38,3 +44,8 @@ def one_line(error: object, limit: int | None = None) -> str:
     if not text and isinstance(error, BaseException):
         text = type(error).__name__
     return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_line(name: str, error: object) -> str:
+    """`error: <name>: <message>`, as every entry point prints it: one line, no credential."""
+    return f"error: {name}: {shown(one_line(error))}"

@@ -5,8 +5,8 @@ the review/sentiment columns. `mssql://` is turned into a SQL Server connection 
 `ingest.sql_driver`; its query parameters are passed on as attributes
 (`mssql://me@db.example.com/imdb?Encrypt=yes&TrustServerCertificate=no`).
 The password comes only from the environment variable named by `ingest.sql_password_env`: a
-password written into the source is refused, and the password never appears in logs, the
-manifest or error messages.
+password written into the source (`PWD=`, `Pwd = {...}`, `user:pw@`, `?PWD=`) is refused, and the
+password never appears in logs, the manifest or error messages (steps/stage/secrets.py).
 """
 
 from __future__ import annotations
@@ -20,33 +20,24 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pandas as pd
 from tqdm import tqdm
 
-from steps.stage.config import IngestConfig
-from steps.stage.errors import SourceError, one_line
 from steps.data.sources.common import Loaded
 from steps.data.sources.tables import tidy
+from steps.stage.config import IngestConfig
+from steps.stage.errors import SourceError, one_line
+from steps.stage.secrets import find_password, shown
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 10_000
 LOGIN_TIMEOUT_SECONDS = 15
+# A password attribute, even an empty one: the password is only ever added from the environment.
 _PASSWORD_KEY = re.compile(r"(?:^|;)\s*(?:pwd|password)\s*=", re.IGNORECASE)
-_PASSWORD_VALUE = re.compile(r"((?:^|;)\s*(?:pwd|password)\s*=)(\{(?:[^}]|\}\})*\}|[^;]*)", re.I)
-
-
-def describe(source: str) -> str:
-    """The source with any password replaced by ***, safe to log or record."""
-    if source.startswith("mssql://"):
-        parts = urlsplit(source)
-        if parts.password is not None:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return parts._replace(netloc=netloc).geturl()
-        return source
-    return _PASSWORD_VALUE.sub(r"\1***", source)
+_PASSWORD_NAMES = ("pwd", "password")
 
 
 def connection_string(source: str, cfg: IngestConfig, environ: Mapping[str, str]) -> str:
     """The ODBC connection string for a source, with the password from the environment."""
-    where = describe(source)
+    where = shown(source)
     password = environ.get(cfg.sql_password_env) or ""
     refuse = (
         f"{where}: a password in the source is refused (it would end up in params, logs and"
@@ -56,12 +47,17 @@ def connection_string(source: str, cfg: IngestConfig, environ: Mapping[str, str]
         text = source.removeprefix("odbc:").strip()
         if not text:
             raise SourceError(f"{where}: empty connection string (e.g. odbc:DSN=imdb)")
-        if _PASSWORD_KEY.search(text):
+        if find_password(source) or _PASSWORD_KEY.search(text):
             raise SourceError(refuse)
         text = text if text.endswith(";") else text + ";"
         return text + (f"PWD={quote(password)};" if password else "")
     parts = urlsplit(source)
-    if parts.password is not None:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if (
+        find_password(source)
+        or parts.password is not None
+        or any(key.strip().lower() in _PASSWORD_NAMES for key, _ in query)
+    ):
         raise SourceError(refuse)
     database = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
     if not parts.hostname or not database:
@@ -75,7 +71,7 @@ def connection_string(source: str, cfg: IngestConfig, environ: Mapping[str, str]
                 " (ingest.sql_password_env)"
             )
         attributes.update(UID=unquote(parts.username), PWD=password)
-    attributes.update(parse_qsl(parts.query, keep_blank_values=True))
+    attributes.update(query)
     return "".join(f"{key}={quote(value)};" for key, value in attributes.items())
 
 
@@ -95,7 +91,7 @@ def load_sql(
     """Reviews from the rows `cfg.sql_query` returns over ODBC."""
     import pyodbc  # needs the system's unixODBC; only sources that use it pay for it
 
-    where = describe(source)
+    where = shown(source)
     text = connection_string(source, cfg, environ)
     secrets = [s for s in (environ.get(cfg.sql_password_env),) if s]
     chunks: list[pd.DataFrame] = []
