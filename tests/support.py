@@ -1,4 +1,5 @@
-"""Helpers for tests: small review data written by the tests themselves, free loopback ports.
+"""Helpers for tests: small review data written by the tests themselves, free loopback ports, a
+local HTTP server.
 
 The reviews are varied enough that validation passes (unique, balanced, realistic lengths) and a
 real model can learn them, but they are synthetic: no test depends on ../shared.
@@ -6,12 +7,15 @@ real model can learn them, but they are synthetic: no test depends on ../shared.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import random
 import socket
 import tarfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +109,14 @@ def point_mlflow_at(patch, uri: str) -> None:
     for name in [k for k in os.environ if k.startswith(("MLFLOW_", "DAGSHUB_"))]:
         if name != "MLFLOW_TRACKING_URI":
             patch.delenv(name)
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    """The environment for a stage started as its own process from a scratch folder: this
+    checkout's code, none of the caller's MLflow or DagsHub settings, then `extra`."""
+    steering = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(steering)}
+    return {**env, "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
 def free_port() -> int:
@@ -230,3 +242,87 @@ def write_ingested(
     )
     (folder / "manifest.json").write_text(json.dumps(manifest.to_dict()), encoding="utf-8")
     return folder
+
+
+def mark_validated(folder: Path, marker: Path | None = None) -> Path:
+    """Write the marker validation writes when the ingested files in `folder` pass (for tests
+    of the stages after validate); returns its path (default: `validated.json` beside `folder`).
+    A folder without a manifest (a bare test split) gets a marker for its files alone."""
+    from steps.data.dataset import (
+        Manifest,
+        file_digests,
+        marker_record,
+        read_manifest,
+        write_marker,
+    )
+
+    folder = Path(folder)
+    marker = Path(marker) if marker else folder.parent / "validated.json"
+    if (folder / "manifest.json").is_file():
+        manifest = read_manifest(folder)
+    else:
+        manifest = Manifest("written by the test", "", {}, {}, "source")
+    write_marker(marker_record(manifest, file_digests(folder), "written by the test"), marker)
+    return marker
+
+
+class ReviewServer(http.server.ThreadingHTTPServer):
+    """Serves registered bodies on 127.0.0.1; `truncated` paths promise more bytes than they
+    send; `stalled` paths send half, then hang until `release` is set (an interrupted download).
+    `status` answers every request with that HTTP status instead (a failing server)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.bodies: dict[str, bytes] = {}
+        self.truncated: set[str] = set()
+        self.stalled: set[str] = set()
+        self.release = threading.Event()
+        self.status: int | None = None
+        self.requests: list[str] = []
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_port}{path}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: ReviewServer
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        if self.server.status is not None:
+            self.send_error(self.server.status)
+            return
+        body = self.server.bodies.get(self.path)
+        if body is None:
+            self.send_error(404, "Not Found")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = self.path in self.server.truncated or self.path in self.server.stalled
+        self.wfile.write(body[: len(body) // 2] if cut else body)
+        self.wfile.flush()
+        if self.path in self.server.stalled:
+            self.server.release.wait(timeout=120)
+        self.close_connection = True
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+
+@contextmanager
+def review_server() -> Iterator[ReviewServer]:
+    """A ReviewServer running in a thread for the duration of the block."""
+    srv = ReviewServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)

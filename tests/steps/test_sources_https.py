@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import aclimdb_order, free_port, make_reviews, write_aclimdb_tar
+from support import aclimdb_order, free_port, make_reviews, review_server, write_aclimdb_tar
 
 from steps.data.sources import load
 from steps.stage.config import load_params
@@ -19,51 +17,10 @@ from steps.stage.errors import ConfigError, SourceError
 from steps.stage.paths import PROJECT_ROOT
 
 
-class ReviewServer(http.server.ThreadingHTTPServer):
-    """Serves registered bodies; `truncated` paths promise more bytes than they send."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.bodies: dict[str, bytes] = {}
-        self.truncated: set[str] = set()
-        self.requests: list[str] = []
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_port}{path}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: ReviewServer
-
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)
-        body = self.server.bodies.get(self.path)
-        if body is None:
-            self.send_error(404, "Not Found")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        sent = body[: len(body) // 2] if self.path in self.server.truncated else body
-        self.wfile.write(sent)
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:  # keep test output quiet
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = ReviewServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with review_server() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

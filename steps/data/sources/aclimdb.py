@@ -11,11 +11,17 @@ disk). Besides the labelled reviews it keeps what the dataset gives for learning
 exactly as written. Rows come out in one canonical order (split, then pos before neg, then review
 id) whichever form was read, so a folder and its archive give the same content hash. In an archive
 the URL files may come before or after the reviews, so ids are mapped to movies after reading.
+
+Only regular files inside the dataset are read: in a folder, a review or URL file that is a
+symlink or that resolves outside the folder (`train/pos/1_9.txt -> /etc/passwd`, a linked `pos/`
+folder) is skipped; in an archive, symlink and hardlink members and names that climb out (`../`,
+`/abs`) are skipped. Skipped entries are counted in the log and the manifest (`details.skipped`).
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import tarfile
 import zlib
@@ -28,6 +34,8 @@ from steps.data.dataset import MOVIE_COLUMN
 from steps.data.sources.common import Loaded
 from steps.data.sources.tables import LABEL_ALIASES
 from steps.stage.errors import SourceError, one_line
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 LABEL_DIRS = ("pos", "neg")  # in output order
@@ -52,30 +60,58 @@ def find_root(folder: Path) -> Path | None:
 
 
 def read_folder(root: Path, where: str) -> Loaded:
-    """Reviews (and unlabeled reviews, movie URLs) from an extracted aclImdb folder."""
+    """Reviews (and unlabeled reviews, movie URLs) from an extracted aclImdb folder: regular
+    files inside it only."""
     rows: list[_Row] = []
     urls: _Urls = {}
+    skipped: list[str] = []
+    inside = root.resolve()
     for split in SPLITS:
         for folder_name in (*LABEL_DIRS, UNLABELED_DIR):
             if not _wanted(split, folder_name):
                 continue
             folder = root / split / folder_name
             for path in folder.glob("*.txt") if folder.is_dir() else ():
-                text = _decode(path.read_bytes(), f"{where}: {path.relative_to(root)}")
+                shown = str(path.relative_to(root))
+                if not _readable_inside(path, inside, shown, where):
+                    skipped.append(shown)
+                    continue
+                text = _decode(path.read_bytes(), f"{where}: {shown}")
                 rows.append((split, folder_name, _review_order(path.stem), text))
             url_file = root / split / f"urls_{folder_name}.txt"
-            if url_file.is_file():
+            if url_file.is_file() or url_file.is_symlink():
+                if not _readable_inside(url_file, inside, str(url_file.relative_to(root)), where):
+                    skipped.append(str(url_file.relative_to(root)))
+                    continue
                 urls[split, folder_name] = _url_lines(url_file.read_bytes(), f"{where}: {url_file}")
-    return _to_loaded(rows, urls, where, {"format": "aclImdb folder", "path": str(root)})
+    details = {"format": "aclImdb folder", "path": str(root)}
+    return _to_loaded(
+        rows, urls, where, _note_skipped(details, skipped, where, "symlinks or outside")
+    )
+
+
+def _readable_inside(path: Path, inside: Path, shown: str, where: str) -> bool:
+    """False for a symlink or a path resolving outside the dataset (to skip); raises for what is
+    not a regular file (a FIFO would block the read forever, a device reads whatever it is)."""
+    if path.is_symlink() or not path.resolve().is_relative_to(inside):
+        return False
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise SourceError(f"{where}: {shown} is not a regular file: refused")
+    return True
 
 
 def read_tar(stream: BinaryIO, where: str) -> Loaded:
     """Reviews from an aclImdb .tar.gz, read member by member from a forward-only stream."""
     rows: list[_Row] = []
     urls: _Urls = {}
+    skipped: list[str] = []
     try:
         with tarfile.open(fileobj=stream, mode="r|gz") as archive:
             for member in archive:
+                wanted = _URLS.search(member.name) or _MEMBER.search(member.name)
+                if wanted and (member.issym() or member.islnk() or _climbs_out(member.name)):
+                    skipped.append(member.name)
+                    continue
                 if not member.isfile():
                     continue
                 if found := _URLS.search(member.name):
@@ -95,7 +131,27 @@ def read_tar(stream: BinaryIO, where: str) -> Loaded:
             f"{where}: not a readable .tar.gz archive ({reason}): the file is damaged or"
             " incomplete; fetch it again"
         ) from None
-    return _to_loaded(rows, urls, where, {"format": "aclImdb archive"})
+    details = {"format": "aclImdb archive"}
+    return _to_loaded(rows, urls, where, _note_skipped(details, skipped, where, "links or outside"))
+
+
+def _climbs_out(name: str) -> bool:
+    return name.startswith("/") or ".." in name.split("/")
+
+
+def _note_skipped(
+    details: dict[str, str], skipped: list[str], where: str, what: str
+) -> dict[str, str]:
+    """Log and record the entries that were not read because they are not regular files of
+    the dataset."""
+    if not skipped:
+        return details
+    shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    log.warning(
+        "%s: skipped %d review file(s) that are %s the dataset: %s",
+        where, len(skipped), what, shown,
+    )  # fmt: skip
+    return {**details, "skipped": f"{len(skipped)} ({what} the dataset): {shown}"}
 
 
 def movie_key(url: str) -> str:

@@ -5,7 +5,8 @@ byte count matches Content-Length, the sha256 matches the expected one (if any) 
 as reviews is it renamed into place and a `<name>.verified.json` record written next to it. A later
 run reuses the file only when that record matches the URL, the size and a fresh sha256 of the
 file, so an interrupted, truncated or mismatched download is never trusted.
-Plain http:// is accepted only for loopback hosts (tests, local mirrors).
+Plain http:// is accepted only for loopback hosts (tests, local mirrors). A URL whose decoded file
+name is not a plain name (percent-encoded control characters, `/`) is refused.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from steps.stage.errors import ConfigError, SourceError, one_line
-from steps.stage.files import atomic_path, sha256_file, write_json
 from steps.data.sources.common import KNOWN_ENDINGS, Loaded, kind_of
 from steps.data.sources.local import load_file
+from steps.stage.errors import ConfigError, SourceError, one_line
+from steps.stage.files import atomic_path, sha256_file, sweep_stale, write_json
+from steps.stage.secrets import printable, shown
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +41,30 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
     """Reviews from an https:// URL (a .tar.gz, .csv[.gz] or .parquet), cached in download_dir."""
     expected = _check_sha256_setting(expected_sha256)
+    where = shown(url)  # a presigned URL's signature is a credential
     parts = urlsplit(url)
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise SourceError(f"{url}: plain http is only accepted for loopback hosts: use https://")
+        raise SourceError(f"{where}: plain http is only accepted for loopback hosts: use https://")
     name = Path(unquote(parts.path)).name
+    if printable(unquote(url)) != unquote(url):
+        raise SourceError(
+            f"{where}: the URL encodes control characters (%00-%1F, %7F): refused"
+        )
     if kind_of(name) is None:
         raise SourceError(
-            f"{url}: the URL must name a file ending in {KNOWN_ENDINGS}"
+            f"{where}: the URL must name a file ending in {KNOWN_ENDINGS}"
             " (e.g. .../aclImdb_v1.tar.gz)"
         )
     target = download_dir / name
     record = download_dir / f"{name}{RECORD_SUFFIX}"
+    sweep_stale(download_dir)  # the temp file of a download that was killed
 
     facts = _reuse(url, target, record, expected)
     fresh = facts is None
     if fresh:
         facts = _download(url, target, expected)
     try:
-        loaded = load_file(target, url)
+        loaded = load_file(target, where)
     except SourceError:
         if fresh:  # never keep a download that does not read as reviews
             target.unlink(missing_ok=True)
@@ -64,7 +72,7 @@ def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
     if fresh:
         write_json(record, {"url": url, **facts})
     return loaded.with_details(
-        url=url,
+        url=where,
         sha256=facts["sha256"],
         bytes=str(facts["bytes"]),
         sha256_checked="yes" if expected else "no (ingest.sha256 empty)",
@@ -100,21 +108,22 @@ def _reuse(url: str, target: Path, record: Path, expected: str) -> dict | None:
 
 def _download(url: str, target: Path, expected: str) -> dict:
     """Fetch url into target through a temp file; return {"bytes", "sha256"} once verified."""
+    where = shown(url)
     try:
         response = requests.get(url, stream=True, timeout=TIMEOUT_SECONDS)
     except requests.ConnectionError as exc:
         raise SourceError(
-            f"{url}: cannot connect ({_reason(exc)}): check the URL and the network"
+            f"{where}: cannot connect ({_reason(exc)}): check the URL and the network"
         ) from None
     except requests.RequestException as exc:
-        raise SourceError(f"{url}: request failed ({_reason(exc)})") from None
+        raise SourceError(f"{where}: request failed ({_reason(exc)})") from None
     with response:
         if response.status_code != 200:
             advice = "try again later" if response.status_code >= 500 else "check the URL"
-            raise SourceError(f"{url}: HTTP {response.status_code} {response.reason}: {advice}")
+            raise SourceError(f"{where}: HTTP {response.status_code} {response.reason}: {advice}")
         declared = response.headers.get("Content-Length")
         total = int(declared) if declared and declared.isdigit() else None
-        log.info("downloading %s (%s) to %s", url, _size(total), target)
+        log.info("downloading %s (%s) to %s", where, _size(total), target)
         started = time.monotonic()
         digest = hashlib.sha256()
         size = 0
@@ -141,18 +150,18 @@ def _download(url: str, target: Path, expected: str) -> dict:
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                 if "IncompleteRead" not in str(exc):  # a short body is reported just below
                     raise SourceError(
-                        f"{url}: download interrupted after {size:,} of {_size(total)}"
+                        f"{where}: download interrupted after {size:,} of {_size(total)}"
                         f" ({_reason(exc)}): run again; nothing was kept"
                     ) from None
             if total is not None and size != total:
                 raise SourceError(
-                    f"{url}: download truncated: the connection ended after {size:,} of"
+                    f"{where}: download truncated: the connection ended after {size:,} of"
                     f" {total:,} bytes: run again; nothing was kept"
                 )
             got = digest.hexdigest()
             if expected and got != expected:
                 raise SourceError(
-                    f"{url}: sha256 mismatch: got {got}, expected {expected} (ingest.sha256):"
+                    f"{where}: sha256 mismatch: got {got}, expected {expected} (ingest.sha256):"
                     " the file is damaged or has changed; nothing was kept"
                 )
     elapsed = time.monotonic() - started
@@ -178,4 +187,4 @@ def _reason(exc: BaseException) -> str:
         return errno.group(1).strip()
     if "timed out" in text:
         return "timed out"
-    return text or type(exc).__name__
+    return shown(text) or type(exc).__name__

@@ -1,10 +1,17 @@
-"""Local sources: an aclImdb folder, a folder of split files, or one CSV/Parquet/.tar.gz file."""
+"""Local sources: an aclImdb folder, a folder of split files, or one CSV/Parquet/.tar.gz file.
+
+Inside a folder only regular files of that folder are read: aclImdb reviews that are symlinks
+or resolve elsewhere are skipped and counted (aclimdb.py); a split file (`train.csv`...) that is
+a symlink or resolves outside the folder is refused. A file named as the source itself may be a
+symlink: that is the user's own choice of file.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from steps.stage.errors import SourceError
+from steps.stage.secrets import shown
 from steps.data.sources import aclimdb
 from steps.data.sources.common import KNOWN_ENDINGS, Loaded, ProgressReader, kind_of
 from steps.data.sources.tables import read_table
@@ -25,7 +32,7 @@ def load_path(path: Path, where: str | None = None) -> Loaded:
         return load_file(path, where)
     if path.exists():
         raise SourceError(f"{where}: neither a file nor a folder: {WHAT_TO_GIVE}")
-    resolved = "" if path.is_absolute() else f" (looked for {path.resolve()})"
+    resolved = "" if path.is_absolute() else f" (looked for {shown(str(path.resolve()))})"
     raise SourceError(f"{where}: no such file or folder{resolved}: {WHAT_TO_GIVE}")
 
 
@@ -65,11 +72,18 @@ def _load_folder(folder: Path, where: str) -> Loaded:
 
 
 def _split_file(folder: Path, split: str, where: str) -> Path | None:
-    present = [
-        folder / f"{split}{e}" for e in SPLIT_FILE_ENDINGS if (folder / f"{split}{e}").is_file()
-    ]
+    candidates = [folder / f"{split}{e}" for e in SPLIT_FILE_ENDINGS]
+    present = [p for p in candidates if p.is_file() or p.is_symlink()]
     if len(present) > 1:
         names = " and ".join(p.name for p in present)
         raise SourceError(f"{where}: both {names} are present: keep only one {split} file")
-    return present[0] if present else None
+    if not present:
+        return None
+    path = present[0]
+    if path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()):
+        raise SourceError(
+            f"{where}: {path.name} is a symlink or resolves outside the folder: refused (copy"
+            " the file into the folder, or give the file itself as the source)"
+        )
+    return path
 

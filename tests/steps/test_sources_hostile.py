@@ -1,0 +1,181 @@
+"""Sources as an attacker would write them (issue 11, items 4 and 5): only regular files inside
+the dataset are read, whatever links it holds, and odd paths and URLs (NUL bytes, control
+characters, percent-encoded or not, malformed hosts and ports) are one printable line, never a
+traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+import tarfile
+
+import pandas as pd
+import pytest
+from support import (
+    REPO_ROOT,
+    make_reviews,
+    review_server,
+    stage_env,
+    write_aclimdb,
+    write_aclimdb_tar,
+)
+
+from steps.data.sources import load
+from steps.data.sources.local import load_path
+from steps.stage.config import load_params
+from steps.stage.errors import SourceError
+
+CFG = dataclasses.replace(load_params(REPO_ROOT / "params.yaml").ingest, sha256="")
+SECRET_TEXT = "root:x:0:0:a file from outside the dataset"
+
+
+@pytest.fixture
+def splits() -> dict[str, pd.DataFrame]:
+    return {"train": make_reviews(40, seed=61), "test": make_reviews(20, seed=62)}
+
+
+@pytest.fixture
+def outside(tmp_path):
+    path = tmp_path / "outside" / "passwd"
+    path.parent.mkdir()
+    path.write_text(SECRET_TEXT)
+    return path
+
+
+def test_symlinks_in_an_aclimdb_folder_are_skipped_and_counted(tmp_path, splits, outside):
+    acl = write_aclimdb(tmp_path / "src", splits)
+    (acl / "train" / "pos" / "123_9.txt").symlink_to(outside)  # a file outside the dataset
+    (acl / "train" / "neg" / "124_1.txt").symlink_to(acl / "test" / "neg" / "0_3.txt")  # inside
+    linked = tmp_path / "elsewhere"
+    linked.mkdir()
+    (linked / "7_8.txt").write_text(SECRET_TEXT + " via a linked folder")
+    (acl / "test" / "pos").rename(tmp_path / "real-test-pos")
+    (acl / "test" / "pos").symlink_to(linked, target_is_directory=True)
+
+    loaded = load(dataclasses.replace(CFG, source=str(tmp_path / "src")), tmp_path / "dl")
+    everything = pd.concat([loaded.train, loaded.test])
+    assert not everything["review"].str.contains("root:x:0:0").any()
+    assert len(loaded.train) == len(splits["train"])  # the two links in train/ are not reviews
+    assert loaded.details["skipped"].startswith("3 (symlinks or outside the dataset): ")
+    assert "train/pos/123_9.txt" in loaded.details["skipped"]
+
+
+def test_a_fifo_posing_as_a_review_is_refused_not_waited_on(tmp_path, splits):
+    acl = write_aclimdb(tmp_path / "src", splits)
+    os.mkfifo(acl / "train" / "pos" / "5_9.txt")  # reading it would block forever
+    script = (
+        "import sys; from pathlib import Path; from steps.data.sources.local import load_path\n"
+        "from steps.stage.errors import SourceError\n"
+        "try:\n    load_path(Path(sys.argv[1]))\nexcept SourceError as e:\n    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(acl)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.strip() == f"{acl}: train/pos/5_9.txt is not a regular file: refused"
+
+
+def test_links_and_climbing_names_in_an_archive_are_skipped_and_counted(tmp_path, splits, outside):
+    archive = write_aclimdb_tar(tmp_path / "aclImdb_v1.tar.gz", splits)
+    with tarfile.open(archive, "r:gz") as source:
+        members = [(m, source.extractfile(m).read() if m.isfile() else None) for m in source]
+    hostile = tmp_path / "hostile.tar.gz"
+    with tarfile.open(hostile, "w:gz") as out:
+        for member, data in members:
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+        link = tarfile.TarInfo("aclImdb/train/pos/900_9.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        out.addfile(link)
+        hard = tarfile.TarInfo("aclImdb/train/neg/901_1.txt")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "aclImdb/test/neg/0_3.txt"
+        out.addfile(hard)
+        text = SECRET_TEXT.encode()
+        climbing = tarfile.TarInfo("aclImdb/../../train/pos/902_9.txt")
+        climbing.size = len(text)
+        out.addfile(climbing, io.BytesIO(text))
+
+    loaded = load_path(hostile)
+    assert len(loaded.train) == len(splits["train"])
+    assert not loaded.train["review"].str.contains("root:x:0:0").any()
+    assert loaded.details["skipped"].startswith("3 (links or outside the dataset): ")
+
+
+def test_a_split_file_that_is_a_symlink_is_refused(tmp_path, splits, outside):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    splits["test"].to_csv(folder / "test.csv", index=False)
+    stolen = tmp_path / "outside" / "reviews.csv"
+    splits["train"].to_csv(stolen, index=False)
+    (folder / "train.csv").symlink_to(stolen)
+    with pytest.raises(
+        SourceError, match=r"train\.csv is a symlink or resolves outside the folder"
+    ):
+        load_path(folder)
+
+
+ODD = [
+    "data/re\x00views.csv",
+    "data/re\nviews.csv",
+    "\x1b[31mred.csv",
+    "~\x00/x.csv",
+    "https://127.0.0.1:1/a\x00b.csv",
+    "https://127.0.0.1:1/a%00b.csv",
+    "https://127.0.0.1:1/x\r\nHost: evil/x.csv",
+    "https://127.0.0.1:1/x%0d%0aHost:%20evil/x.csv",
+    "https://\x00/x.csv",
+    "https://[::1/x.csv",
+    "https://127.0.0.1:99999/x.csv",
+    "https://exa mple.com/x.csv",
+    "s3://b\x00/k.csv",
+    "s3://bucket/k\n.csv",
+    "s3://[::1/k.csv",
+    "odbc:DSN=\x00x",
+    "odbc:Driver=SQLite3;Database=/tmp/x\x00.db",
+    "mssql://u@h\x00/db",
+    "mssql://u@[::1/db",
+    "mssql://u@h:99999/db",
+]
+
+
+@pytest.mark.parametrize("source", ODD, ids=[repr(s) for s in ODD])
+def test_odd_paths_and_urls_are_one_printable_line(source, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    cfg = dataclasses.replace(CFG, source=source, s3_endpoint_url="http://127.0.0.1:1")
+    with pytest.raises(SourceError) as error:
+        load(cfg, tmp_path / "downloads")
+    message = str(error.value)
+    assert message.isprintable(), repr(message)
+    assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
+
+
+@pytest.mark.parametrize("path", ["/a%00b.csv", "/x%0d%0a.csv", "/%1b%5b31m.csv"])
+def test_percent_encoded_control_characters_in_a_served_url_are_refused(path, tmp_path):
+    with review_server() as server:
+        server.bodies[path] = make_reviews(20, seed=63).to_csv(index=False).encode()
+        with pytest.raises(SourceError, match="the URL encodes control characters"):
+            load(dataclasses.replace(CFG, source=server.url(path)), tmp_path / "downloads")
+        assert server.requests == []  # refused before any request
+    assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
+
+
+def test_the_ingest_command_says_it_in_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    done = subprocess.run(
+        [sys.executable, "-m", "steps.ingest", "--source", "https://127.0.0.1:1/a\x1b]0;x\x07.csv"],
+        cwd=tmp_path,
+        env=stage_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert not (tmp_path / "data").exists()
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (
+        "error: ingest: https://127.0.0.1:1/a\\x1b]0;x\\x07.csv: the source contains control"
+        " characters (NUL, newline, escape ...): refused; give the path or URL as plain text"
+    )
