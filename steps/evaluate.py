@@ -7,7 +7,8 @@ Loads the model train saved (models/model, as MLflow loads it anywhere) and writ
   rates and `behavioural_checks_passed` (what register tags and promote requires), the model URI;
 - reports/plots/: confusion matrix, ROC and precision-recall curves as PNG, and the data behind
   them as CSV/JSON (confusion.json, predictions.csv, roc.csv, precision_recall.csv) for DVC plots;
-- reports/misclassified.csv: the most confidently wrong test reviews;
+- reports/misclassified.csv: the most confidently wrong test reviews (a review that starts like a
+  spreadsheet formula, with = + - @ or a tab, gets a leading apostrophe: shown as text);
 - reports/behavioural.json: every behavioural case with its score and outcome.
 All of it is logged to the MLflow run (metrics as `test_*`), the files as artifacts.
 """
@@ -29,10 +30,10 @@ from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
 from steps.measure import behavioural, scoring
 from steps.measure.metrics import classification_metrics
-from steps.stage import cli
+from steps.stage import cli, lock
 from steps.stage.config import EvaluateConfig, Params
 from steps.stage.errors import StageError
-from steps.stage.files import atomic_path, read_json, write_json
+from steps.stage.files import atomic_path, read_json, write_csv, write_json
 from steps.stage.paths import (
     BEHAVIOURAL_FILE,
     INGESTED_DIR,
@@ -41,6 +42,7 @@ from steps.stage.paths import (
     MODEL_DIR,
     PLOTS_DIR,
     TRAINED_MODEL_INFO_FILE,
+    VALIDATED_MARKER,
 )
 from steps.tracking import store
 
@@ -77,7 +79,7 @@ def write_plots(labels: np.ndarray, scores: np.ndarray, plots_dir: Path) -> list
     )
     written.append(plots_dir / "confusion.json")
     written.append(
-        _write_csv(
+        write_csv(
             pd.DataFrame({"actual": labels, "predicted": predicted}),
             plots_dir / "predictions.csv",
         )
@@ -97,7 +99,7 @@ def write_plots(labels: np.ndarray, scores: np.ndarray, plots_dir: Path) -> list
     fpr, tpr, _ = roc_curve(truth, scores)
     keep = _thin(len(fpr))
     written.append(
-        _write_csv(pd.DataFrame({"fpr": fpr[keep], "tpr": tpr[keep]}), plots_dir / "roc.csv")
+        write_csv(pd.DataFrame({"fpr": fpr[keep], "tpr": tpr[keep]}), plots_dir / "roc.csv")
     )
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(truth, scores):.4f}")
@@ -109,7 +111,7 @@ def write_plots(labels: np.ndarray, scores: np.ndarray, plots_dir: Path) -> list
     precision, recall, _ = precision_recall_curve(truth, scores)
     keep = _thin(len(precision))
     frame = pd.DataFrame({"recall": recall[keep], "precision": precision[keep]})
-    written.append(_write_csv(frame, plots_dir / "precision_recall.csv"))
+    written.append(write_csv(frame, plots_dir / "precision_recall.csv"))
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot(recall, precision)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test split)")
@@ -126,12 +128,6 @@ def _thin(n: int) -> np.ndarray:
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
     return path
 
 
@@ -156,13 +152,14 @@ def run(
     plots_dir: Path = PLOTS_DIR,
     misclassified_file: Path = MISCLASSIFIED_FILE,
     behavioural_file: Path = BEHAVIOURAL_FILE,
+    marker: Path = VALIDATED_MARKER,
 ) -> dict[str, Any]:
     """The whole stage inside the active MLflow run; returns the report written to metrics_file."""
     if cfg.batch_size < 1:
         raise StageError(f"evaluate.batch_size must be at least 1, got {cfg.batch_size}")
+    frame = dataset.read_validated_split("test", ingested_dir, marker)
     info = read_trained_info(info_file)
     model = load_model(model_dir)
-    frame = dataset.read_split("test", ingested_dir)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
     store.log_config(cfg)
     log.info("scoring %d test reviews with %s", len(reviews), info.get("model_uri"))
@@ -196,7 +193,7 @@ def run(
     }
     written = write_plots(labels, scores, Path(plots_dir))
     written.append(
-        _write_csv(worst_misclassified(frame, scores, cfg.worst_examples), Path(misclassified_file))
+        write_csv(worst_misclassified(frame, scores, cfg.worst_examples), Path(misclassified_file))
     )
     write_json(behavioural_file, checks.to_dict())
     write_json(metrics_file, report)
@@ -209,9 +206,10 @@ def run(
 
 
 def _command(params: Params, cfg: EvaluateConfig, args: argparse.Namespace) -> None:
-    dataset.require_validated()
-    with store.stage_run("evaluate"):
-        run(cfg)
+    with lock.hold("evaluate"):
+        dataset.require_validated()
+        with store.stage_run("evaluate"):
+            run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

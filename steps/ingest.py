@@ -6,8 +6,9 @@ The source may be a local folder or file, an https:// URL, s3://bucket/key or an
 when the source has unlabeled reviews) and `manifest.json`, written as a whole folder atomically;
 when the source has no test split a seeded one is carved (`ingest.test_size`, `ingest.seed`):
 stratified by label, or grouped by movie where the source knows each review's movie, so that no
-movie is on both sides (as in the official split). Output whose content hash already matches is
-left untouched, so re-running on unchanged data changes no file.
+movie is on both sides (as in the official split). Output whose content hash already matches, and
+whose files are still byte for byte those its manifest recorded, is left untouched, so re-running
+on unchanged data changes no file; a damaged, swapped or edited file is written again.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from steps.data.dataset import (
     POSITIVE,
     SPLITS,
     Manifest,
+    changed_files,
     content_hash,
+    file_digests,
     read_manifest,
 )
-from steps.stage import cli
+from steps.stage import cli, lock
 from steps.stage.config import IngestConfig, Params
 from steps.stage.errors import ConfigError, SourceError, StageError
-from steps.stage.files import atomic_dir, write_json
+from steps.stage.files import atomic_dir, sweep_stale, write_json
 from steps.stage.paths import (
     DOWNLOAD_DIR,
     INGESTED_DIR,
@@ -66,6 +69,8 @@ def run(
     if not 0 < cfg.test_size < 1:
         raise ConfigError(f"ingest.test_size must be between 0 and 1, got {cfg.test_size}")
     where = sources.describe(cfg.source)
+    for folder in {Path(out_dir).parent, Path(download_dir)}:
+        sweep_stale(folder)  # litter of an ingest or download that was killed
     log.info("ingesting %s", where)
     loaded = sources.load(cfg, Path(download_dir))
     if loaded.test is None:
@@ -94,18 +99,26 @@ def run(
     out_dir = Path(out_dir)
     existing = _current_manifest(out_dir)
     if existing is not None and existing.content_sha256 == manifest.content_sha256:
-        log.info(
-            "%s already holds this content (sha256 %s, from %s): left untouched",
+        changed = changed_files(existing, out_dir)
+        if not changed:
+            log.info(
+                "%s already holds this content (sha256 %s, from %s): left untouched",
+                out_dir,
+                manifest.content_sha256[:12],
+                existing.source,
+            )
+            return Outcome(existing, written=False, seconds=time.monotonic() - started)
+        log.warning(
+            "%s no longer matches its manifest (%s changed since it was written): writing it again",
             out_dir,
-            manifest.content_sha256[:12],
-            existing.source,
+            ", ".join(changed),
         )
-        return Outcome(existing, written=False, seconds=time.monotonic() - started)
     with atomic_dir(out_dir) as tmp:
         for split, frame in frames.items():
             frame.to_parquet(tmp / SPLITS[split], index=False)
         if unlabeled is not None:
             unlabeled.to_parquet(tmp / UNLABELED_FILE_NAME, index=False)
+        manifest = dataclasses.replace(manifest, files=file_digests(tmp))
         write_json(tmp / MANIFEST_FILE_NAME, manifest.to_dict())
     log.info(
         "wrote %s: train %s rows, test %s rows (%s test split), %s unlabeled, sha256 %s",
@@ -229,8 +242,9 @@ def checksum_for(file_cfg: IngestConfig, cfg: IngestConfig) -> IngestConfig:
 def _command(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> None:
     """Ingest inside the `ingest` MLflow run and log what happened."""
     cfg = checksum_for(params.ingest, cfg)
+    sources.check(cfg.source.strip(), cfg)  # before a run exists to log it in
     out_dir = INGESTED_DIR
-    with store.stage_run("ingest"):
+    with lock.hold("ingest"), store.stage_run("ingest"):
         store.log_config(dataclasses.replace(cfg, source=sources.describe(cfg.source)))
         outcome = run(cfg, out_dir=out_dir, download_dir=DOWNLOAD_DIR)
         manifest = outcome.manifest

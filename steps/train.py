@@ -15,8 +15,9 @@ validation split, and ship it.
    ships, as the published IMDB figures are for models trained on all 25,000 reviews.
 3. Save the model to models/model (atomically, for DVC), log it to the MLflow run, and write
    models/model.json (run id, model URI) for evaluate and register.
-Data that was never ingested or validated is first made by the ingest and validate entry points,
-run as child runs of this one.
+Data that was never ingested or validated, or whose files changed since they were validated, is
+first made (again) by the ingest and validate entry points, run as child runs of this one; the
+train split is then read only if its bytes are those validation passed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE
 from steps.measure.metrics import classification_metrics
 from steps.monitoring.profile import build_profile
-from steps.stage import chain, cli
+from steps.stage import chain, cli, lock
 from steps.stage.config import Params, TrainConfig
 from steps.stage.errors import StageError
 from steps.stage.files import atomic_dir, write_json
@@ -266,16 +267,17 @@ def run(
     model_dir: Path = MODEL_DIR,
     info_file: Path = TRAINED_MODEL_INFO_FILE,
     metrics_file: Path = TRAIN_METRICS_FILE,
+    marker: Path = VALIDATED_MARKER,
 ) -> dict[str, Any]:
     """The whole stage inside the active MLflow run; returns what it wrote to `info_file`."""
     manifest = dataset.read_manifest(ingested_dir)
-    frame = dataset.read_split("train", ingested_dir)
+    frame = dataset.read_validated_split("train", ingested_dir, marker)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].tolist()
     movies = frame[MOVIE_COLUMN].tolist() if MOVIE_COLUMN in frame.columns else None
     unlabeled = usable_unlabeled(
-        dataset.read_unlabeled(ingested_dir),
+        dataset.read_validated_unlabeled(ingested_dir, marker),
         frame,
-        dataset.read_split("test", ingested_dir),
+        dataset.read_validated_split("test", ingested_dir, marker),
         cfg,
         where=str(Path(ingested_dir) / UNLABELED_FILE_NAME),
     )
@@ -333,16 +335,18 @@ def _missing_logged_models_api(exc: MlflowException) -> bool:
 
 
 def ensure_validated_data(params_file: str) -> None:
-    """Run ingest and validate (as child runs) unless validated data is already there."""
-    if dataset.is_validated(INGESTED_DIR, VALIDATED_MARKER):
+    """Run ingest and validate (as child runs) unless the files there are validated ones."""
+    try:
+        dataset.require_validated(INGESTED_DIR, VALIDATED_MARKER)
         return
-    log.info("no validated data in %s: running ingest and validate first", INGESTED_DIR)
+    except StageError as exc:
+        log.info("%s: running ingest and validate first", exc)
     for stage in chain.DATA_STAGES:
         chain.run_entry_point(stage, {"params": params_file})
 
 
 def _command(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None:
-    with store.stage_run("train"):
+    with lock.hold("train"), store.stage_run("train"):
         ensure_validated_data(args.params)
         dataset.require_validated()
         run(cfg)

@@ -7,11 +7,11 @@
 splits stacked (train/test overlap); `expectations/imdb_unlabeled.json` on the unlabeled split
 stacked with test, when the source had unlabeled reviews. Their `{"$PARAMETER": ...}` bounds
 come from params.yaml `validate.*`. Pass: the marker `data/validated.json` records the content,
-suite and bounds that passed, and later stages require it. Fail: every failed expectation is
-printed in plain words, the marker is removed and the stage exits 1. Either way the GX report
-(Data Docs site + result JSON) is written to `reports/validation/` and logged to MLflow. A marker
-that already matches the same content, suites and bounds makes a second run skip GX ("already
-validated").
+suite and bounds that passed, down to the sha256 of each Parquet file, and later stages require
+it. Fail: every failed expectation is printed in plain words, the marker is removed and the stage
+exits 1. Either way the GX report (Data Docs site + result JSON) is written to
+`reports/validation/` and logged to MLflow. A marker that already matches the same content,
+suites and bounds makes a second run skip GX ("already validated").
 """
 
 from __future__ import annotations
@@ -30,24 +30,25 @@ import mlflow
 import pandas as pd
 
 from steps.data.dataset import (
+    FILES,
     LABELS,
     SPLITS,
     UNLABELED,
     Manifest,
     content_hash,
+    load_split,
     marker_record,
     read_manifest,
     read_marker,
-    read_split,
-    read_unlabeled,
     write_marker,
 )
-from steps.stage import cli
+from steps.stage import cli, lock
 from steps.stage.config import Params, ValidateConfig
 from steps.stage.errors import StageError, ValidationFailed
 from steps.stage.files import atomic_dir, sha256_file, write_json
 from steps.stage.paths import (
     INGESTED_DIR,
+    UNLABELED_FILE_NAME,
     VALIDATED_MARKER,
     VALIDATION_REPORT_DIR,
     VALIDATION_RESULT_FILE_NAME,
@@ -121,9 +122,13 @@ def check(
     """
     ingested_dir, marker, report_dir = Path(ingested_dir), Path(marker), Path(report_dir)
     manifest = read_manifest(ingested_dir)
-    frames = {split: read_split(split, ingested_dir) for split in SPLITS}
-    unlabeled = read_unlabeled(ingested_dir)
-    wanted = marker_record(manifest, suites_sha256(cfg), bounds(cfg))
+    loaded = {split: load_split(split, ingested_dir) for split in SPLITS}
+    if (ingested_dir / UNLABELED_FILE_NAME).is_file():
+        loaded[UNLABELED] = load_split(UNLABELED, ingested_dir)
+    unlabeled = loaded[UNLABELED].frame if UNLABELED in loaded else None
+    frames = {split: loaded[split].frame for split in SPLITS}
+    files = {FILES[split]: split_data.sha256 for split, split_data in loaded.items()}
+    wanted = marker_record(manifest, files, suites_sha256(cfg), bounds(cfg))
     data_sha256 = _content_hash_or_none(frames, unlabeled)
     cached = _cached_outcome(wanted, read_marker(marker), data_sha256, report_dir)
     if cached:
@@ -167,7 +172,7 @@ def check(
         )
         write_json(tmp / VALIDATION_RESULT_FILE_NAME, _report(outcome, manifest, wanted, checked))
     if outcome.success:
-        write_marker(manifest, wanted["suite_sha256"], marker, bounds(cfg))
+        write_marker(wanted, marker)
     return outcome
 
 
@@ -281,7 +286,7 @@ def _log_outcome(outcome: Outcome) -> None:
 
 
 def _command(params: Params, cfg: ValidateConfig, args: argparse.Namespace) -> None:
-    with store.stage_run("validate"):
+    with lock.hold("validate"), store.stage_run("validate"):
         store.log_config(cfg)
         outcome = check(cfg)
         _log_outcome(outcome)

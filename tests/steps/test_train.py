@@ -14,7 +14,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from support import make_reviews, make_unlabeled, write_ingested
+from support import make_reviews, make_unlabeled, mark_validated, write_ingested
 
 from steps import train
 from steps.data import dataset
@@ -85,6 +85,7 @@ def test_train_run_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, 
         "model_dir": tmp_path / "models" / "model",
         "info_file": tmp_path / "models" / "model.json",
         "metrics_file": tmp_path / "reports" / "train_metrics.json",
+        "marker": mark_validated(ingested),
     }
     with mlflow.start_run() as run:
         info = train.run(cfg, ingested_dir=ingested, **paths)
@@ -128,7 +129,7 @@ def test_cli_runs_ingest_and_validate_first_when_data_is_missing(
         if entry_point == "ingest":
             write_ingested(INGESTED_DIR, reviews[:400], reviews[400:])
         else:
-            dataset.write_marker(dataset.read_manifest(), "suite", VALIDATED_MARKER)
+            mark_validated(INGESTED_DIR, VALIDATED_MARKER)
         return f"{entry_point}-run"
 
     monkeypatch.setattr(chain, "run_entry_point", data_stage)
@@ -152,9 +153,7 @@ def test_cli_bad_parameter_is_one_error_line(tmp_path, tracking_uri, capsys, for
 def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews, tracking_uri):
     """`mlflow run <project> -e train -P C=0.5 --env-manager local`, then `-e evaluate`."""
     write_ingested(project_copy / INGESTED_DIR, reviews[:400], reviews[400:])
-    dataset.write_marker(
-        dataset.read_manifest(project_copy / INGESTED_DIR), "suite", project_copy / VALIDATED_MARKER
-    )
+    mark_validated(project_copy / INGESTED_DIR, project_copy / VALIDATED_MARKER)
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     mlflow_cli = [
         sys.executable,
@@ -221,11 +220,13 @@ def test_random_validation_split_is_the_stratified_split_train_always_used(with_
         train.validation_split(labels, movies, dataclasses.replace(cfg, val_split="movies"))
 
 
-def _run_paths(tmp_path: Path) -> dict[str, Path]:
+def _run_paths(tmp_path: Path, ingested: Path) -> dict[str, Path]:
+    """train.run's outputs under tmp_path, and the marker of `ingested` (passed validation)."""
     return {
         "model_dir": tmp_path / "models" / "model",
         "info_file": tmp_path / "models" / "model.json",
         "metrics_file": tmp_path / "reports" / "train_metrics.json",
+        "marker": mark_validated(ingested),
     }
 
 
@@ -236,7 +237,7 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
     ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:], unlabeled)
     models = {}
     for use in ("self_training", "none"):
-        paths = _run_paths(tmp_path / use)
+        paths = _run_paths(tmp_path / use, ingested)
         with mlflow.start_run() as run:
             train.run(dataclasses.replace(cfg, unlabeled=use), ingested, **paths)
         models[use] = (paths["model_dir"], MlflowClient().get_run(run.info.run_id).data)
@@ -273,7 +274,7 @@ def test_without_an_unlabeled_split_training_is_labelled_only(
 ):
     ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:])
     with mlflow.start_run():
-        info = train.run(cfg, ingested, **_run_paths(tmp_path))
+        info = train.run(cfg, ingested, **_run_paths(tmp_path, ingested))
     assert info["metrics"]["unlabeled_reviews"] == 0
 
 
@@ -300,7 +301,7 @@ def test_unusable_unlabeled_split_stops_or_falls_back_as_params_say(
     texts = unlabeled(train_part["review"].tolist(), test_part["review"].tolist())
     frame = pd.DataFrame({"review": pd.Series(texts, dtype="str")})
     ingested = write_ingested(tmp_path / "in", train_part, test_part, frame)
-    paths = _run_paths(tmp_path)
+    paths = _run_paths(tmp_path, ingested)
     with mlflow.start_run(), pytest.raises(StageError) as err:
         train.run(cfg, ingested, **paths)
     message = str(err.value)
@@ -320,7 +321,7 @@ def test_unlabeled_none_ignores_even_an_unusable_split(with_movies, cfg, trackin
     ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:], empty)
     with mlflow.start_run():
         info = train.run(
-            dataclasses.replace(cfg, unlabeled="none"), ingested, **_run_paths(tmp_path)
+            dataclasses.replace(cfg, unlabeled="none"), ingested, **_run_paths(tmp_path, ingested)
         )
     assert info["metrics"]["unlabeled_reviews"] == 0
     with pytest.raises(StageError, match="train.unlabeled must be one of"):

@@ -6,7 +6,7 @@ import mlflow
 import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
-from support import write_ingested
+from support import mark_validated, write_ingested
 
 from steps import evaluate, train
 from steps.stage.config import load_params
@@ -18,6 +18,7 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
     # the stratified 5,000-review split (seed 0) the recipe was chosen on serves as the test split
     fit, test = train_test_split(frame, test_size=5000, stratify=frame["sentiment"], random_state=0)
     ingested = write_ingested(tmp_path / "ingested", fit, test)
+    marker = mark_validated(ingested)
     params = load_params()
     model_dir, info_file = tmp_path / "models" / "model", tmp_path / "models" / "model.json"
     with mlflow.start_run():
@@ -27,6 +28,7 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
             model_dir=model_dir,
             info_file=info_file,
             metrics_file=tmp_path / "train_metrics.json",
+            marker=marker,
         )
     with mlflow.start_run():
         report = evaluate.run(
@@ -38,6 +40,7 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
             plots_dir=tmp_path / "plots",
             misclassified_file=tmp_path / "misclassified.csv",
             behavioural_file=tmp_path / "behavioural.json",
+            marker=marker,
         )
     assert info["metrics"]["val_accuracy"] >= 0.90
     assert report["accuracy"] >= 0.90
