@@ -4,6 +4,11 @@
 bare when only one stage has it (`--source`, `--C`) or qualified (`--train.seed`). Each override
 goes to the stage that owns it. Caching is the stages' own business (ingest reuses a verified
 download, validate a matching marker); main just runs them.
+
+Before any stage starts, main checks what it can: the params file, the keys, and that no value it
+would pass on carries a credential (MLflow would log it; steps/stage/chain.py). `--check` does only
+that and exits (`make run` does it before `mlflow run` logs anything). The whole pipeline holds the
+pipeline lock (steps/stage/lock.py): a second pipeline in the same checkout waits or refuses.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import argparse
 import logging
 import sys
 
-from steps.stage import chain, cli
+from steps.stage import chain, cli, lock
 from steps.stage.config import Params, load_params, section_fields
-from steps.stage.errors import ConfigError, StageError
+from steps.stage.errors import ConfigError, CredentialRefused, StageError
 from steps.stage.paths import PARAMS_FILE
+from steps.stage.secrets import find_password, shown
 from steps.tracking import store
 
 log = logging.getLogger(__name__)
@@ -51,14 +57,29 @@ def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
     return routed
 
 
-def run(params_file: str, overrides: dict[str, dict[str, str]]) -> None:
-    """Run every stage of the pipeline in order under one parent run."""
+def check(params_file: str, overrides: dict[str, dict[str, str]]) -> Params:
+    """What can be checked before any stage starts: the params file, the stages overridden,
+    and that no value that would be passed on or logged carries a credential."""
+    params = load_params(params_file)
     unknown_stages = set(overrides) - set(chain.PIPELINE)
     if unknown_stages:
         raise ConfigError(
             f"main parameters: {', '.join(sorted(unknown_stages))} is not a stage of main"
         )
-    with store.stage_run("main"):
+    for stage in chain.PIPELINE:
+        chain.refuse_credentials(stage, overrides.get(stage, {}))
+    if found := find_password(params.ingest.source):
+        raise CredentialRefused(
+            f"{params_file}: ingest.source {shown(params.ingest.source)}: a password in the"
+            f" source is refused ({found}): set the variable ingest.sql_password_env names"
+        )
+    return params
+
+
+def run(params_file: str, overrides: dict[str, dict[str, str]]) -> None:
+    """Run every stage of the pipeline in order under one parent run."""
+    check(params_file, overrides)
+    with lock.hold("main"), store.stage_run("main"):
         for stage in chain.PIPELINE:
             parameters = {"params": params_file, **overrides.get(stage, {})}
             chain.run_entry_point(stage, parameters)
@@ -80,14 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         f" key does and its current value:\n{keys}",
     )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file")
+    parser.add_argument(
+        "--check", action="store_true",
+        help="only check the params file and the overrides (keys, no credentials), run nothing",
+    )  # fmt: skip
     args, rest = parser.parse_known_args(argv)
     try:
         load_params(args.params)  # fail on a bad params file before any stage starts
         overrides = route_overrides(rest)
+        if args.check:
+            check(args.params, overrides)
+            print(f"main: {args.params} and the overrides are fine")
+            return 0
         store.configure()
         run(args.params, overrides)
     except StageError as exc:
-        print(f"error: main: {exc}", file=sys.stderr)
+        cli.report("main", exc)
         return 1
     return 0
 

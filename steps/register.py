@@ -25,7 +25,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 from steps.data import dataset
-from steps.stage import cli
+from steps.stage import cli, lock
 from steps.stage.config import Params, RegisterConfig
 from steps.stage.errors import StageError
 from steps.stage.files import read_json
@@ -150,7 +150,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
-    with store.stage_run("register"):
+    with lock.hold("register"), store.stage_run("register"):
         store.log_config(cfg, prefix="register.")
         version, report = run(cfg)
         mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})

@@ -10,6 +10,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where MLproject lives (for mlflow.run)
 
 PARAMS_FILE = Path("params.yaml")
+PIPELINE_LOCK = Path(".pipeline.lock")  # held by the stage (or main) at work (steps/stage/lock.py)
 
 DATA_DIR = Path("data")
 DOWNLOAD_DIR = DATA_DIR / "downloads"  # verified https downloads, reused by later runs
