@@ -22,6 +22,7 @@ from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
 from steps.stage import cli
 from steps.stage.config import Params, RegisterConfig
 from steps.stage.errors import StageError
+from steps.stage.secrets import shown
 from steps.tracking import registry, store
 
 
@@ -52,7 +53,7 @@ def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> N
     if not args.champion:
         # cli.main has called store.configure(), whose set_experiment exports the id.
         print(
-            f"tracking store {store.safe_uri(mlflow.get_tracking_uri())},"
+            f"tracking store {shown(mlflow.get_tracking_uri())},"
             f" experiment id {MLFLOW_EXPERIMENT_ID.get()}"
         )
     print(run(cfg, champion_only=args.champion))

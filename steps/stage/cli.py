@@ -6,8 +6,9 @@ so `mlflow run . -e train -P C=0.5` (which MLflow turns into `--C 0.5`) and
 `dvc exp run -S train.C=0.5` (which edits params.yaml) reach the same field.
 
 Every entry point's `main(argv)` is `cli.main(<section>, argv, <command>)`: parse, set up logging
-and tracking, run the command, and turn a `StageError` into one `error: <stage>: ...` line on
-stderr and exit code 1, never a traceback.
+and tracking, run the command, and turn a `StageError` (or a tracking server that stopped
+answering) into one `error: <stage>: ...` line on stderr and exit code 1, never a traceback.
+Every log line and error line goes through steps/stage/secrets.py: no credential is shown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
+from steps.stage import secrets
 from steps.stage.config import (
     BOOL_WORDS,
     Params,
@@ -27,7 +31,7 @@ from steps.stage.config import (
     override,
     section_fields,
 )
-from steps.stage.errors import ConfigError, StageError
+from steps.stage.errors import ConfigError, CredentialRefused, StageError, error_line
 from steps.stage.paths import PARAMS_FILE
 from steps.tracking import store
 
@@ -38,10 +42,13 @@ AddArguments = Callable[[argparse.ArgumentParser], None]
 
 # Libraries that narrate at INFO what our own log lines already say.
 _QUIET_LOGGERS = ("alembic", "great_expectations", "botocore", "urllib3", "numexpr", "git")
+# Retries are summed up by the one error line that follows when they run out.
+_SILENT_LOGGERS = ("urllib3.connectionpool",)
 
 
 def setup_logging() -> None:
-    """Plain timestamped log lines on stderr; chatty libraries turned down to warnings."""
+    """Plain timestamped log lines on stderr; chatty libraries turned down to warnings; no
+    credential in any line (ours, MLflow's or another library's)."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -49,6 +56,23 @@ def setup_logging() -> None:
     )
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in _SILENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # MLflow's logger has its own handler and does not propagate to the root one.
+    for handler in logging.getLogger().handlers + logging.getLogger("mlflow").handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message with its credentials hidden (secrets.redact)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = secrets.redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
 
 
 def add_flag(group: Any, name: str, help: str) -> None:
@@ -147,6 +171,14 @@ def _shown(value: Any) -> str:
     return text if text else '""'
 
 
+def report(name: str, error: StageError) -> None:
+    """Print the one error line; a refused credential that `mlflow run` had already logged with
+    this run gets that run deleted, and the line says so."""
+    if isinstance(error, CredentialRefused) and (note := store.discard_run_with_credentials()):
+        error = f"{error}; {note}"
+    print(error_line(name, error), file=sys.stderr)
+
+
 def main(
     section: str,
     argv: list[str] | None,
@@ -168,7 +200,14 @@ def main(
         store.configure()
         command(params, cfg, args)
     except StageError as exc:
-        print(f"error: {name}: {exc}", file=sys.stderr)
+        report(name, exc)
+        return 1
+    except MlflowException as exc:
+        # The tracking server stopped answering mid-stage: one line, as configure() says it.
+        reason = store.unreachable_reason(exc)
+        if reason is None:
+            raise
+        print(error_line(name, f"tracking server {reason}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"error: {name}: interrupted", file=sys.stderr)

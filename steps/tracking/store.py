@@ -14,6 +14,13 @@ Where runs and registered models go (`resolve_target`), first match wins:
 3. Otherwise the local SQLite store above.
 Registered models go to `MLFLOW_REGISTRY_URI` when set; else, when runs go to DagsHub (whose
 hosted MLflow has no Model Registry), to the local SQLite store; else to the tracking store.
+
+Retry budget: MLflow's HTTP client retries a failed request 7 times with exponential backoff
+(about 250 s against a dead server) and waits up to 120 s for each answer. Unless the variables
+are set, `configure()` (every stage) and `shell_exports()` (MLflow's own CLI under `make`) use
+`RETRY_BUDGET` instead: a dead server fails in seconds with one line. Set
+`MLFLOW_HTTP_REQUEST_MAX_RETRIES`, `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` and
+`MLFLOW_HTTP_REQUEST_TIMEOUT` (seconds) to choose another budget.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -31,11 +39,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+from mlflow.environment_variables import (
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    MLFLOW_HTTP_REQUEST_TIMEOUT,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import ARTIFACTS_DIR, PROJECT_ROOT, TRACKING_DB
+from steps.stage.secrets import find_credential, shown
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +58,14 @@ DEFAULT_TRACKING_URI = f"sqlite:///{TRACKING_DB}"
 
 
 DAGSHUB_HOST = "https://dagshub.com"
+
+# MLflow's HTTP retry settings unless set in the environment (module docstring): 3 attempts,
+# about 3 s of backoff in all, 30 s for one answer (an artifact upload included).
+RETRY_BUDGET = {
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES.name: "2",
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.name: "1",
+    MLFLOW_HTTP_REQUEST_TIMEOUT.name: "30",
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,8 @@ def configure() -> str:
     """
     target = resolve_target(os.environ)
     uri = target.tracking_uri
+    for name, value in retry_budget(os.environ).items():
+        os.environ[name] = value  # read per request by MLflow, and inherited by child runs
     if target.username is not None:
         # MLflow reads basic-auth credentials from these per request; children inherit them.
         os.environ["MLFLOW_TRACKING_USERNAME"] = target.username
@@ -117,14 +141,19 @@ def configure() -> str:
     if target.origin != "default":
         log.info(
             "tracking runs at %s (%s), models registered at %s",
-            safe_uri(uri),
+            shown(uri),
             target.origin,
-            safe_uri(target.registry_uri or uri),
+            shown(target.registry_uri or uri),
         )
     try:
         return _set_experiment(uri)
     except MlflowException as exc:
         raise StageError(_explain(exc, target)) from None
+
+
+def retry_budget(env: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's HTTP retry variables: as set in `env`, else `RETRY_BUDGET`."""
+    return {name: env.get(name) or default for name, default in RETRY_BUDGET.items()}
 
 
 def _set_experiment(uri: str) -> str:
@@ -147,7 +176,7 @@ def _set_experiment(uri: str) -> str:
 
 def _explain(exc: MlflowException, target: Target) -> str:
     """One line saying what the tracking server said and which variables to check."""
-    where = f"tracking server {safe_uri(target.tracking_uri)}"
+    where = f"tracking server {shown(target.tracking_uri)}"
     check = (
         "DAGSHUB_USER_TOKEN (and DAGSHUB_USERNAME, if set)"
         if target.username is not None
@@ -158,18 +187,39 @@ def _explain(exc: MlflowException, target: Target) -> str:
         return f"{where} rejected the credentials (HTTP 401): check {check}"
     if status == 403:
         return f"{where} refused access (HTTP 403): the user of {check} lacks permission"
-    first = one_line(exc.message, 300)
-    return f"{where} ({target.origin}) failed: {first}"
+    if unreachable := unreachable_reason(exc):
+        return f"{where} ({target.origin}) {unreachable}"
+    return shown(f"{where} ({target.origin}) failed: {one_line(exc.message, 300)}")
 
 
-def safe_uri(uri: str) -> str:
-    """The URI without any user:password part, for logs and error messages."""
-    parsed = urlparse(uri)
-    if parsed.password is None and parsed.username is None:
-        return uri
-    return parsed._replace(
-        netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")
-    ).geturl()
+_REQUEST_FAILED = re.compile(r"^API request to \S+ failed with exception")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+_STATUS = re.compile(r"too many (\d{3}) error responses")
+
+
+def unreachable_reason(exc: MlflowException) -> str | None:
+    """For a request that never got a usable answer (refused, timed out, unknown host, an error
+    status on every attempt), the words "is unreachable (<why>) after N attempts (...)"; None for
+    any other MLflow error."""
+    message = one_line(exc.message)
+    if not _REQUEST_FAILED.match(message):
+        return None
+    verb = "is unreachable"
+    if errno := _ERRNO.search(message):
+        why = errno.group(1).strip()
+    elif status := _STATUS.search(message):
+        verb, why = "keeps failing", f"HTTP {status.group(1)} on every attempt"
+    elif "timed out" in message.lower() or "timeout" in message.lower():
+        timeout = MLFLOW_HTTP_REQUEST_TIMEOUT
+        why = f"no answer within {timeout.name}={timeout.get()} s"
+    else:
+        why = shown(one_line(message.split(" failed with exception ", 1)[-1], 200))
+    retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    return (
+        f"{verb} ({why}) after {retries + 1} attempts"
+        f" ({MLFLOW_HTTP_REQUEST_MAX_RETRIES.name}={retries}): check the URI and that the server"
+        " is running"
+    )
 
 
 def local_artifact_root(uri: str) -> Path | None:
@@ -212,6 +262,31 @@ def stage_run(stage: str) -> Iterator[mlflow.ActiveRun]:
         yield run
 
 
+def discard_run_with_credentials() -> str | None:
+    """Under `mlflow run`, MLflow has logged every `-P` value with the run before any project
+    code starts. When one carries a credential, end that run as FAILED and delete it, and say so
+    (None when there is no such run)."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    client = MlflowClient()
+    try:
+        params = client.get_run(run_id).data.params
+        if not any(find_credential(value) for value in params.values()):
+            return None
+        # Terminated first: `mlflow run` then leaves the run alone instead of failing on it.
+        client.set_terminated(run_id, "FAILED")
+        client.delete_run(run_id)
+    except MlflowException as exc:
+        log.warning("could not delete run %s: %s", run_id, one_line(exc.message, 200))
+        return None
+    return (
+        f"`mlflow run` had already logged it as a parameter of run {run_id} before any project"
+        f" code ran: that run is now deleted; purge it for good with `mlflow gc --run-ids"
+        f" {run_id}` against the tracking store's database"
+    )
+
+
 def log_config(cfg: Any, prefix: str = "") -> None:
     """Log a stage config's fields as run params.
 
@@ -223,10 +298,10 @@ def log_config(cfg: Any, prefix: str = "") -> None:
 
 
 def log_params(values: Mapping[str, Any]) -> None:
-    """Log params, skipping keys the active run already has."""
+    """Log params (credentials hidden), skipping keys the active run already has."""
     run = mlflow.active_run()
     existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
-    fresh = {k: _param_value(v) for k, v in values.items() if k not in existing}
+    fresh = {k: shown(_param_value(v)) for k, v in values.items() if k not in existing}
     if fresh:
         mlflow.log_params(fresh)
 
@@ -265,6 +340,7 @@ def shell_exports(env: Mapping[str, str]) -> str:
         "MLFLOW_TRACKING_URI": shlex.quote(target.tracking_uri),
         "MLFLOW_REGISTRY_URI": shlex.quote(target.registry_uri or target.tracking_uri),
         "MLFLOW_EXPERIMENT_NAME": shlex.quote(env.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME),
+        **{name: shlex.quote(value) for name, value in retry_budget(env).items()},
     }
     if target.username is not None:
         values["MLFLOW_TRACKING_USERNAME"] = (
