@@ -13,7 +13,8 @@ it beats the champion's `promote.metric` by at least `promote.min_gain`; the fir
 champion if its checks passed. The replaced champion keeps the `previous` alias. Every decision,
 with its reason and both figures, is written as `promotion.*` tags on the candidate version,
 printed, and logged to the stage's run. The registry's aliases are the only state: moving
-`champion` by hand in the MLflow UI is equally valid.
+`champion` by hand in the MLflow UI is equally valid. An alias left pointing at a version that no
+longer exists is removed first (every mode), and the printed summary says so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,10 +33,10 @@ from mlflow.entities.model_registry import ModelVersion
 from steps.data import dataset
 from steps.measure import scoring
 from steps.measure.metrics import classification_metrics
-from steps.stage import cli
+from steps.stage import cli, lock
 from steps.stage.config import Params, PromoteConfig
 from steps.stage.errors import ConfigError, StageError
-from steps.stage.paths import INGESTED_DIR
+from steps.stage.paths import INGESTED_DIR, VALIDATED_MARKER
 from steps.tracking import registry, store
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Decision:
     candidate_value: float | None
     champion_value: float | None
     mode: str  # "auto" or "manual"
+    repairs: tuple[str, ...] = field(default=())  # dangling aliases removed first
 
     def tags(self) -> dict[str, object]:
         return {
@@ -85,7 +87,8 @@ class Decision:
 
     def summary(self) -> str:
         verdict = "PROMOTED" if self.promoted else "REFUSED"
-        return f"version {self.candidate}: {verdict} ({self.mode}): {self.reason}"
+        line = f"version {self.candidate}: {verdict} ({self.mode}): {self.reason}"
+        return _with_repairs(line, self.repairs)
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,28 @@ class Rollback:
     model_name: str
     restored: str
     demoted: str | None
+    repairs: tuple[str, ...] = field(default=())  # dangling aliases removed first
 
     def summary(self) -> str:
-        return (
+        line = (
             f"rolled back: {self.model_name}@{registry.CHAMPION_ALIAS} -> version {self.restored}"
             f" (was {self.demoted or 'unset'}); @{registry.PREVIOUS_ALIAS} removed"
         )
+        return _with_repairs(line, self.repairs)
+
+
+def _with_repairs(line: str, repairs: tuple[str, ...]) -> str:
+    return "\n".join([*(f"repaired: {repair}" for repair in repairs), line])
+
+
+def repair_aliases(model_name: str) -> tuple[str, ...]:
+    """Remove `champion` / `previous` where they name a version that no longer exists."""
+    repairs = []
+    for alias in (registry.CHAMPION_ALIAS, registry.PREVIOUS_ALIAS):
+        if repair := registry.repair_alias(model_name, alias):
+            log.warning("repaired the registry: %s", repair)
+            repairs.append(repair)
+    return tuple(repairs)
 
 
 def decide(
@@ -127,14 +146,16 @@ def decide(
     return False, f"not better enough: {versus}"
 
 
-def load_eval_data(cfg: PromoteConfig, ingested_dir: Path = INGESTED_DIR) -> EvalData:
-    """The evaluation reviews: `eval_data` if set, else the ingested test split."""
+def load_eval_data(
+    cfg: PromoteConfig, ingested_dir: Path = INGESTED_DIR, marker: Path = VALIDATED_MARKER
+) -> EvalData:
+    """The evaluation reviews: `eval_data` if set, else the validated ingested test split."""
     if cfg.eval_data:
         path = Path(cfg.eval_data)
         frame = _read_table(path)
         description = str(path)
     else:
-        frame = dataset.read_split("test", ingested_dir)
+        frame = dataset.read_validated_split("test", ingested_dir, marker)
         description = f"ingested test split ({ingested_dir})"
     missing = [c for c in dataset.COLUMNS if c not in frame.columns]
     if missing:
@@ -182,6 +203,7 @@ def promote(
     model_name: str,
     version: str | None = None,
     ingested_dir: Path = INGESTED_DIR,
+    marker: Path = VALIDATED_MARKER,
 ) -> Decision | None:
     """Challenge @champion with a version (default: the latest); None if it already is champion.
 
@@ -190,6 +212,7 @@ def promote(
     if cfg.metric not in METRICS:
         raise ConfigError(f"promote.metric must be one of {', '.join(METRICS)}, got {cfg.metric!r}")
     manual = version is not None
+    repairs = repair_aliases(model_name)
     if manual:
         candidate = registry.get_version(model_name, version)
     else:
@@ -200,7 +223,9 @@ def promote(
     if champion is not None and str(champion.version) == str(candidate.version):
         return None
 
-    figures = _figures(cfg, model_name, candidate, champion, ingested_dir, required=not manual)
+    figures = _figures(
+        cfg, model_name, candidate, champion, ingested_dir, marker, required=not manual
+    )
     candidate_value, champion_value, data = figures
     checks = candidate.tags.get(registry.CHECKS_TAG)
     if candidate_value is None:  # manual, nothing to measure on
@@ -226,6 +251,7 @@ def promote(
         candidate_value=candidate_value,
         champion_value=champion_value,
         mode="manual" if manual else "auto",
+        repairs=repairs,
     )
     tags = decision.tags()
     tags[f"{TAG_PREFIX}behavioural_checks"] = checks or "not recorded"
@@ -256,11 +282,12 @@ def _figures(
     candidate: ModelVersion,
     champion: ModelVersion | None,
     ingested_dir: Path,
+    marker: Path,
     required: bool,
 ) -> tuple[float | None, float | None, EvalData | None]:
     """Both models' metric on the same reviews; (None, None, None) if optional and impossible."""
     try:
-        data = load_eval_data(cfg, ingested_dir)
+        data = load_eval_data(cfg, ingested_dir, marker)
     except StageError as exc:
         if required:
             raise
@@ -287,10 +314,12 @@ def rollback(model_name: str) -> Rollback:
     `previous` is removed so that a second rollback cannot put back the version just rolled
     back from; promote by hand (`--version N`) to go anywhere else.
     """
+    repairs = repair_aliases(model_name)
     previous = registry.version_by_alias(model_name, registry.PREVIOUS_ALIAS)
     if previous is None:
+        fixed = f" ({'; '.join(repairs)})" if repairs else ""
         raise StageError(
-            f"{model_name} has no @{registry.PREVIOUS_ALIAS} version to roll back to"
+            f"{model_name} has no @{registry.PREVIOUS_ALIAS} version to roll back to{fixed}"
             " (promote a version by hand instead: promote --version N)"
         )
     champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
@@ -313,7 +342,7 @@ def rollback(model_name: str) -> Rollback:
                 f"{ROLLBACK_PREFIX}restored_version": previous.version,
             },
         )
-    return Rollback(model_name, restored, demoted)
+    return Rollback(model_name, restored, demoted, repairs)
 
 
 def run(
@@ -322,6 +351,7 @@ def run(
     version: str | None = None,
     rollback_to_previous: bool = False,
     ingested_dir: Path = INGESTED_DIR,
+    marker: Path = VALIDATED_MARKER,
 ) -> Decision | Rollback | None:
     """Roll back, promote `version` by hand, or challenge @champion with the latest version.
 
@@ -331,7 +361,7 @@ def run(
         raise ConfigError("promote parameters: --rollback goes alone (no --version)")
     if rollback_to_previous:
         return rollback(model_name)
-    return promote(cfg, model_name, version, ingested_dir)
+    return promote(cfg, model_name, version, ingested_dir, marker)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,7 +376,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _command(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> None:
     model_name = params.register.model_name
     version = args.version.strip() if args.version and args.version.strip() else None
-    with store.stage_run("rollback" if args.rollback else "promote"):
+    with lock.hold("promote"), store.stage_run("rollback" if args.rollback else "promote"):
         store.log_config(cfg, prefix="promote.")
         outcome = run(cfg, model_name, version, rollback_to_previous=args.rollback)
         if isinstance(outcome, Rollback):

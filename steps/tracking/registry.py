@@ -75,6 +75,29 @@ def version_by_alias(
         return client.get_model_version_by_alias(name, alias)
 
 
+def repair_alias(name: str, alias: str, client: MlflowClient | None = None) -> str | None:
+    """Remove `alias` when the version it names no longer exists (a deletion that did not finish,
+    an edit of the store); return what was fixed, or None when the alias is sound or absent.
+
+    A dangling alias otherwise makes every lookup of it fail, and with it promote and rollback.
+    """
+    client = client or MlflowClient()
+    model = registered_model(name, client)
+    if model is None or alias not in (model.aliases or {}):
+        return None
+    version = str(model.aliases[alias])
+    try:
+        client.get_model_version(name, version)
+        return None
+    except MlflowException as exc:
+        if exc.error_code != _MISSING:
+            raise StageError(
+                f"registry: read {name} version {version}: {one_line(exc.message)}"
+            ) from None
+    delete_alias(name, alias, client)
+    return f"removed {name}@{alias}: it pointed at version {version}, which no longer exists"
+
+
 def all_versions(name: str, client: MlflowClient | None = None) -> list[ModelVersion]:
     """Every version of a registered model, oldest first (empty when it does not exist)."""
     client = client or MlflowClient()

@@ -7,6 +7,7 @@ on the same reviews in child processes, as it does for the real model.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import mlflow
@@ -15,7 +16,7 @@ import pytest
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
-from support import make_reviews
+from support import make_reviews, mark_validated
 
 from steps import promote, register
 from steps.data.dataset import Manifest
@@ -54,12 +55,22 @@ def ingested(tmp_path) -> Path:
     folder = tmp_path / "ingested"
     folder.mkdir()
     make_reviews(200, seed=3).to_parquet(folder / TEST_FILE_NAME)
+    mark_validated(folder)
     return folder
+
+
+def at(ingested: Path) -> dict[str, Path]:
+    """promote's data arguments for the `ingested` fixture: the folder and its marker."""
+    return {"ingested_dir": ingested, "marker": ingested.parent / "validated.json"}
+
+
+def cfg_of() -> PromoteConfig:
+    return PromoteConfig(metric="accuracy", min_gain=0.002, eval_data="")
 
 
 @pytest.fixture
 def cfg() -> PromoteConfig:
-    return PromoteConfig(metric="accuracy", min_gain=0.002, eval_data="")
+    return cfg_of()
 
 
 def add_version(words: dict, checks_passed: bool = True, data: str = "data-a") -> str:
@@ -109,7 +120,7 @@ def test_decision_rule(candidate, champion, checks, promoted, reason):
 
 def test_first_model_becomes_champion(local_store, ingested, cfg):
     v1 = add_version(STRONG)
-    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    decision = promote.promote(cfg, NAME, **at(ingested))
     assert decision.promoted and decision.champion is None
     assert aliases() == {"champion": v1}
     recorded = tags(v1)
@@ -120,16 +131,16 @@ def test_first_model_becomes_champion(local_store, ingested, cfg):
     assert recorded["promotion.eval_rows"] == "200"
     assert recorded["promotion.eval_data"].startswith("ingested test split")
     assert decision.summary().startswith(f"version {v1}: PROMOTED (auto): first model")
-    assert promote.promote(cfg, NAME, ingested_dir=ingested) is None  # already champion
+    assert promote.promote(cfg, NAME, **at(ingested)) is None  # already champion
 
 
 def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champion(
     local_store, ingested, cfg
 ):
     v1 = add_version(WEAK, data="data-a")
-    promote.promote(cfg, NAME, ingested_dir=ingested)
+    promote.promote(cfg, NAME, **at(ingested))
     v2 = add_version(STRONG, data="data-b")
-    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    decision = promote.promote(cfg, NAME, **at(ingested))
     assert decision.promoted and decision.champion == v1
     assert decision.candidate_value > decision.champion_value + cfg.min_gain
     assert aliases() == {"champion": v2, "previous": v1}
@@ -152,9 +163,9 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     local_store, ingested, cfg
 ):
     v1 = add_version(STRONG)
-    promote.promote(cfg, NAME, ingested_dir=ingested)
+    promote.promote(cfg, NAME, **at(ingested))
     v2 = add_version(WEAK)
-    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    decision = promote.promote(cfg, NAME, **at(ingested))
     assert not decision.promoted
     assert aliases() == {"champion": v1}
     recorded = tags(v2)
@@ -166,7 +177,7 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     assert decision.summary().startswith(f"version {v2}: REFUSED (auto): not better enough")
 
     v3 = add_version(STRONG, checks_passed=False)  # as good as the champion, checks failed
-    assert not promote.promote(cfg, NAME, ingested_dir=ingested).promoted
+    assert not promote.promote(cfg, NAME, **at(ingested)).promoted
     assert aliases() == {"champion": v1}
     assert tags(v3)["promotion.reason"] == "behavioural checks failed"
     assert tags(v3)["promotion.behavioural_checks"] == "failed"
@@ -177,7 +188,7 @@ def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(local_store
     v1 = add_version(STRONG)
     v2 = add_version(WEAK)
     MlflowClient().set_registered_model_alias(NAME, "champion", v1)  # as in the MLflow UI
-    decision = promote.promote(cfg, NAME, version=v2, ingested_dir=ingested)
+    decision = promote.promote(cfg, NAME, version=v2, **at(ingested))
     assert decision.champion == v1  # compared with the alias set by hand
     assert decision.promoted and decision.mode == "manual"
     assert aliases() == {"champion": v2, "previous": v1}
@@ -195,19 +206,19 @@ def test_promote_by_hand_without_evaluation_data_still_promotes(local_store, tmp
 
 def test_promoting_a_version_that_does_not_exist_is_a_clear_error(local_store, ingested, cfg):
     with pytest.raises(StageError, match="no model named 'imdb-sentiment' in the registry"):
-        promote.promote(cfg, NAME, version="1", ingested_dir=ingested)
+        promote.promote(cfg, NAME, version="1", **at(ingested))
     add_version(STRONG)
     with pytest.raises(
         StageError, match=r"imdb-sentiment has no version 7 \(registered versions: 1\)"
     ):
-        promote.promote(cfg, NAME, version="7", ingested_dir=ingested)
+        promote.promote(cfg, NAME, version="7", **at(ingested))
     with pytest.raises(StageError, match="must be a whole number"):
-        promote.promote(cfg, NAME, version="latest", ingested_dir=ingested)
+        promote.promote(cfg, NAME, version="latest", **at(ingested))
 
 
 def test_promote_with_nothing_registered_says_run_register(local_store, ingested, cfg):
     with pytest.raises(StageError, match="no versions of 'imdb-sentiment' registered"):
-        promote.promote(cfg, NAME, ingested_dir=ingested)
+        promote.promote(cfg, NAME, **at(ingested))
 
 
 def test_bad_evaluation_data_is_one_clear_error(local_store, tmp_path, cfg):
@@ -254,3 +265,52 @@ def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
     runs = mlflow.search_runs(filter_string="tags.`promotion.decision` = 'promoted'")
     auto = runs[runs["tags.promotion.candidate_version"] == v2].iloc[0]
     assert auto["metrics.candidate_roc_auc"] > auto["metrics.champion_roc_auc"]
+
+
+def delete_leaving_its_aliases(version: str) -> None:
+    """Delete a version the way MLflow does (marked Deleted_Internal) but leave its aliases
+    behind, as a deletion that did not finish or a hand edit of the store would."""
+    db = MlflowClient().tracking_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE model_versions SET current_stage = 'Deleted_Internal'"
+            " WHERE name = ? AND version = ?",
+            (NAME, int(version)),
+        )
+    with pytest.raises(Exception, match="not found"):
+        MlflowClient().get_model_version_by_alias(NAME, "champion")
+
+
+@pytest.mark.parametrize("how", ["auto", "by hand", "rollback"])
+def test_a_champion_pointing_at_a_deleted_version_is_repaired_by_every_command(
+    local_store, ingested, tmp_path, capsys, how
+):
+    v1, v2, v3 = add_version(WEAK), add_version(STRONG), add_version(STRONG)
+    promote.promote(cfg_of(), NAME, version=v1, **at(ingested))
+    promote.promote(cfg_of(), NAME, version=v2, **at(ingested))
+    assert aliases() == {"champion": v2, "previous": v1}
+    delete_leaving_its_aliases(v2)
+    assert aliases() == {"champion": v2, "previous": v1}  # dangling
+
+    params = str(REPO_ROOT / "params.yaml")
+    eval_path = tmp_path / "fixed.csv"
+    pd.read_parquet(ingested / TEST_FILE_NAME).to_csv(eval_path, index=False)
+    argv = {
+        "auto": ["--params", params, "--eval_data", str(eval_path)],
+        "by hand": ["--params", params, "--eval_data", str(eval_path), "--version", v1],
+        "rollback": ["--params", params, "--rollback"],
+    }[how]
+    assert promote.main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        f"repaired: removed {NAME}@champion: it pointed at version {v2}, which no longer exists"
+    )
+    expected = {
+        "auto": {"champion": v3, "previous": v1},
+        "by hand": {"champion": v1, "previous": v1},
+    }
+    assert aliases() == expected.get(how, {"champion": v1})
+    assert out[1].startswith(
+        {"auto": f"version {v3}: PROMOTED (auto)", "by hand": f"version {v1}: PROMOTED (manual)",
+         "rollback": f"rolled back: {NAME}@champion -> version {v1} (was unset)"}[how]
+    )  # fmt: skip
