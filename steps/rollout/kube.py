@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from steps.stage.errors import StageError, one_line
+from steps.stage.secrets import shown
 
 FIELD_MANAGER = "imdb-sentiment-deploy"  # shows in managedFields: who changed image and selector
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
@@ -80,7 +82,12 @@ class Kube:
 
     @classmethod
     def connect(cls, namespace: str, context: str = "", timeout: float = 30.0) -> Kube:
-        """Load credentials: in-cluster (in a pod, no context given) or kubeconfig ($KUBECONFIG)."""
+        """Load credentials: in-cluster (in a pod, no context given) or kubeconfig ($KUBECONFIG).
+
+        A kubeconfig that is not YAML, or YAML of the wrong shape, is one line naming the file
+        (the client raises whatever its parser met: YAML errors, TypeError, AttributeError...).
+        """
+        where = "the in-cluster service account"
         try:
             if not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 configuration = client.Configuration()
@@ -89,12 +96,24 @@ class Kube:
             else:
                 # Read $KUBECONFIG now: the client reads it once, when it is imported.
                 config_file = os.environ.get("KUBECONFIG") or "~/.kube/config"
+                where = f"kubeconfig {shown(config_file)}"
                 api_client = config.new_client_from_config(
                     config_file=config_file, context=context or None, persist_config=False
                 )
+        except yaml.YAMLError as exc:
+            raise KubeError(
+                f"{where} is not valid YAML ({one_line(exc, 200)}): fix it or point KUBECONFIG at"
+                " another file"
+            ) from None
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            raise KubeError(
+                f"{where} is not a kubeconfig the client can read ({type(exc).__name__}:"
+                f" {one_line(exc, 200)}): check its clusters, contexts and users"
+                " (kubectl config view)"
+            ) from None
         except (ConfigException, OSError) as exc:
             raise KubeError(
-                f"no usable Kubernetes configuration ({one_line(exc)}): set KUBECONFIG,"
+                f"no usable Kubernetes configuration in {where} ({one_line(exc)}): set KUBECONFIG,"
                 " create ~/.kube/config or run in a pod with a service account"
             ) from None
         return cls(api_client, namespace, timeout)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
 
 import pytest
 from deploy_support import K8S_DIR, kustomization_documents
 from mlflow import MlflowClient
-from support import free_port
+from support import free_port, stage_env
 
 from steps import deploy
 from steps.rollout.deployer import (
@@ -422,3 +423,45 @@ def test_api_failures_are_one_line(cluster, ci_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     with pytest.raises(KubeError, match="no usable Kubernetes configuration"):
         Kube.connect(ci_cfg.namespace)
+
+
+MALFORMED_KUBECONFIGS = {
+    "not YAML": "apiVersion: v1\nclusters: [\n",
+    "binary": "\x00\x01\x02 not a kubeconfig",
+    "a list": "- just\n- a list\n",
+    "wrong shapes": "clusters: 5\ncontexts: x\ncurrent-context: a\n",
+    "context not a mapping": "current-context: a\ncontexts:\n- name: a\n  context: 7\n",
+}
+
+
+@pytest.mark.parametrize("text", MALFORMED_KUBECONFIGS.values(), ids=MALFORMED_KUBECONFIGS)
+def test_a_malformed_kubeconfig_is_one_line_naming_the_file(text, tmp_path, monkeypatch):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(text)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(KubeError) as error:
+        Kube.connect("imdb-sentiment")
+    message = str(error.value)
+    assert f"kubeconfig {kubeconfig}" in message and message.isprintable(), message
+
+
+def test_the_deploy_command_says_so_in_one_line(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nclusters: [\n")
+    (tmp_path / "params.yaml").write_text((K8S_DIR.parent / "params.yaml").read_text())
+    env = stage_env(
+        KUBECONFIG=str(kubeconfig), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "steps.deploy", "--dry-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: deploy: kubeconfig {kubeconfig} is not valid YAML (")
+    )
