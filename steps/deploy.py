@@ -3,6 +3,7 @@
     python -m steps.deploy [--dry-run] [--image IMAGE] [--force]   # reconcile once
     python -m steps.deploy --rollback                              # live Service back, at once
     python -m steps.deploy --watch [--max-iterations N]            # follow `champion`
+    python -m steps.deploy --watch --heartbeat /tmp/heartbeat      # ... for a liveness probe
 
 (`mlflow run . -e deploy -P dry_run=true`, `-P rollback=true`, `-P image=...` reach the same
 flags.) The rollout package does the work: the pure planner (steps/rollout/plan.py), the
@@ -15,10 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from steps.rollout.deployer import Deployer
+from steps.rollout.deployer import Deployer, heartbeat
 from steps.rollout.kube import Kube
 from steps.rollout.plan import Plan
 from steps.stage import cli
@@ -75,12 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-iterations", "--max_iterations", dest="max_iterations", type=int, default=None,
         metavar="N", help="with --watch: stop after N registry polls",
     )  # fmt: skip
+    group.add_argument(
+        "--heartbeat", default=None, metavar="FILE",
+        help="touch FILE at start and before every wait (k8s/deployer's liveness probe reads its"
+        " age)",
+    )  # fmt: skip
 
 
 def _command(params: Params, cfg: DeployConfig, args: argparse.Namespace) -> None:
     check_options(rollback=args.rollback, watch=args.watch, image=args.image)  # before connecting
     kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
-    deployer = Deployer(cfg, params.register.model_name, kube, MlflowClient())
+    sleep = heartbeat(Path(args.heartbeat)) if args.heartbeat else time.sleep
+    deployer = Deployer(cfg, params.register.model_name, kube, MlflowClient(), sleep=sleep)
     log.info("cluster %s, namespace %s, model %s", kube.server, cfg.namespace, deployer.model_name)
     options = {
         "dry_run": args.dry_run, "rollback": args.rollback, "watch": args.watch,

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -42,7 +43,7 @@ from steps.rollout.plan import (
 )
 from steps.rollout.smoke import smoke_test
 from steps.stage.config import DeployConfig
-from steps.stage.errors import StageError, one_line
+from steps.stage.errors import StageError, error_line, one_line
 from steps.tracking import registry
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,19 @@ def image_ref(cfg: DeployConfig, version: int) -> str:
     if cfg.image_registry:
         repository = f"{cfg.image_registry.rstrip('/')}/{repository}"
     return f"{repository}:{version}"
+
+
+def heartbeat(path: Path, sleep: Callable[[float], None] = time.sleep) -> Callable[[float], None]:
+    """A `sleep` that first touches `path`: the watcher sleeps between registry polls and while
+    a rollout comes up, so the file's age tells a liveness probe whether the loop still runs."""
+    path = Path(path)
+
+    def beat_then_sleep(seconds: float) -> None:
+        path.touch()
+        sleep(seconds)
+
+    path.touch()
+    return beat_then_sleep
 
 
 class Deployer:
@@ -323,7 +337,7 @@ class Deployer:
             try:
                 champion = self.champion()
             except StageError as exc:
-                print(f"error: deploy: {exc}", file=sys.stderr)
+                print(error_line("deploy", exc), file=sys.stderr)
                 champion = last  # registry unreachable: try again next time
             if champion != last:
                 log.info("champion is %s: reconciling", champion)
@@ -331,7 +345,7 @@ class Deployer:
                     self.reconcile(image=image)
                     error = None
                 except StageError as exc:
-                    print(f"error: deploy: {exc}", file=sys.stderr)
+                    print(error_line("deploy", exc), file=sys.stderr)
                     log.warning("champion %s not deployed; waiting for it to move", champion)
                     error = exc
                 last = champion

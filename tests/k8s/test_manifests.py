@@ -9,10 +9,13 @@ deployer, one `secretGenerator`), which `kustomization_documents` renders the wa
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import shlex
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 
 import kubernetes_validate
@@ -209,7 +212,8 @@ def test_deployer_image_and_arguments():
     assert entrypoint == ["python", "-m", "steps.deploy"]
     (watcher,) = by_kind(kustomization_documents(DEPLOYER_DIR), "Deployment").values()
     args = container(watcher)["args"]
-    assert args == yaml.safe_load(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
+    cmd = yaml.safe_load(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
+    assert args == [*cmd, "--heartbeat", "/tmp/heartbeat"]  # the image's CMD, for the probes
     _, cfg, parsed = cli.parse("deploy", args, deploy.add_arguments)
     assert parsed.watch is True and cfg.build is False
 
@@ -250,3 +254,74 @@ def test_build_command_and_generated_dockerfile_match_the_manifests(
     assert exposed <= ports  # mlflow's Dockerfile exposes nothing today; if it does, it must agree
     # The model is baked in: the pods need no tracking server and no credentials.
     assert (out / "model_dir" / "model" / "MLmodel").is_file()
+
+
+def test_deployer_image_is_pinned_to_the_release(deployer_manifests):
+    """Not `:latest`: the tag is the project version a release builds (or a digest)."""
+    version = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    (watcher,) = by_kind(deployer_manifests, "Deployment").values()
+    image = container(watcher)["image"]
+    assert "@sha256:" in image or image.rsplit(":", 1)[1] == version, image
+    assert not image.endswith(":latest")
+    assert container(watcher).get("imagePullPolicy", "IfNotPresent") == "IfNotPresent"
+    built = re.search(r"docker build .* -t (\S+) \.", (DEPLOYER_DIR / "Dockerfile").read_text())
+    assert built.group(1) == image  # the build command in the Dockerfile makes that image
+
+
+def _probe_command(probe: dict, heartbeat: Path) -> list[str]:
+    return [sys.executable if c == "python" else c.replace("/tmp/heartbeat", str(heartbeat))
+            for c in probe["exec"]["command"]]  # fmt: skip
+
+
+def test_deployer_probes_read_the_heartbeat_the_watcher_writes(deployer_manifests, tmp_path):
+    (watcher,) = by_kind(deployer_manifests, "Deployment").values()
+    c = container(watcher)
+    args = c["args"]
+    heartbeat = Path(args[args.index("--heartbeat") + 1])
+    assert heartbeat.parent.as_posix() in {m["mountPath"] for m in c["volumeMounts"]}
+    assert "readinessProbe" not in c  # it serves nothing
+    # The liveness threshold outlasts the longest wait between beats.
+    liveness = c["livenessProbe"]
+    (threshold,) = map(int, re.findall(r"> (\d+)\)", liveness["exec"]["command"][-1]))
+    assert threshold > max(CFG.watch_interval, CFG.poll_interval, CFG.request_timeout) * 10
+
+    # The probes' commands, run for real against a heartbeat file.
+    local = tmp_path / "heartbeat"
+    startup, alive = _probe_command(c["startupProbe"], local), _probe_command(liveness, local)
+    assert subprocess.run(startup, capture_output=True).returncode != 0  # no beat yet
+    beats: list[float] = []
+    sleep = deployer.heartbeat(local, sleep=beats.append)  # what `--heartbeat` wires in
+    assert subprocess.run(startup, capture_output=True).returncode == 0
+    assert subprocess.run(alive, capture_output=True).returncode == 0
+    stale = time.time() - threshold - 60
+    os.utime(local, (stale, stale))
+    assert subprocess.run(alive, capture_output=True).returncode == 1  # a stuck loop
+    sleep(30.0)  # the watcher's next wait beats again
+    assert beats == [30.0] and subprocess.run(alive, capture_output=True).returncode == 0
+
+
+def test_deployer_network_policy_allows_dns_the_api_server_and_the_tracking_server_only(
+    deployer_manifests,
+):
+    (policy,) = by_kind(deployer_manifests, "NetworkPolicy").values()
+    (watcher,) = by_kind(deployer_manifests, "Deployment").values()
+    selected = policy["spec"]["podSelector"]["matchLabels"].items()
+    assert selected <= watcher["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["metadata"]["namespace"] == CFG.namespace
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == []
+    dns, api_server, tracking = policy["spec"]["egress"]
+    (resolver,) = dns["to"]
+    assert resolver["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert resolver["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
+    for rule, ports in ((api_server, {443, 6443}), (tracking, {443})):
+        (peer,) = rule["to"]
+        assert set(peer) == {"ipBlock"} and peer["ipBlock"]["cidr"].endswith("/32")  # one host
+        assert {p["port"] for p in rule["ports"]} == ports
+        assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
+    example = (DEPLOYER_DIR / ".env.example").read_text()
+    uri = re.search(r"^MLFLOW_TRACKING_URI=(\S+)$", example, re.M).group(1)
+    assert uri.startswith("https://")  # port 443, as the tracking rule allows
