@@ -197,7 +197,7 @@ def test_two_pipelines_started_together_each_register_their_own_model(
         assert content == alone.content_sha256
         assert train_run.data.tags["data_manifest_sha256"] == content
         assert version.tags["data_manifest_sha256"] == content
-        assert stages["register"].data.tags["registered_version"] == version.version
+        assert stages["register"].data.tags["registered_version"] == str(version.version)
         assert train_run.data.metrics["train_reviews"] == alone.rows["train"]
         # The model is the one trained on that data: it learnt that source's marker word.
         model = mlflow.pyfunc.load_model(f"models:/imdb-sentiment/{version.version}")
