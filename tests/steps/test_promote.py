@@ -281,36 +281,45 @@ def delete_leaving_its_aliases(version: str) -> None:
         MlflowClient().get_model_version_by_alias(NAME, "champion")
 
 
-@pytest.mark.parametrize("how", ["auto", "by hand", "rollback"])
-def test_a_champion_pointing_at_a_deleted_version_is_repaired_by_every_command(
-    local_store, ingested, tmp_path, capsys, how
+def test_aliases_pointing_at_deleted_versions_are_repaired_by_every_command(
+    local_store, ingested, tmp_path, capsys
 ):
-    v1, v2, v3 = add_version(WEAK), add_version(STRONG), add_version(STRONG)
-    promote.promote(cfg_of(), NAME, version=v1, **at(ingested))
-    promote.promote(cfg_of(), NAME, version=v2, **at(ingested))
-    assert aliases() == {"champion": v2, "previous": v1}
-    delete_leaving_its_aliases(v2)
-    assert aliases() == {"champion": v2, "previous": v1}  # dangling
-
     params = str(REPO_ROOT / "params.yaml")
     eval_path = tmp_path / "fixed.csv"
     pd.read_parquet(ingested / TEST_FILE_NAME).to_csv(eval_path, index=False)
-    argv = {
-        "auto": ["--params", params, "--eval_data", str(eval_path)],
-        "by hand": ["--params", params, "--eval_data", str(eval_path), "--version", v1],
-        "rollback": ["--params", params, "--rollback"],
-    }[how]
-    assert promote.main(argv) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == (
-        f"repaired: removed {NAME}@champion: it pointed at version {v2}, which no longer exists"
-    )
-    expected = {
-        "auto": {"champion": v3, "previous": v1},
-        "by hand": {"champion": v1, "previous": v1},
-    }
-    assert aliases() == expected.get(how, {"champion": v1})
-    assert out[1].startswith(
-        {"auto": f"version {v3}: PROMOTED (auto)", "by hand": f"version {v1}: PROMOTED (manual)",
-         "rollback": f"rolled back: {NAME}@champion -> version {v1} (was unset)"}[how]
-    )  # fmt: skip
+    fixed = ["--params", params, "--eval_data", str(eval_path)]
+
+    def repaired(*dangling: tuple[str, str]) -> list[str]:
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[: len(dangling)] == [
+            f"repaired: removed {NAME}@{alias}: it pointed at version {v}, which no longer exists"
+            for alias, v in dangling
+        ]
+        return lines[len(dangling) :]
+
+    v1, v2, v3 = add_version(WEAK), add_version(STRONG), add_version(STRONG)
+    promote.promote(cfg_of(), NAME, version=v1, **at(ingested))
+    promote.promote(cfg_of(), NAME, version=v2, **at(ingested))
+    delete_leaving_its_aliases(v2)
+    assert aliases() == {"champion": v2, "previous": v1}  # champion dangles
+
+    assert promote.main(["--params", params, "--rollback"]) == 0
+    (line,) = repaired(("champion", v2))
+    assert line.startswith(f"rolled back: {NAME}@champion -> version {v1} (was unset)")
+    assert aliases() == {"champion": v1}
+
+    promote.promote(cfg_of(), NAME, version=v3, **at(ingested))
+    delete_leaving_its_aliases(v3)
+    capsys.readouterr()
+    assert promote.main([*fixed, "--version", v1]) == 0  # by hand
+    (line,) = repaired(("champion", v3))
+    assert line.startswith(f"version {v1}: PROMOTED (manual)")
+    assert aliases() == {"champion": v1, "previous": v1}
+
+    v4 = add_version(STRONG)
+    delete_leaving_its_aliases(v1)  # champion and previous both dangle
+    capsys.readouterr()
+    assert promote.main(fixed) == 0  # the rule
+    (line,) = repaired(("champion", v1), ("previous", v1))
+    assert line.startswith(f"version {v4}: PROMOTED (auto): first model: no champion yet")
+    assert aliases() == {"champion": v4}
