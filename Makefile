@@ -16,9 +16,10 @@ WITH_TRACKING = exports=$$($(PY) -m steps.models --exports) && eval "$$exports" 
 
 .PHONY: help install run test test-fast lint format bench clean
 
-help: ## list every target with what it does
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+help: ## list every target with what it does (target names in colour on a terminal only)
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-16s%s %s\n", on, $$1, off, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)

@@ -13,7 +13,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 
-from support import PROJECT_FILES, REPO_ROOT
+from support import (
+    PROJECT_FILES,
+    REPO_ROOT,
+    REQUIRE_SHARED_DATA,
+    SQLITE_ODBC_DRIVER,
+    import_system_module,
+    unavailable,
+)
 
 # Environment variables that steer MLflow or our tracking set-up.
 _STEERING_PREFIXES = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
@@ -114,12 +121,8 @@ def shared_aclimdb_archive() -> Path:
 
 
 def _require(path: Path, variable: str) -> None:
-    if path.is_file():
-        return
-    reason = f"real IMDB data not found at {path} (set {variable})"
-    if os.environ.get("IMDB_REQUIRE_SHARED_DATA"):
-        pytest.fail(reason + "; IMDB_REQUIRE_SHARED_DATA is set, so this is an error")
-    pytest.skip(reason)
+    if not path.is_file():
+        unavailable(f"real IMDB data not found at {path} (set {variable})", REQUIRE_SHARED_DATA)
 
 
 @pytest.fixture(scope="session")
@@ -128,11 +131,21 @@ def prometheus_tools() -> dict[str, str]:
     found = {name: shutil.which(name) for name in ("promtool", "prometheus")}
     missing = [name for name, path in found.items() if path is None]
     if missing:
-        reason = (
+        unavailable(
             f"{' and '.join(missing)} not found: install Debian's prometheus package"
-            " (apt-get install prometheus)"
+            " (apt-get install prometheus)",
+            "IMDB_REQUIRE_PROMETHEUS",
         )
-        if os.environ.get("IMDB_REQUIRE_PROMETHEUS"):
-            pytest.fail(reason + "; IMDB_REQUIRE_PROMETHEUS is set, so this is an error")
-        pytest.skip(reason)
     return found
+
+
+@pytest.fixture(scope="session")
+def sqlite_odbc_driver() -> str:
+    """The SQLite ODBC driver's name in unixODBC: skipped naming the apt packages when pyodbc's
+    library or the driver is missing, required in CI."""
+    pyodbc = import_system_module("pyodbc", apt="unixodbc")
+    if SQLITE_ODBC_DRIVER not in pyodbc.drivers():
+        unavailable(
+            f"the {SQLITE_ODBC_DRIVER} ODBC driver is not installed: apt-get install libsqliteodbc"
+        )
+    return SQLITE_ODBC_DRIVER

@@ -8,6 +8,7 @@ real model can learn them, but they are synthetic: no test depends on ../shared.
 from __future__ import annotations
 
 import http.server
+import importlib
 import json
 import os
 import random
@@ -17,8 +18,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pandas as pd
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What an MLflow project needs to run (anything else in the repo is not copied).
@@ -117,6 +121,34 @@ def stage_env(**extra: str) -> dict[str, str]:
     steering = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(steering)}
     return {**env, "PYTHONPATH": str(REPO_ROOT), **extra}
+
+
+# Set by .ci/run: a test whose system package or data is missing fails there instead of skipping.
+REQUIRE_SYSTEM_PACKAGES = "IMDB_REQUIRE_SYSTEM_PACKAGES"
+REQUIRE_SHARED_DATA = "IMDB_REQUIRE_SHARED_DATA"
+SQLITE_ODBC_DRIVER = "SQLite3"  # libsqliteodbc's driver, registered with unixODBC by apt
+
+
+def unavailable(reason: str, required_by: str = REQUIRE_SYSTEM_PACKAGES) -> NoReturn:
+    """Skip (at module level too) for a missing system package or data; fail when `required_by`
+    is set in the environment, as CI sets it, so CI never passes by skipping."""
+    if os.environ.get(required_by):
+        pytest.fail(f"{reason}; {required_by} is set, so this is an error", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def import_system_module(name: str, apt: str) -> ModuleType:
+    """Import a Python module that needs a system library, or skip naming the apt packages.
+
+    Any ImportError counts, not only ModuleNotFoundError: pyodbc installs from a wheel but its
+    import raises `ImportError: libodbc.so.2: cannot open shared object file` without unixODBC,
+    which pytest.importorskip (pytest >= 9) re-raises as a collection error.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        first = " ".join(str(exc).split())
+        unavailable(f"cannot import {name} ({first}): apt-get install {apt}")
 
 
 def free_port() -> int:

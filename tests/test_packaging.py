@@ -5,6 +5,7 @@ environment really builds and runs an entry point with `mlflow run --env-manager
 from __future__ import annotations
 
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -53,8 +54,16 @@ def test_make_help_lists_every_target():
     out = subprocess.run(
         ["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
-    listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines()}
-    assert listed == targets
+    assert "\x1b" not in out  # piped or redirected: plain text
+    assert {line.split()[0] for line in out.splitlines()} == targets
+
+    # On a terminal the target names are coloured.
+    main, child = pty.openpty()
+    with os.fdopen(main, "rb") as terminal:
+        subprocess.run(["make", "-s", "help"], cwd=REPO_ROOT, stdout=child, check=True)
+        os.close(child)
+        shown = terminal.read1(1 << 16).decode()
+    assert "\x1b[36mhelp" in shown
 
 
 @pytest.mark.slow
@@ -90,3 +99,32 @@ def test_conda_yaml_environment_builds_and_runs_an_entry_point_with_uv(
     run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
     assert run.data.tags["mlflow.project.env"] == "uv"
     assert run.info.status == "FINISHED"
+
+
+def run_odbc_tests_without_libodbc(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    """pytest on the ODBC tests where importing pyodbc fails as it does without unixODBC."""
+    fake = tmp_path / "no-libodbc"
+    fake.mkdir(exist_ok=True)
+    (fake / "pyodbc.py").write_text(
+        'raise ImportError("libodbc.so.2: cannot open shared object file: No such file or'
+        ' directory")\n'
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMDB_REQUIRE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+         "tests/steps/test_sources_odbc.py"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**clean, "PYTHONPATH": str(fake), **env},
+    )  # fmt: skip
+
+
+def test_tests_that_need_unixodbc_skip_naming_the_apt_packages_and_ci_requires_them(tmp_path):
+    skipped = run_odbc_tests_without_libodbc(tmp_path)
+    assert skipped.returncode == 0, skipped.stdout[-3000:]
+    assert "error" not in skipped.stdout.splitlines()[-1]
+    assert re.search(r"\d+ skipped", skipped.stdout.splitlines()[-1])
+    assert "libodbc.so.2" in skipped.stdout and "apt-get install unixodbc" in skipped.stdout
+
+    required = run_odbc_tests_without_libodbc(tmp_path, IMDB_REQUIRE_SYSTEM_PACKAGES="1")
+    assert required.returncode == 1, required.stdout[-3000:]
+    assert "IMDB_REQUIRE_SYSTEM_PACKAGES is set, so this is an error" in required.stdout

@@ -96,8 +96,10 @@ def test_cli_bad_input_is_one_error_line_and_no_output(project_copy, tracking_ur
     assert [r.info.status for r in runs] == ["FAILED"] * len(cases)
 
 
-@pytest.mark.skipif(shutil.which("odbcinst") is None, reason="unixODBC is not installed")
-def test_cli_sql_password_from_environment_never_recorded(project_copy, tracking_uri, tmp_path):
+@pytest.mark.odbc
+def test_cli_sql_password_from_environment_never_recorded(
+    project_copy, tracking_uri, tmp_path, sqlite_odbc_driver
+):
     secret = "Tr0ub4dor&3"
     # unixODBC's trace shows what reached the driver manager (it masks the PWD value itself).
     # It ignores a long TraceFile path and cuts logged strings at 128 characters, so the trace
@@ -112,7 +114,7 @@ def test_cli_sql_password_from_environment_never_recorded(project_copy, tracking
         rows = make_reviews(40, seed=52).itertuples(index=False)
         conn.executemany("INSERT INTO reviews VALUES (?, ?)", rows)
     (odbc_ini / "odbcinst.ini").write_text(
-        f"[ODBC]\nTrace=Yes\nTraceFile={trace}\n\n[SQLite3]\nDriver=libsqlite3odbc.so\n"
+        f"[ODBC]\nTrace=Yes\nTraceFile={trace}\n\n[{sqlite_odbc_driver}]\nDriver=libsqlite3odbc.so\n"
     )
     source = f"mssql://reader@localhost/{db}"
     try:
@@ -121,7 +123,7 @@ def test_cli_sql_password_from_environment_never_recorded(project_copy, tracking
             "--source",
             source,
             "--sql_driver",
-            "SQLite3",
+            sqlite_odbc_driver,
             env={"IMDB_SQL_PASSWORD": secret, "ODBCSYSINI": str(odbc_ini)},
         )
         assert result.returncode == 0, result.stderr

@@ -20,12 +20,8 @@ from steps.stage.config import load_params
 from steps.stage.errors import SourceError
 from steps.stage.paths import PROJECT_ROOT
 
-pyodbc = pytest.importorskip("pyodbc", reason="pyodbc needs the system's unixODBC library")
-if "SQLite3" not in pyodbc.drivers():
-    pytest.skip(
-        "the SQLite3 ODBC driver is not installed (apt install libsqliteodbc)",
-        allow_module_level=True,
-    )
+# Skipped naming the apt packages where unixODBC or the driver is missing (required in CI).
+pytestmark = [pytest.mark.odbc, pytest.mark.usefixtures("sqlite_odbc_driver")]
 
 SECRET = "s3cr;t}pw"  # needs ODBC brace quoting
 
