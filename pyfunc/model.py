@@ -1,17 +1,19 @@
 """The MLflow pyfunc: a thin adapter from request data to the fitted Pipeline and back.
 
-What it accepts: a DataFrame with a `text` column of review strings (other columns are ignored),
-a dict {"text": [...]}, a plain list/tuple/array/Series of strings, or one string.
+What it accepts: a DataFrame with a `review` column of review strings (other columns are ignored),
+a dict {"review": [...]}, a plain list/tuple/array/Series of strings, or one string.
 What it answers: a DataFrame with, per review, `label` ("positive"/"negative") and `score`
 (probability of positive, 0..1).
 
-What it checks itself, because it also runs outside the server (in a notebook, a batch job, a
-Spark UDF) where nothing else does: a missing `text` column; values that are not strings
-(null/NaN/None, numbers, lists...); strings that are what MLflow's `{"inputs": [...]}` parser
-makes of a JSON null, number or boolean ("None", "1.5", "True"); a review over
-MAX_REVIEW_CHARS or a call over MAX_CALL_CHARS characters. Each is an `InvalidReviews` error
-(an MlflowException with INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a
-ValueError for in-process callers) that says which row is wrong and what to send instead.
+A string is a review, whatever it says: "10", "None" or "" are scored like any other text. What
+it refuses itself, because it also runs outside the server (in a notebook, a batch job, a Spark
+UDF) where nothing else checks: a missing `review` column; values that are not strings
+(null/NaN/None, numbers, booleans, lists...); a review over MAX_REVIEW_CHARS or a call over
+MAX_CALL_CHARS characters. Each is an `InvalidReviews` error (an MlflowException with
+INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a ValueError for in-process
+callers) that says which row is wrong and what to send instead. Behind `mlflow models serve`,
+only `dataframe_records` and `dataframe_split` bring JSON nulls, numbers and booleans to the model
+as such: MLflow's `inputs`/`instances` parser turns every value into text first (README).
 
 When the environment asks for it (IMDB_METRICS_PORT, IMDB_PREDICTION_LOG: pyfunc/telemetry.py),
 each call is also recorded as Prometheus metrics and a JSON log line; otherwise nothing is.
@@ -37,7 +39,7 @@ from pyfunc.classifier import NO_EVIDENCE
 from pyfunc.pipeline import token_counts
 from pyfunc.telemetry import Telemetry, from_environment, watch
 
-TEXT_COLUMN = "text"
+TEXT_COLUMN = "review"  # the input column: the same name as in the data
 LABELS = ("negative", "positive")
 UNKNOWN_LABEL = "unknown"
 NO_EVIDENCE_SCORE = NO_EVIDENCE
@@ -47,8 +49,6 @@ PROFILE_ARTIFACT = "profile"  # key of the training data profile (JSON) the moni
 # single request can ask for, before any cleaning happens.
 MAX_REVIEW_CHARS = 100_000
 MAX_CALL_CHARS = 5_000_000
-# What MLflow's `inputs` parser (np.array(data, dtype=str)) turns JSON null/NaN/booleans into.
-_STRINGIFIED_NON_TEXT = frozenset({"None", "nan", "NaN", "True", "False"})
 _HOW_TO_SEND = (
     f'send a DataFrame with a "{TEXT_COLUMN}" column of strings, e.g. '
     f'{{"dataframe_records": [{{"{TEXT_COLUMN}": "A great film"}}]}}'
@@ -93,7 +93,7 @@ class SentimentModel(PythonModel):
         )
 
     # No type hints here on purpose: MLflow would read them as the input schema and warn; the
-    # logged signature (text: string -> label, score) is the schema.
+    # logged signature (review: string -> label, score) is the schema.
     def predict(self, context, model_input: pd.DataFrame, params=None):
         """A DataFrame with `label` and `score` per review (see the module docstring)."""
         with watch(self.telemetry) as call:
@@ -169,14 +169,6 @@ def review_texts(model_input: Any) -> list[str]:
 
 def _check_texts(values: Sequence[str]) -> None:
     for i, value in enumerate(values):
-        stripped = value.strip()
-        if stripped in _STRINGIFIED_NON_TEXT or _is_number(stripped):
-            _reject(
-                f"row {i} is {value[:20]!r}, not a review: a JSON null, number or boolean in"
-                ' {"inputs": [...]} reaches the model as this text; every review must be a'
-                f" string of text; {_HOW_TO_SEND}",
-                "not_text",
-            )
         if len(value) > MAX_REVIEW_CHARS:
             _reject(
                 f"row {i} has {len(value):,} characters; the limit is {MAX_REVIEW_CHARS:,} per"
@@ -190,14 +182,6 @@ def _check_texts(values: Sequence[str]) -> None:
             f" {MAX_CALL_CHARS:,} characters per call: split them into smaller batches",
             "call_too_long",
         )
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _describe(value: Any) -> str:

@@ -171,9 +171,7 @@ def run(
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:
-        return model.predict(pd.DataFrame({scoring.TEXT_COLUMN: texts}))["score"].to_numpy(
-            dtype=float
-        )
+        return model.predict(scoring.review_frame(model, texts))["score"].to_numpy(dtype=float)
 
     checks = behavioural.run_checks(score, cfg.min_check_pass_rate)
     for case in behavioural.failures(checks):

@@ -21,18 +21,34 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PyFuncModel
 
 from steps.stage.errors import StageError
 
 log = logging.getLogger(__name__)
 
-# The pyfunc's input column (pyfunc.model.TEXT_COLUMN; a test keeps them equal). Not imported
-# from there: this module is the scoring child, which must import `pyfunc` only from the model
-# it loads, and a package imported first would shadow the model's own copy.
-TEXT_COLUMN = "text"
+# The pyfunc's input column (pyfunc.model.TEXT_COLUMN, the data's review column; a test keeps
+# them equal). Not imported from there: this module is the scoring child, which must import
+# `pyfunc` only from the model it loads, and a package imported first would shadow the model's
+# own copy. Versions logged before the column was renamed read `text`: `input_column` asks each
+# model's signature.
+TEXT_COLUMN = "review"
 OUTPUT_COLUMNS = ("label", "score")  # what the pyfunc returns per review
 CHUNK = 1000  # reviews per predict call in the child (progress granularity)
 _CHILD = f"import sys; from {__name__} import score_in_child; score_in_child(*sys.argv[1:5])"
+
+
+def input_column(model: PyFuncModel) -> str:
+    """The column a loaded model reads reviews from: its signature's one input name (`text` for
+    versions logged before the rename), else TEXT_COLUMN."""
+    schema = model.metadata.get_input_schema()
+    names = schema.input_names() if schema is not None and schema.has_input_names() else []
+    return names[0] if len(names) == 1 else TEXT_COLUMN
+
+
+def review_frame(model: PyFuncModel, texts: Sequence[str]) -> pd.DataFrame:
+    """Reviews as the one-column DataFrame this model's signature asks for."""
+    return pd.DataFrame({input_column(model): list(texts)})
 
 
 def score_models(models: Sequence[tuple[str, str]], texts: list[str]) -> list[pd.DataFrame]:
@@ -91,12 +107,12 @@ def score_in_child(model_dir: str, reviews_path: str, out_path: str, name: str) 
 
     logging.basicConfig(level=logging.WARNING)
     model = mlflow.pyfunc.load_model(model_dir)
-    texts = pd.read_parquet(reviews_path)
+    texts = pd.read_parquet(reviews_path)[TEXT_COLUMN].tolist()
     parts = []
     with tqdm(total=len(texts), unit="review", desc=f"scoring ({name})", file=sys.stderr) as bar:
         for start in range(0, len(texts), CHUNK):
-            chunk = texts.iloc[start : start + CHUNK].reset_index(drop=True)
-            parts.append(pd.DataFrame(model.predict(chunk)))
+            chunk = texts[start : start + CHUNK]
+            parts.append(pd.DataFrame(model.predict(review_frame(model, chunk))))
             bar.update(len(chunk))
     result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=OUTPUT_COLUMNS)
     result.to_parquet(out_path)
@@ -111,7 +127,7 @@ def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarra
     with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
         for start in range(0, len(reviews), batch_size):
             batch = reviews[start : start + batch_size]
-            answer = model.predict(pd.DataFrame({TEXT_COLUMN: batch}))
+            answer = model.predict(review_frame(model, batch))
             scores[start : start + len(batch)] = answer["score"].to_numpy(dtype=float)
             bar.update(len(batch))
     return scores

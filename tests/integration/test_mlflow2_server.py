@@ -110,5 +110,5 @@ def test_main_pipeline_logs_to_an_mlflow2_server_and_registers_locally(
     mlflow.set_tracking_uri(mlflow2_server)
     mlflow.set_registry_uri(local_registry)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    answer = model.predict(pd.DataFrame({"text": ["A superb, moving film."]}))
+    answer = model.predict(pd.DataFrame({"review": ["A superb, moving film."]}))
     assert answer["label"].tolist() == ["positive"]

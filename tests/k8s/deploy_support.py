@@ -26,7 +26,7 @@ MODEL_CODE = textwrap.dedent("""
             self.words = tuple(context.model_config["positive_words"])
 
         def predict(self, context, model_input, params=None):
-            texts = model_input["text"].astype(str).str.lower()
+            texts = model_input["review"].astype(str).str.lower()
             hits = [any(w in t for w in self.words) for t in texts]
             return pd.DataFrame({
                 "label": ["positive" if h else "negative" for h in hits],

@@ -161,7 +161,7 @@ def test_blue_to_green_switch_then_rollback(cluster, registry, model_servers, ci
         == f"/api/v1/namespaces/{ci_cfg.namespace}/services/{PREVIEW}:http/proxy/invocations"
     )
     assert proxy.body == {
-        "dataframe_split": {"columns": ["text"], "data": [[r] for r in ci_cfg.smoke_reviews]}
+        "dataframe_split": {"columns": ["review"], "data": [[r] for r in ci_cfg.smoke_reviews]}
     }
     assert cluster.selector(LIVE)["slot"] == "green" and cluster.selector(PREVIEW)["slot"] == "blue"
     assert cluster.image(GREEN) == v2 and cluster.image(BLUE) == v1

@@ -24,15 +24,15 @@ GOOD, BAD = "A wonderful, brilliant film.", "A dull and dreadful film."
 @pytest.mark.parametrize(
     "given",
     [
-        pd.DataFrame({"text": [GOOD, BAD], "id": [1, 2]}),
-        {"text": [GOOD, BAD]},
+        pd.DataFrame({"review": [GOOD, BAD], "id": [1, 2]}),
+        {"review": [GOOD, BAD]},
         [GOOD, BAD],
         (GOOD, BAD),
         np.array([GOOD, BAD]),
         pd.Series([GOOD, BAD]),
     ],
 )
-def test_accepts_a_text_column_or_a_list_of_strings(model, given):
+def test_accepts_a_review_column_or_a_list_of_strings(model, given):
     answer = model.predict(None, given)
     assert list(answer.columns) == ["label", "score"]
     assert answer["label"].tolist() == ["positive", "negative"]
@@ -45,23 +45,25 @@ def test_one_string_is_one_review(model):
 
 
 def test_empty_and_wordless_reviews_get_the_defined_unknown_answer(model):
-    answer = model.predict(None, pd.DataFrame({"text": ["", "   ", "<br />", GOOD]}))
+    answer = model.predict(None, pd.DataFrame({"review": ["", "   ", "<br />", GOOD]}))
     assert answer["label"].tolist() == ["unknown", "unknown", "unknown", "positive"]
     assert answer["score"].tolist()[:3] == [0.5, 0.5, 0.5]
 
 
 def test_no_rows_give_no_rows(model):
-    answer = model.predict(None, pd.DataFrame({"text": pd.Series([], dtype=object)}))
+    answer = model.predict(None, pd.DataFrame({"review": pd.Series([], dtype=object)}))
     assert len(answer) == 0 and list(answer.columns) == ["label", "score"]
 
 
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        (pd.DataFrame({"review": [GOOD]}), r'no "text" column \(columns: \'review\'\)'),
-        ({"review": [GOOD]}, 'no "text" key'),
-        (pd.DataFrame({"text": [GOOD, None]}), "row 1 is null"),
-        (pd.DataFrame({"text": [np.nan]}), "row 0 is null"),
+        (pd.DataFrame({"text": [GOOD]}), r'no "review" column \(columns: \'text\'\)'),
+        ({"text": [GOOD]}, 'no "review" key'),
+        (pd.DataFrame({"review": [GOOD, None]}), "row 1 is null"),
+        (pd.DataFrame({"review": [np.nan]}), "row 0 is null"),
+        (pd.DataFrame({"review": [GOOD, 10]}), "row 1 is int 10"),
+        (pd.DataFrame({"review": [True]}), "row 0 is bool True"),
         ([GOOD, 42], "row 1 is int 42"),
         ([[GOOD]], "row 0 is list"),
         (42, "cannot read reviews from a int"),
@@ -71,4 +73,13 @@ def test_bad_input_is_an_mlflow_error_saying_what_to_send(model, given, message)
     with pytest.raises(MlflowException, match=message) as raised:
         model.predict(None, given)
     assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
-    assert '"text"' in raised.value.message  # what to send instead
+    assert '"review"' in raised.value.message  # what to send instead
+
+
+@pytest.mark.parametrize("text", ["10", "None", "1.5", "True", "nan", "null"])
+def test_a_string_is_a_review_whatever_it_says(model, text):
+    """Only values that are not strings are refused: "10" or "None" is what someone wrote."""
+    answer = model.predict(None, pd.DataFrame({"review": [text, GOOD]}))
+    assert answer["label"].iloc[1] == "positive"
+    assert answer["label"].iloc[0] in ("positive", "negative", "unknown")
+    assert 0.0 <= answer["score"].iloc[0] <= 1.0

@@ -28,9 +28,9 @@ CHILD = textwrap.dedent(
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
     import mlflow, pandas as pd
     model = mlflow.pyfunc.load_model(sys.argv[1])
-    answer = model.predict(pd.DataFrame({"text": json.loads(sys.argv[2])}))
+    answer = model.predict(pd.DataFrame({"review": json.loads(sys.argv[2])}))
     try:
-        model.predict(pd.DataFrame({"review": ["wrong column"]}))
+        model.predict(pd.DataFrame({"text": ["wrong column"]}))
         wrong_column = "accepted"
     except mlflow.exceptions.MlflowException as exc:
         wrong_column = str(exc)
@@ -79,13 +79,13 @@ def test_logged_model_loads_and_predicts_in_a_fresh_process_without_the_repo(
     assert not any(p == REPO_ROOT or REPO_ROOT in p.parents for p in outside_venv)
     assert str(REPO_ROOT) not in result["pyfunc_file"]  # the copy shipped inside the model
     assert not result["steps_imported"]
-    assert "missing inputs ['text']" in result["wrong_column"]
+    assert "missing inputs ['review']" in result["wrong_column"]
 
 
 def test_logged_model_carries_signature_example_and_pinned_requirements(pipeline, tracking_uri):
     with mlflow.start_run():
         info = packaging.log_model(pipeline, name="model")
-    assert info.signature.inputs.input_names() == ["text"]
+    assert info.signature.inputs.input_names() == ["review"]
     assert info.signature.outputs.input_names() == ["label", "score"]
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     requirements = (local / "requirements.txt").read_text().split()
@@ -94,13 +94,13 @@ def test_logged_model_carries_signature_example_and_pinned_requirements(pipeline
     assert (local / "code" / "pyfunc" / "model.py").is_file()
     assert not (local / "code" / "steps").exists()
     example = json.loads((local / "input_example.json").read_text())
-    assert example["columns"] == ["text"]
+    assert example["columns"] == ["review"]
 
 
 def test_signature_rejects_a_wrong_column_with_a_clear_error(pipeline, tmp_path):
     packaging.save_model(pipeline, tmp_path / "model")
     model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
-    with pytest.raises(MlflowException, match=r"missing inputs \['text'\]"):
-        model.predict(pd.DataFrame({"review": ["A wonderful film."]}))
+    with pytest.raises(MlflowException, match=r"missing inputs \['review'\]"):
+        model.predict(pd.DataFrame({"text": ["A wonderful film."]}))
     with pytest.raises(MlflowException, match="row 0 is null"):
-        model.predict(pd.DataFrame({"text": [None]}))
+        model.predict(pd.DataFrame({"review": [None]}))

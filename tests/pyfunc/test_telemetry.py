@@ -87,9 +87,8 @@ def test_an_error_inside_the_model_is_logged_as_an_error(capfd):
 def test_rejections_carry_a_reason_for_the_metrics(pipeline):
     model = SentimentModel(pipeline)
     cases = {
-        "no_text_column": {"review": ["x"]},
+        "no_text_column": {"text": ["x"]},
         "not_a_string": [1.5],
-        "not_text": ["None"],
         "review_too_long": ["x" * 100_001],
         "unreadable_input": 42,
     }

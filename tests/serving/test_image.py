@@ -35,7 +35,8 @@ sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower(
 import mlflow.pyfunc
 import pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
-out = model.predict(pd.DataFrame({"text": ["A great, wonderful film.", "An awful, boring film."]}))
+reviews = ["A great, wonderful film.", "An awful, boring film."]
+out = model.predict(pd.DataFrame({"review": reviews}))
 files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
 print(json.dumps({
     "labels": list(out["label"]),
@@ -84,7 +85,7 @@ def test_bundle_has_the_model_its_requirements_and_signature(docker_dir):
     model_dir = bundle(docker_dir)
     mlmodel = (model_dir / "MLmodel").read_text()
     assert "python_function" in mlmodel
-    assert '"name": "text"' in mlmodel  # the input signature travels with it
+    assert '"name": "review"' in mlmodel  # the input signature travels with it
     assert (model_dir / "code" / "pyfunc" / "model.py").is_file()
     requirements = (model_dir / "requirements.txt").read_text().splitlines()
     assert "mlflow==3.17.2" in requirements

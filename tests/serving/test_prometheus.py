@@ -41,11 +41,15 @@ GOOD_SINGLE = 24
 GOOD_BATCHES = 8
 BATCH = 3
 BAD = {  # body -> (how many are sent, the reason the model counts)
-    "numbers": ({"inputs": [1, 2]}, 4, "not_text"),
-    "nulls": ({"dataframe_records": [{"text": None}, {"text": "A fine film."}]}, 3, "not_a_string"),
+    "too long": ({"dataframe_records": [{"review": "x" * 100_001}]}, 4, "review_too_long"),
+    "nulls": (
+        {"dataframe_records": [{"review": None}, {"review": "A fine film."}]},
+        3,
+        "not_a_string",
+    ),
 }
 # Refused by MLflow's schema check before the model is called: not counted (a known limit).
-SCHEMA_REFUSED = {"dataframe_records": [{"review": "A fine film."}]}
+SCHEMA_REFUSED = {"dataframe_records": [{"text": "A fine film."}]}
 
 
 def review(i: int) -> str:

@@ -7,9 +7,11 @@ answers correctly after every bad request before it.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
+from support import REPO_ROOT
 
 JSON = {"Content-Type": "application/json"}
 CSV = {"Content-Type": "text/csv"}
@@ -42,10 +44,10 @@ def test_probes_answer_200(server, path):
 @pytest.mark.parametrize(
     "body",
     [
-        {"dataframe_split": {"columns": ["text"], "data": [[r] for r in REVIEWS]}},
-        {"dataframe_records": [{"text": r} for r in REVIEWS]},
+        {"dataframe_split": {"columns": ["review"], "data": [[r] for r in REVIEWS]}},
+        {"dataframe_records": [{"review": r} for r in REVIEWS]},
         {"inputs": REVIEWS},
-        {"inputs": {"text": REVIEWS}},
+        {"inputs": {"review": REVIEWS}},
     ],
     ids=["dataframe_split", "dataframe_records", "inputs-list", "inputs-columns"],
 )
@@ -54,7 +56,7 @@ def test_every_json_format_returns_label_and_score_per_review(server, body):
 
 
 def test_csv_returns_label_and_score_per_review(server):
-    body = "text\n" + "".join(f'"{r}"\n' for r in REVIEWS)
+    body = "review\n" + "".join(f'"{r}"\n' for r in REVIEWS)
     assert_two_reviews_scored(predictions(invoke(server, body, CSV)))
 
 
@@ -92,15 +94,22 @@ def test_json_list_instead_of_object_is_400(server):
     assert "must be a JSON dictionary" in message
 
 
-def test_missing_text_column_is_400_naming_the_column(server):
-    body = {"dataframe_records": [{"review": r} for r in REVIEWS]}
+def test_the_old_text_column_is_400_naming_the_review_column(server):
+    body = {"dataframe_records": [{"text": r} for r in REVIEWS]}
     message = error_message(invoke(server, body), 400)
-    assert "Model is missing inputs ['text']" in message
+    assert "Model is missing inputs ['review']" in message
 
 
-def test_csv_without_text_header_is_400_naming_the_column(server):
-    message = error_message(invoke(server, "review\nA great film.\n", CSV), 400)
-    assert "missing inputs ['text']" in message
+def test_csv_without_review_header_is_400_naming_the_column(server):
+    message = error_message(invoke(server, "text\nA great film.\n", CSV), 400)
+    assert "missing inputs ['review']" in message
+
+
+def test_one_bare_string_in_inputs_is_400_naming_the_column(server):
+    """MLflow turns `{"inputs": "..."}` into a one-cell table without the column name, so the
+    docs show a list, `{"inputs": ["..."]}` (test_docs checks every documented request)."""
+    message = error_message(invoke(server, {"inputs": REVIEWS[0]}), 400)
+    assert "missing inputs ['review']" in message
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
@@ -119,7 +128,7 @@ def test_non_utf8_charset_is_415(server):
 
 @pytest.mark.parametrize("headers", [JSON, CSV], ids=["json", "csv"])
 def test_non_utf8_bytes_are_400(server, headers):
-    body = b'{"inputs": ["caf\xe9"]}' if headers is JSON else b"text\ncaf\xe9\n"
+    body = b'{"inputs": ["caf\xe9"]}' if headers is JSON else b"review\ncaf\xe9\n"
     message = error_message(invoke(server, body, headers), 400)
     assert "UnicodeDecodeError" in message or "UTF-8" in message
 
@@ -127,34 +136,58 @@ def test_non_utf8_bytes_are_400(server, headers):
 @pytest.mark.parametrize(
     "body",
     [
-        {"dataframe_records": [{"text": 1}, {"text": "A great film."}]},
-        {"dataframe_split": {"columns": ["text"], "data": [[2.5], ["A great film."]]}},
-        {"dataframe_records": [{"text": True}]},
-        {"inputs": [1, 2]},
-        {"inputs": [True]},
+        {"dataframe_records": [{"review": 1}, {"review": "A great film."}]},
+        {"dataframe_split": {"columns": ["review"], "data": [[2.5], ["A great film."]]}},
+        {"dataframe_records": [{"review": True}]},
     ],
-    ids=["records-int", "split-float", "records-bool", "inputs-numbers", "inputs-bool"],
+    ids=["records-int", "split-float", "records-bool"],
 )
 def test_numbers_instead_of_text_are_400_saying_send_strings(server, body):
     message = error_message(invoke(server, body), 400)
-    assert "must be a string" in message or "not a review" in message
-    assert "inputs" in message  # says what to send instead
+    assert "must be a string" in message
+    assert "dataframe_records" in message  # says what to send instead
 
 
 @pytest.mark.parametrize(
     ("body", "headers"),
     [
-        ({"dataframe_records": [{"text": None}, {"text": "A great film."}]}, JSON),
-        ({"dataframe_split": {"columns": ["text"], "data": [[None]]}}, JSON),
-        ({"inputs": [None, "A great film."]}, JSON),
-        ('text\n"A great film."\n""\n', CSV),  # pandas reads an empty CSV field as null
+        ({"dataframe_records": [{"review": None}, {"review": "A great film."}]}, JSON),
+        ({"dataframe_split": {"columns": ["review"], "data": [[None]]}}, JSON),
+        ('review\n"A great film."\n""\n', CSV),  # pandas reads an empty CSV field as null
     ],
-    ids=["records", "split", "inputs", "csv-empty-cell"],
+    ids=["records", "split", "csv-empty-cell"],
 )
 def test_nulls_instead_of_text_are_400_naming_the_row(server, body, headers):
     message = error_message(invoke(server, body, headers), 400)
-    assert "null" in message or "None" in message
-    assert "inputs" in message
+    assert "is null" in message
+    assert "dataframe_records" in message
+
+
+@pytest.mark.parametrize("text", ["10", "None", "1.5", "True", "null"])
+@pytest.mark.parametrize("fmt", ["dataframe_records", "dataframe_split", "inputs"])
+def test_a_string_is_a_review_and_is_scored_in_every_format(server, text, fmt):
+    texts = [text, REVIEWS[0]]
+    body = {
+        "dataframe_records": {"dataframe_records": [{"review": t} for t in texts]},
+        "dataframe_split": {
+            "dataframe_split": {"columns": ["review"], "data": [[t] for t in texts]}
+        },
+        "inputs": {"inputs": texts},
+    }[fmt]
+    rows = predictions(invoke(server, body))
+    assert len(rows) == 2 and rows[1]["label"] == "positive"
+    assert rows[0]["label"] in ("positive", "negative", "unknown")
+
+
+def test_inputs_turns_json_null_numbers_and_booleans_into_text_before_the_model(server):
+    """What the README says of `{"inputs": [...]}`: MLflow's parser makes every value a string
+    (np.array(..., dtype=str)), so null, 10 and true are scored as the reviews "None", "10" and
+    "True", exactly like those strings sent in dataframe_records."""
+    stringified = predictions(invoke(server, {"inputs": [None, 10, True]}))
+    as_text = predictions(
+        invoke(server, {"dataframe_records": [{"review": t} for t in ("None", "10", "True")]})
+    )
+    assert stringified == as_text
 
 
 @pytest.mark.parametrize("text", ["", "   ", "<br /><br />"])
@@ -168,7 +201,7 @@ def test_a_review_without_words_gets_the_defined_answer(server, text):
     "body",
     [
         {"inputs": ["x" * 20_000_000]},
-        {"dataframe_records": [{"text": "word " * 4_000_000}]},
+        {"dataframe_records": [{"review": "word " * 4_000_000}]},
         {"inputs": [REVIEWS[0] * 50] * 16_000},  # 20 MB of ordinary-sized reviews
     ],
     ids=["one-20MB-review-inputs", "one-20MB-review-records", "16k-reviews"],
@@ -184,3 +217,21 @@ def test_server_still_answers_correctly_after_bad_requests(server):
     # Runs last in this module: every bad request above has hit the same server by now.
     assert_two_reviews_scored(predictions(invoke(server, {"inputs": REVIEWS})))
     assert server.process.poll() is None
+
+
+def documented_requests() -> list[tuple[str, str]]:
+    """(doc, body) for every `curl .../invocations ... -d '<JSON>'` in the docs."""
+    found = []
+    for doc in sorted(REPO_ROOT.rglob("*.md")):
+        if ".venv" in doc.parts:
+            continue
+        text = doc.read_text()
+        for match in re.finditer(r"/invocations\b[^\n]*(?:\\\n[^\n]*)*?-d '([^']+)'", text):
+            found.append((str(doc.relative_to(REPO_ROOT)), match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "body"), documented_requests())
+def test_every_request_the_docs_show_is_answered(server, doc, body):
+    rows = predictions(invoke(server, body))
+    assert rows and all(set(r) == {"label", "score"} for r in rows), doc

@@ -2,7 +2,9 @@
 
 It scores a review by the share of its words found in `model_config["positive"]` versus
 `model_config["negative"]`, so tests make better or worse models by giving it more or fewer
-words. Logged as code, it loads in any process without this repository.
+words; it reads the column `model_config["column"]` (default `review`; `text` plays a version
+logged before the input column was renamed). Logged as code, it loads in any process without this
+repository.
 """
 
 import mlflow
@@ -14,9 +16,10 @@ class KeywordModel(mlflow.pyfunc.PythonModel):
         config = context.model_config or {}
         self.positive = set(config.get("positive", []))
         self.negative = set(config.get("negative", []))
+        self.column = config.get("column", "review")
 
     def predict(self, context, model_input, params=None):
-        texts = model_input["text"] if isinstance(model_input, pd.DataFrame) else model_input
+        texts = model_input[self.column] if isinstance(model_input, pd.DataFrame) else model_input
         scores = []
         for text in texts:
             words = str(text).lower().replace(".", " ").replace(",", " ").split()

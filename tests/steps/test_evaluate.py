@@ -141,7 +141,7 @@ def test_classification_metrics_by_hand():
 def test_the_steps_side_names_are_the_models():
     # pyfunc never imports steps, and steps.measure.scoring must not import pyfunc (see its
     # comment): the input column and the labels are written on both sides, and must agree.
-    assert scoring.TEXT_COLUMN == pyfunc_model.TEXT_COLUMN
+    assert scoring.TEXT_COLUMN == pyfunc_model.TEXT_COLUMN == dataset.COLUMNS[0]
     assert dataset.LABELS == pyfunc_model.LABELS
 
 

@@ -36,10 +36,11 @@ NEGATIVE = ["awful", "boring", "terrible", "dull", "clumsy", "dreadful", "bad", 
             "pointless", "horrible", "lifeless", "predictable", "weak", "painful"]  # fmt: skip
 STRONG = {"positive": POSITIVE, "negative": NEGATIVE}  # ~100% on make_reviews
 WEAK = {"positive": POSITIVE[:3], "negative": NEGATIVE[:3]}  # ~60%
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "text")]),
-    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
-)
+def signature(column: str = "review") -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", column)]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+    )
 
 
 @pytest.fixture
@@ -73,14 +74,17 @@ def cfg() -> PromoteConfig:
     return cfg_of()
 
 
-def add_version(words: dict, checks_passed: bool = True, data: str = "data-a") -> str:
-    """Log a keyword model and register it through register.register; return the version."""
+def add_version(
+    words: dict, checks_passed: bool = True, data: str = "data-a", column: str = "review"
+) -> str:
+    """Log a keyword model reading `column` and register it through register.register; return
+    the version."""
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(KEYWORD_MODEL),
-            model_config=words,
-            signature=SIGNATURE,
+            model_config={**words, "column": column},
+            signature=signature(column),
             pip_requirements=["mlflow", "pandas"],
         )
     trained = register.TrainedModel(run_id=run.info.run_id, model_uri=info.model_uri)
@@ -157,6 +161,20 @@ def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champio
     assert tags(v1)["rollback.replaced_version"] == v2
     with pytest.raises(StageError, match="no @previous version to roll back to"):
         promote.rollback(NAME)
+
+
+def test_a_champion_logged_before_the_input_column_was_renamed_is_still_scored(
+    local_store, ingested, cfg
+):
+    """Versions logged when the model's input column was `text` stay comparable: each model is
+    sent the column its own signature names."""
+    old = add_version(WEAK, column="text")
+    promote.promote(cfg, NAME, ingested_dir=ingested)
+    new = add_version(STRONG)
+    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    assert decision.promoted and decision.champion == old
+    assert decision.champion_value < 0.8 < decision.candidate_value
+    assert aliases() == {"champion": new, "previous": old}
 
 
 def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_reasons(

@@ -19,7 +19,7 @@ from steps.tracking import store
 KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
 NAME = "imdb-sentiment"
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "text")]),
+    inputs=Schema([ColSpec("string", "review")]),
     outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
 )
 MANIFEST = Manifest(

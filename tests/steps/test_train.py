@@ -94,7 +94,7 @@ def test_train_run_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, 
     assert json.loads(paths["metrics_file"].read_text())["val_accuracy"] > 0.9
     saved = mlflow.pyfunc.load_model(str(paths["model_dir"]))
     logged = mlflow.pyfunc.load_model(info["model_uri"])
-    sample = pd.DataFrame({"text": ["A brilliant, moving film.", "Dreadful and dull."]})
+    sample = pd.DataFrame({"review": ["A brilliant, moving film.", "Dreadful and dull."]})
     assert saved.predict(sample)["label"].tolist() == ["positive", "negative"]
     assert logged.predict(sample).equals(saved.predict(sample))
     data = MlflowClient().get_run(run.info.run_id).data
@@ -175,7 +175,7 @@ def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews,
     assert run.data.params["C"] == "0.5"
     assert run.data.tags["stage"] == "train"
     model = mlflow.pyfunc.load_model(info["model_uri"])
-    assert model.predict(pd.DataFrame({"text": ["A superb film."]}))["label"][0] == "positive"
+    assert model.predict(pd.DataFrame({"review": ["A superb film."]}))["label"][0] == "positive"
     report = json.loads((project_copy / "reports" / "metrics.json").read_text())
     assert report["model_uri"] == info["model_uri"] and report["accuracy"] > 0.9
     assert (project_copy / "reports" / "plots" / "roc.png").is_file()
