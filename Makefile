@@ -7,6 +7,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCE ?=
 
+# The interpreter .venv is built with: `make install PYTHON=python3.13` (default python3). Given
+# explicitly, a .venv of another Python is rebuilt; without it, a working .venv is kept. A .venv
+# that is missing, broken (no pip) or of a Python outside requires-python is rebuilt either way.
+PYTHON ?= python3
+PYTHON_GIVEN := $(filter command line environment,$(origin PYTHON))
+SUPPORTED := $(shell sed -n 's/^requires-python = "\(.*\)"/\1/p' pyproject.toml)
+SYSTEM_PATH := $(PATH)
+BUILDER = $(shell PATH='$(SYSTEM_PATH)' command -v $(PYTHON))
+# Exits with one line unless the Python running it is in requires-python (>=3.N,<3.M).
+PYTHON_CHECK = import sys; lo, hi = (tuple(map(int, b.strip(">=<").split("."))) for b in "$(SUPPORTED)".split(",")); v = sys.version_info[:2]; lo <= v < hi or sys.exit("%s is Python %d.%d; imdb-sentiment needs Python $(SUPPORTED): make install PYTHON=python3.%d" % (sys.executable, v[0], v[1], hi[1] - 1))
+PYTHON_PROBLEM = $(if $(BUILDER),$(shell $(BUILDER) -c '$(PYTHON_CHECK)' 2>&1),$(PYTHON) not found: install it, or make install PYTHON=python3.N (Python $(SUPPORTED)))
+# The stamp holds the venv's Python version: an explicit PYTHON of another version reinstalls.
+WANTED := $(if $(PYTHON_GIVEN),$(shell PATH='$(SYSTEM_PATH)' $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null))
+REINSTALL := $(if $(PYTHON_GIVEN),$(if $(filter $(WANTED),$(shell cat $(STAMP) 2>/dev/null)),,FORCE))
+
 # The venv's bin comes first so `mlflow`, `uvicorn` and `dvc` are the project's own.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # MLflow's own CLI (`mlflow run`, `mlflow models serve`) picks its store before any project code
@@ -14,20 +29,28 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # DagsHub when DAGSHUB_REPO is set) and the experiment and store exist with ./mlartifacts.
 WITH_TRACKING = exports=$$($(PY) -m steps.models --exports) && eval "$$exports" &&
 
-.PHONY: help install run test test-fast lint format bench clean
+.PHONY: help install run test test-fast lint format bench clean FORCE
 
 help: ## list every target with what it does (target names in colour on a terminal only)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; fi; \
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-16s%s %s\n", on, $$1, off, $$2}'
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+$(STAMP): pyproject.toml $(REINSTALL)
+	$(if $(PYTHON_PROBLEM),$(error make install: $(PYTHON_PROBLEM)))
+	@want=$$($(BUILDER) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	have=$$($(PY) -c 'import pip; $(PYTHON_CHECK); print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+	if [ -z "$$have" ] || { [ -n "$(PYTHON_GIVEN)" ] && [ "$$have" != "$$want" ]; }; then \
+		echo "building $(VENV) with $(BUILDER) (Python $$want)"; \
+		rm -rf $(VENV) && $(BUILDER) -m venv $(VENV); \
+	fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@$(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' > $(STAMP)
 
-install: $(STAMP) ## create .venv (if missing) and install the project with its dev tools
+FORCE:
+
+install: $(STAMP) ## create .venv and install the project with its dev tools; PYTHON=python3.13
 
 run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri for other data
 	@# Checked first: `mlflow run` logs every -P value before any project code runs.

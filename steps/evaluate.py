@@ -1,16 +1,22 @@
-"""`evaluate` entry point: score the trained model on the ingested test split.
+"""`evaluate` entry point: score a trained model on the ingested test split.
 
-    python -m steps.evaluate          (mlflow run . -e evaluate; the stage after train in main)
+    python -m steps.evaluate                  (mlflow run . -e evaluate; the stage after train)
+    python -m steps.evaluate --run_id RUN     (-P run_id=RUN: the model a train run logged)
+    python -m steps.evaluate --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/model)
 
-Loads the model train saved (models/model, as MLflow loads it anywhere) and writes:
-- reports/metrics.json: accuracy, F1, precision, recall, ROC AUC, log loss, the behavioural pass
-  rates and `behavioural_checks_passed` (what register tags and promote requires), the model URI;
+By default the model train saved in models/model (loaded as MLflow loads it anywhere); with
+--run_id or --model_uri, the one chosen (e.g. after `make compare`). Writes:
+- reports/metrics.json: accuracy, F1, precision, recall, ROC AUC, log loss and the behavioural
+  pass rates, numbers only (`dvc metrics show`);
+- reports/evaluation.json: which model was evaluated (URI, train run) on which data, and
+  `behavioural_checks_passed` (register refuses a record made for another model);
 - reports/plots/: confusion matrix, ROC and precision-recall curves as PNG, and the data behind
   them as CSV/JSON (confusion.json, predictions.csv, roc.csv, precision_recall.csv) for DVC plots;
 - reports/misclassified.csv: the most confidently wrong test reviews (a review that starts like a
   spreadsheet formula, with = + - @ or a tab, gets a leading apostrophe: shown as text);
 - reports/behavioural.json: every behavioural case with its score and outcome.
-All of it is logged to the MLflow run (metrics as `test_*`), the files as artifacts.
+All of it is logged to the MLflow run (metrics as `test_*`, also linked to the logged model), the
+test split as the run's input dataset, the files as artifacts.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -32,21 +39,22 @@ from steps.measure import behavioural, scoring
 from steps.measure.metrics import classification_metrics
 from steps.stage import cli, lock
 from steps.stage.config import EvaluateConfig, Params
-from steps.stage.errors import StageError
-from steps.stage.files import atomic_path, read_json, write_csv, write_json
+from steps.stage.errors import StageError, one_line
+from steps.stage.files import atomic_path, write_csv, write_json
 from steps.stage.paths import (
     BEHAVIOURAL_FILE,
+    EVALUATION_FILE,
     INGESTED_DIR,
     METRICS_FILE,
     MISCLASSIFIED_FILE,
-    MODEL_DIR,
     PLOTS_DIR,
-    TRAINED_MODEL_INFO_FILE,
     VALIDATED_MARKER,
 )
-from steps.tracking import store
+from steps.tracking import runs, store
 
 log = logging.getLogger(__name__)
+
+CHECKS_PASSED_KEY = behavioural.PASSED_KEY
 
 CURVE_POINTS = 500  # rows kept in roc.csv / precision_recall.csv (enough to draw, small to diff)
 
@@ -131,39 +139,55 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def read_trained_info(info_file: Path = TRAINED_MODEL_INFO_FILE) -> dict[str, Any]:
-    """What train wrote beside the model, or say to run train."""
-    return read_json(info_file, "trained model record", "run the train stage first")
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
 
 
-def load_model(model_dir: Path = MODEL_DIR) -> Any:
-    """The saved pyfunc model, loaded the way any consumer loads it."""
-    if not (Path(model_dir) / "MLmodel").is_file():
-        raise StageError(f"no model at {model_dir}: run the train stage first")
-    return mlflow.pyfunc.load_model(str(model_dir))
+def load_model(location: str | Path) -> Any:
+    """The pyfunc model at a folder (models/model) or MLflow URI, loaded as any consumer would."""
+    if not urlparse(str(location)).scheme:  # a folder, not models:/... or runs:/...
+        if not (Path(location) / "MLmodel").is_file():
+            raise StageError(f"no model at {location}: run the train stage first")
+        return mlflow.pyfunc.load_model(str(location))
+    try:
+        return mlflow.pyfunc.load_model(str(location))
+    except Exception as exc:  # MlflowException, OSError...: one line either way
+        raise StageError(f"cannot load {location}: {one_line(exc, 300)}") from None
 
 
 def run(
     cfg: EvaluateConfig,
+    model: runs.TrainedModel,
     ingested_dir: Path = INGESTED_DIR,
-    model_dir: Path = MODEL_DIR,
-    info_file: Path = TRAINED_MODEL_INFO_FILE,
     metrics_file: Path = METRICS_FILE,
+    evaluation_file: Path = EVALUATION_FILE,
     plots_dir: Path = PLOTS_DIR,
     misclassified_file: Path = MISCLASSIFIED_FILE,
     behavioural_file: Path = BEHAVIOURAL_FILE,
     marker: Path = VALIDATED_MARKER,
 ) -> dict[str, Any]:
-    """The whole stage inside the active MLflow run; returns the report written to metrics_file."""
+    """The whole stage inside the active MLflow run; returns the record written to
+    evaluation_file (what was evaluated, the behavioural verdict) with the metrics under
+    `metrics` (metrics_file: numbers only, for `dvc metrics show`)."""
     if cfg.batch_size < 1:
         raise StageError(f"evaluate.batch_size must be at least 1, got {cfg.batch_size}")
+    loaded = load_model(model.location)
+    manifest = dataset.read_manifest(ingested_dir)
     frame = dataset.read_validated_split("test", ingested_dir, marker)
-    info = read_trained_info(info_file)
-    model = load_model(model_dir)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
     store.log_config(cfg)
-    log.info("scoring %d test reviews with %s", len(reviews), info.get("model_uri"))
-    scores = scoring.predict_scores(model, reviews, cfg.batch_size)
+    if model.data_sha256 not in (None, manifest.content_sha256):
+        log.warning(
+            "%s was trained on other data (manifest %s) than this test split's (%s): its figures"
+            " are optimistic if that data overlaps these reviews",
+            model.model_uri, model.data_sha256, manifest.content_sha256,
+        )  # fmt: skip
+    test_data = dataset.as_mlflow_dataset(frame, manifest, "test", ingested_dir)
+    mlflow.log_input(test_data, "test")
+    log.info("scoring %d test reviews with %s", len(reviews), model.model_uri)
+    scores = scoring.predict_scores(loaded, reviews, cfg.batch_size)
     metrics = classification_metrics(labels, scores)
     log.info(
         "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",
@@ -171,7 +195,7 @@ def run(
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:
-        return model.predict(scoring.review_frame(model, texts))["score"].to_numpy(dtype=float)
+        return loaded.predict(scoring.review_frame(loaded, texts))["score"].to_numpy(dtype=float)
 
     checks = behavioural.run_checks(score, cfg.min_check_pass_rate)
     for case in behavioural.failures(checks):
@@ -182,36 +206,50 @@ def run(
         ", ".join(f"{k} {v:.0%}" for k, v in checks.pass_rates.items()),
     )
     check_metrics = checks.metrics()
-    report = {
-        **metrics,
-        **{k: v for k, v in check_metrics.items() if k != "behavioural_checks_passed"},
-        "behavioural_checks_passed": checks.passed,
-        "model_uri": info.get("model_uri"),
-        "train_run_id": info.get("run_id"),
+    numbers = {**metrics, **{k: v for k, v in check_metrics.items() if k != CHECKS_PASSED_KEY}}
+    record = {
+        CHECKS_PASSED_KEY: checks.passed,
+        "model_uri": model.model_uri,
+        "model_id": model.model_id,
+        "train_run_id": model.run_id,
+        "data_manifest_sha256": manifest.content_sha256,
     }
     written = write_plots(labels, scores, Path(plots_dir))
     written.append(
         write_csv(worst_misclassified(frame, scores, cfg.worst_examples), Path(misclassified_file))
     )
     write_json(behavioural_file, checks.to_dict())
-    write_json(metrics_file, report)
-    written += [Path(behavioural_file), Path(metrics_file)]
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | check_metrics)
-    mlflow.set_tag("behavioural_checks", "passed" if checks.passed else "failed")
+    write_json(metrics_file, numbers)
+    write_json(evaluation_file, record)
+    written += [Path(behavioural_file), Path(metrics_file), Path(evaluation_file)]
+    test_metrics = {f"test_{k}": v for k, v in metrics.items()}
+    if model.model_id is not None:  # shown on the model's page too, against the test reviews
+        mlflow.log_metrics(test_metrics, model_id=model.model_id, dataset=test_data)
+    else:
+        mlflow.log_metrics(test_metrics)
+    mlflow.log_metrics(check_metrics)
+    mlflow.set_tags(
+        {
+            "behavioural_checks": "passed" if checks.passed else "failed",
+            "evaluated_model_uri": model.model_uri,
+            "train_run_id": model.run_id,
+        }
+    )
     for path in written:
         mlflow.log_artifact(str(path), artifact_path="evaluation")
-    return report
+    return {**record, "metrics": numbers}
 
 
 def _command(params: Params, cfg: EvaluateConfig, args: argparse.Namespace) -> None:
     with lock.hold("evaluate"):
         dataset.require_validated()
+        model = runs.choose(args.run_id, args.model_uri)
         with store.stage_run("evaluate"):
-            run(cfg)
+            run(cfg, model)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main("evaluate", argv, _command)
+    return cli.main("evaluate", argv, _command, cli.add_model_choice)
 
 
 if __name__ == "__main__":

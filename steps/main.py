@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
+
+import mlflow
+from mlflow.tracking import MlflowClient
 
 from steps.stage import chain, cli, lock
-from steps.stage.config import Params, load_params, section_fields
+from steps.stage.config import Params, TrainConfig, load_params, section_fields
 from steps.stage.errors import ConfigError, CredentialRefused, StageError
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.secrets import find_password, shown
@@ -76,14 +80,51 @@ def check(params_file: str, overrides: dict[str, dict[str, str]]) -> Params:
     return params
 
 
-def run(params_file: str, overrides: dict[str, dict[str, str]]) -> None:
-    """Run every stage of the pipeline in order under one parent run."""
+def run(params_file: str, overrides: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Run every stage of the pipeline in order under one parent run, then give the parent run
+    the figures one row of a comparison needs; returns the child run id of each stage."""
     check(params_file, overrides)
+    children = {}
     with lock.hold("main"), store.stage_run("main"):
         for stage in chain.PIPELINE:
             parameters = {"params": params_file, **overrides.get(stage, {})}
-            chain.run_entry_point(stage, parameters)
+            children[stage] = chain.run_entry_point(stage, parameters)
+        roll_up(children)
     log.info("pipeline finished: %s", " -> ".join(chain.PIPELINE))
+    return children
+
+
+# What the main run carries of its children: the recipe and data, validation and test figures,
+# the behavioural pass rates, and what was registered and decided.
+ROLLED_UP_METRICS = ("val_", "test_", "behavioural_", "train_seconds", "model_size_mb")
+ROLLED_UP_TAGS = {
+    "train": (store.DATA_TAG, store.SOURCE_TAG),
+    "register": ("registered_version",),
+    "promote": ("promotion.decision", "promotion.reason"),
+}
+
+
+def roll_up(children: Mapping[str, str], client: MlflowClient | None = None) -> None:
+    """Copy the children's key params, metrics and tags onto the active (main) run."""
+    client = client or MlflowClient()
+    found = {stage: client.get_run(run_id) for stage, run_id in children.items()}
+    recipe = section_fields(TrainConfig)
+    params = {k: v for k, v in found["train"].data.params.items() if k in recipe}
+    store.log_params(params)
+    metrics = {
+        k: v
+        for stage in ("train", "evaluate")
+        for k, v in found[stage].data.metrics.items()
+        if k.startswith(ROLLED_UP_METRICS)
+    }
+    mlflow.log_metrics(metrics)
+    tags = {
+        key: found[stage].data.tags[key]
+        for stage, keys in ROLLED_UP_TAGS.items()
+        for key in keys
+        if key in found[stage].data.tags
+    }
+    mlflow.set_tags(tags)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@
     python -m steps.models --champion   # only the champion's version number (make image)
     python -m steps.models --exports    # `export` lines for MLflow's own CLI (make serve, make run)
 
-`mlflow run . -e models` prints the table. `--exports` prints the environment that points
+`mlflow run . -e models` prints the table. The table and --champion first record a champion set
+by hand since the tools last looked (steps/tracking/champion.py), so `make rollback` can return
+to the version that served before it. `--exports` prints the environment that points
 `mlflow run` and `mlflow models serve` at the store and registry the stages use (local SQLite,
 DagsHub or any MLflow server; see steps/tracking/store.py), creating the local store on first use;
 secrets appear as references to the variables that hold them, never as values.
@@ -23,17 +25,21 @@ from steps.stage import cli
 from steps.stage.config import Params, RegisterConfig
 from steps.stage.errors import StageError
 from steps.stage.secrets import shown
-from steps.tracking import registry, store
+from steps.tracking import champion, registry, store
 
 
 def run(cfg: RegisterConfig, champion_only: bool = False) -> str:
-    """The registry table, or with `champion_only` the champion's version number."""
+    """The registry table, or with `champion_only` the champion's version number.
+
+    A champion set by hand since the tools last looked is recorded first (tracking/champion.py).
+    """
+    champion.notice(cfg.model_name, by="models")
     if not champion_only:
         return registry.describe(cfg.model_name)
-    champion = registry.version_by_alias(cfg.model_name, registry.CHAMPION_ALIAS)
-    if champion is None:
+    current = registry.version_by_alias(cfg.model_name, registry.CHAMPION_ALIAS)
+    if current is None:
         raise StageError(f"{cfg.model_name} has no @{registry.CHAMPION_ALIAS}: run promote first")
-    return str(champion.version)
+    return str(current.version)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,11 +10,13 @@ split, or `promote.eval_data`), each in its own process with the code it was log
 recorded at registration time come from whatever data each model was evaluated on and are not
 comparable. The candidate becomes `champion` only if its registered behavioural checks passed and
 it beats the champion's `promote.metric` by at least `promote.min_gain`; the first model becomes
-champion if its checks passed. The replaced champion keeps the `previous` alias. Every decision,
-with its reason and both figures, is written as `promotion.*` tags on the candidate version,
-printed, and logged to the stage's run. The registry's aliases are the only state: moving
-`champion` by hand in the MLflow UI is equally valid. An alias left pointing at a version that no
-longer exists is removed first (every mode), and the printed summary says so.
+champion if its checks passed. The replaced champion keeps the `previous` alias. Every decision
+is printed, logged to the stage's run, tagged on the candidate (`promotion.decision` and both
+figures, which `make models` shows) and added, with its reason and the evaluation data, to the
+candidate's card (its description). The registry's aliases are the only state: moving `champion`
+by hand in the MLflow UI is equally valid, and is noticed and recorded first (so a rollback
+returns to the version that served before; steps/tracking/champion.py). An alias left pointing
+at a version that no longer exists is removed first (every mode), and the printed summary says so.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import argparse
 import logging
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -37,12 +38,9 @@ from steps.stage import cli, lock
 from steps.stage.config import Params, PromoteConfig
 from steps.stage.errors import ConfigError, StageError
 from steps.stage.paths import INGESTED_DIR, VALIDATED_MARKER
-from steps.tracking import registry, store
+from steps.tracking import cards, champion, registry, store
 
 log = logging.getLogger(__name__)
-
-TAG_PREFIX = registry.PROMOTION_TAG_PREFIX
-ROLLBACK_PREFIX = registry.ROLLBACK_TAG_PREFIX
 
 
 # The metrics of steps.measure.metrics promotion can decide on: every one is "higher is better".
@@ -74,15 +72,11 @@ class Decision:
     repairs: tuple[str, ...] = field(default=())  # dangling aliases removed first
 
     def tags(self) -> dict[str, object]:
+        """What `make models` shows of the latest decision; the rest goes on the card."""
         return {
-            f"{TAG_PREFIX}decision": "promoted" if self.promoted else "refused",
-            f"{TAG_PREFIX}reason": self.reason,
-            f"{TAG_PREFIX}mode": self.mode,
-            f"{TAG_PREFIX}metric": self.metric,
-            f"{TAG_PREFIX}candidate_value": self.candidate_value,
-            f"{TAG_PREFIX}champion_value": self.champion_value,
-            f"{TAG_PREFIX}champion_version": self.champion,
-            f"{TAG_PREFIX}decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            registry.DECISION_TAG: "promoted" if self.promoted else "refused",
+            registry.CANDIDATE_VALUE_TAG: self.candidate_value,
+            registry.CHAMPION_VALUE_TAG: self.champion_value,
         }
 
     def summary(self) -> str:
@@ -219,12 +213,13 @@ def promote(
         candidate = registry.latest_version(model_name)
         if candidate is None:
             raise StageError(f"no versions of {model_name!r} registered: run register first")
-    champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
-    if champion is not None and str(champion.version) == str(candidate.version):
+    champion.notice(model_name, by="promote")
+    current = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
+    if current is not None and str(current.version) == str(candidate.version):
         return None
 
     figures = _figures(
-        cfg, model_name, candidate, champion, ingested_dir, marker, required=not manual
+        cfg, model_name, candidate, current, ingested_dir, marker, required=not manual
     )
     candidate_value, champion_value, data = figures
     checks = candidate.tags.get(registry.CHECKS_TAG)
@@ -237,14 +232,14 @@ def promote(
             champion_value,
             checks,
             cfg.min_gain,
-            str(champion.version) if champion else None,
+            str(current.version) if current else None,
         )
         if manual:
             rule = "would also promote" if promoted else "would refuse"
             promoted, reason = True, f"promoted by hand; the automatic rule {rule}: {reason}"
     decision = Decision(
         candidate=str(candidate.version),
-        champion=str(champion.version) if champion else None,
+        champion=str(current.version) if current else None,
         promoted=promoted,
         reason=reason,
         metric=cfg.metric,
@@ -253,26 +248,23 @@ def promote(
         mode="manual" if manual else "auto",
         repairs=repairs,
     )
-    tags = decision.tags()
-    tags[f"{TAG_PREFIX}behavioural_checks"] = checks or "not recorded"
-    tags[f"{TAG_PREFIX}min_gain"] = cfg.min_gain
+    details = [decision.summary(), f"min_gain {cfg.min_gain:g}"]
     if data is not None:
-        tags[f"{TAG_PREFIX}eval_data"] = data.description
-        tags[f"{TAG_PREFIX}eval_rows"] = len(data.texts)
-        tags[f"{TAG_PREFIX}eval_sha256"] = data.sha256
-    champion_data = champion.tags.get(registry.DATA_TAG) if champion else None
-    if champion is not None and champion_data != candidate.tags.get(registry.DATA_TAG):
+        details.append(f"on {data.description} ({len(data.texts):,} reviews, {data.sha256[:12]})")
+    champion_data = current.tags.get(registry.DATA_TAG) if current else None
+    if current is not None and champion_data != candidate.tags.get(registry.DATA_TAG):
         # Both are scored on this split, but the champion may have trained on some of it.
         note = (
-            f"champion v{champion.version} was trained on other data"
+            f"champion v{current.version} was trained on other data"
             f" (manifest {champion_data or 'unknown'}): if that data overlaps the evaluation"
             " reviews its figure is optimistic, which only makes promotion harder"
         )
-        tags[f"{TAG_PREFIX}note"] = note
+        details.append(note)
         log.warning("%s", note)
-    registry.set_version_tags(model_name, candidate.version, tags)
+    registry.set_version_tags(model_name, candidate.version, decision.tags())
+    cards.add_history(model_name, candidate.version, "; ".join(details))
     if promoted:
-        _crown(model_name, decision.candidate, champion)
+        champion.crown(model_name, decision.candidate, current, why=decision.summary())
     return decision
 
 
@@ -299,22 +291,16 @@ def _figures(
     return values[0], (values[1] if champion is not None else None), data
 
 
-def _crown(model_name: str, version: str, old: ModelVersion | None) -> None:
-    """champion -> version; the old champion keeps `previous` (set first: never no champion)."""
-    if old is not None:
-        registry.set_alias(model_name, registry.PREVIOUS_ALIAS, old.version)
-        registry.set_version_tags(model_name, old.version, {f"{TAG_PREFIX}replaced_by": version})
-    registry.set_alias(model_name, registry.CHAMPION_ALIAS, version)
-    log.info("%s@%s -> version %s", model_name, registry.CHAMPION_ALIAS, version)
-
-
 def rollback(model_name: str) -> Rollback:
     """Move `champion` back to `previous`, then drop `previous`; return (restored, demoted).
 
-    `previous` is removed so that a second rollback cannot put back the version just rolled
-    back from; promote by hand (`--version N`) to go anywhere else.
+    A champion set by hand since the tools last looked is noticed first, so `previous` is the
+    version that served before it. `previous` is removed afterwards so that a second rollback
+    cannot put back the version just rolled back from; promote by hand (`--version N`) to go
+    anywhere else.
     """
     repairs = repair_aliases(model_name)
+    champion.notice(model_name, by="rollback")
     previous = registry.version_by_alias(model_name, registry.PREVIOUS_ALIAS)
     if previous is None:
         fixed = f" ({'; '.join(repairs)})" if repairs else ""
@@ -322,26 +308,15 @@ def rollback(model_name: str) -> Rollback:
             f"{model_name} has no @{registry.PREVIOUS_ALIAS} version to roll back to{fixed}"
             " (promote a version by hand instead: promote --version N)"
         )
-    champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
-    demoted = str(champion.version) if champion else None
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    registry.set_alias(model_name, registry.CHAMPION_ALIAS, previous.version)
-    registry.delete_alias(model_name, registry.PREVIOUS_ALIAS)
-    registry.set_version_tags(
-        model_name,
-        previous.version,
-        {f"{ROLLBACK_PREFIX}restored_at": now, f"{ROLLBACK_PREFIX}replaced_version": demoted},
-    )
+    current = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
+    demoted = str(current.version) if current else None
     restored = str(previous.version)
+    registry.set_alias(model_name, registry.CHAMPION_ALIAS, restored)
+    champion.record(model_name, restored)
+    registry.delete_alias(model_name, registry.PREVIOUS_ALIAS)
+    cards.add_history(model_name, restored, f"champion again by rollback (was {demoted})")
     if demoted is not None and demoted != restored:
-        registry.set_version_tags(
-            model_name,
-            demoted,
-            {
-                f"{ROLLBACK_PREFIX}demoted_at": now,
-                f"{ROLLBACK_PREFIX}restored_version": previous.version,
-            },
-        )
+        cards.add_history(model_name, demoted, f"rolled back to version {restored}")
     return Rollback(model_name, restored, demoted, repairs)
 
 

@@ -1,13 +1,16 @@
-"""`register` entry point: the trained model becomes a new version of `register.model_name`.
+"""`register` entry point: a trained model becomes a new version of `register.model_name`.
 
-    python -m steps.register          (mlflow run . -e register; the stage after evaluate in main)
+    python -m steps.register                  (mlflow run . -e register; the stage after evaluate)
+    python -m steps.register --run_id RUN     (-P run_id=RUN: the model a train run logged)
+    python -m steps.register --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/model)
 
-Reads what train wrote beside the model (its run id and model URI), the evaluation report and the
-ingested data's manifest, and registers the model with tags: every evaluation metric
-(`metric.<name>`), the behavioural-check verdict (`behavioural_checks`: passed/failed), the data
-manifest hash, the git commit and the train run. It never moves an alias: that is promote's job.
-A report that evaluated another model than the one being registered is refused, so a version is
-never tagged with a stale evaluation.
+By default the model train saved in models/; with --run_id or --model_uri, the one chosen (after
+`make compare`), which must have been evaluated the same way first (`-e evaluate -P run_id=RUN`):
+a report that evaluated another model than the one being registered is refused, so a version is
+never described with a stale evaluation. The version gets a model card as its description (data
+hash and source, test metrics, behavioural checks, the recipe, run and commit) and the few tags
+code reads: the behavioural verdict (`behavioural_checks`, which promote requires), the data hash
+and the commit. It never moves an alias: that is promote's job.
 """
 
 from __future__ import annotations
@@ -16,35 +19,27 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from steps.data import dataset
+from steps.measure import behavioural
 from steps.stage import cli, lock
-from steps.stage.config import Params, RegisterConfig
+from steps.stage.config import Params, RegisterConfig, TrainConfig, section_fields
 from steps.stage.errors import StageError
 from steps.stage.files import read_json
-from steps.stage.paths import INGESTED_DIR, METRICS_FILE, TRAINED_MODEL_INFO_FILE
-from steps.tracking import registry, store
+from steps.stage.paths import EVALUATION_FILE, INGESTED_DIR, METRICS_FILE
+from steps.tracking import cards, registry, runs, store
 
 log = logging.getLogger(__name__)
 
-CHECKS_SUMMARY_KEY = "behavioural_checks_passed"  # the report's boolean verdict
-RUN_TAG = "train_run_id"
-SOURCE_TAG = "data_source"
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """What train wrote beside the model."""
-
-    run_id: str
-    model_uri: str
+CHECKS_SUMMARY_KEY = behavioural.PASSED_KEY  # the evaluation record's boolean verdict
 
 
 @dataclass(frozen=True)
@@ -56,59 +51,83 @@ class EvalReport:
     model_uri: str | None
 
 
-def read_trained_model(path: Path = TRAINED_MODEL_INFO_FILE) -> TrainedModel:
-    """The run id and model URI train recorded; say which stage to run when missing."""
-    raw = read_json(path, "trained model record", "run the train stage first")
-    try:
-        return TrainedModel(run_id=str(raw["run_id"]), model_uri=str(raw["model_uri"]))
-    except KeyError as exc:
-        raise StageError(f"{path}: missing key {exc}: run the train stage again") from None
+def read_report(
+    metrics_file: Path = METRICS_FILE, evaluation_file: Path = EVALUATION_FILE
+) -> EvalReport:
+    """evaluate's metrics (numbers) and record (model, verdict); the verdict must be there."""
+    record = read_json(evaluation_file, "evaluation record", "run the evaluate stage first")
+    if not isinstance(record.get(CHECKS_SUMMARY_KEY), bool):
+        raise StageError(
+            f"{evaluation_file}: no boolean {CHECKS_SUMMARY_KEY!r}: run the evaluate stage again"
+        )
+    raw = read_json(metrics_file, "evaluation metrics", "run the evaluate stage first")
+    metrics = {k: float(v) for k, v in raw.items() if _is_number(v)}
+    return EvalReport(
+        metrics=metrics, checks_passed=record[CHECKS_SUMMARY_KEY], model_uri=record.get("model_uri")
+    )
 
 
-def read_report(path: Path = METRICS_FILE) -> EvalReport:
-    """The evaluation report, flattened to numbers; its behavioural verdict must be there."""
-    raw = read_json(path, "evaluation report", "run the evaluate stage first")
-    if CHECKS_SUMMARY_KEY not in raw or not isinstance(raw[CHECKS_SUMMARY_KEY], bool):
-        raise StageError(f"{path}: no boolean {CHECKS_SUMMARY_KEY!r}: run the evaluate stage again")
-    metrics = {k: v for k, v in _flatten(raw).items() if k != CHECKS_SUMMARY_KEY and _is_number(v)}
-    uri = raw.get("model_uri")
-    return EvalReport(metrics=metrics, checks_passed=raw[CHECKS_SUMMARY_KEY], model_uri=uri)
-
-
-def version_tags(
-    trained: TrainedModel, report: EvalReport, manifest: dataset.Manifest, commit: str | None
-) -> dict[str, Any]:
-    """Every tag a new version carries."""
-    tags: dict[str, Any] = {
-        f"{registry.METRIC_TAG_PREFIX}{k}": v for k, v in report.metrics.items()
+def version_tags(report: EvalReport, data_sha256: str | None, commit: str | None) -> dict[str, Any]:
+    """The tags a new version carries: only what code reads (the rest is its card)."""
+    return {
+        registry.CHECKS_TAG: registry.CHECKS_PASSED
+        if report.checks_passed
+        else registry.CHECKS_FAILED,
+        registry.DATA_TAG: data_sha256 or "unknown",
+        registry.COMMIT_TAG: commit or "unknown",
     }
-    checks = registry.CHECKS_PASSED if report.checks_passed else registry.CHECKS_FAILED
-    tags[registry.CHECKS_TAG] = checks
-    tags[registry.DATA_TAG] = manifest.content_sha256
-    tags[SOURCE_TAG] = manifest.source
-    tags[RUN_TAG] = trained.run_id
-    tags[registry.COMMIT_TAG] = commit or "unknown"
-    return tags
 
 
 def register(
-    model_name: str,
-    trained: TrainedModel,
-    report: EvalReport,
-    manifest: dataset.Manifest,
-    commit: str | None,
+    model_name: str, model: runs.TrainedModel, report: EvalReport, ingested_dir: Path = INGESTED_DIR
 ) -> ModelVersion:
-    """Register the trained model as a new version with its tags; return the version."""
-    if report.model_uri is not None and report.model_uri != trained.model_uri:
+    """Register the trained model as a new version with its tags and card; return the version."""
+    if report.model_uri != model.model_uri:
+        rerun = (
+            "run the evaluate stage again"
+            if model.location != model.model_uri
+            else f"run evaluate on it first (mlflow run . -e evaluate -P run_id={model.run_id})"
+        )
         raise StageError(
             f"the evaluation report is for {report.model_uri}, not the trained model"
-            f" {trained.model_uri}: run the evaluate stage again"
+            f" {model.model_uri}: {rerun}"
         )
-    tags = {
-        k: registry.tag_value(v) for k, v in version_tags(trained, report, manifest, commit).items()
+    train_run = _train_run(model.run_id)
+    data_sha256 = model.data_sha256 or dataset.read_manifest(ingested_dir).content_sha256
+    commit = (
+        train_run.data.tags.get(store.COMMIT_TAG) if train_run else None
+    ) or store.git_commit()
+    recipe_keys = section_fields(TrainConfig)
+    recipe = {
+        k: v for k, v in (train_run.data.params if train_run else {}).items() if k in recipe_keys
     }
-    with registry.registry_call(f"register {trained.model_uri} as {model_name}"):
-        return mlflow.register_model(trained.model_uri, model_name, tags=tags)
+    tags = {k: registry.tag_value(v) for k, v in version_tags(report, data_sha256, commit).items()}
+    facts = cards.VersionFacts(
+        model_uri=model.model_uri,
+        run_id=model.run_id,
+        commit=commit,
+        data_sha256=data_sha256,
+        data_source=model.data_source,
+        metrics=report.metrics,
+        checks_passed=report.checks_passed,
+        recipe=recipe,
+    )
+    with registry.registry_call(f"register {model.model_uri} as {model_name}"):
+        version = mlflow.register_model(model.model_uri, model_name, tags=tags)
+        MlflowClient().update_model_version(
+            model_name, version.version, description=cards.version_card(facts)
+        )
+    cards.describe_model(model_name)
+    return version
+
+
+def _train_run(run_id: str):
+    """The train run (its params are the recipe), or None where the store no longer has it."""
+    try:
+        return MlflowClient().get_run(run_id)
+    except MlflowException:
+        log.warning("train run %s not found: the card will not list the recipe", run_id)
+        return None
 
 
 def summary(version: ModelVersion, report: EvalReport) -> str:
@@ -123,26 +142,15 @@ def summary(version: ModelVersion, report: EvalReport) -> str:
 
 def run(
     cfg: RegisterConfig,
-    info_file: Path = TRAINED_MODEL_INFO_FILE,
+    model: runs.TrainedModel,
     metrics_file: Path = METRICS_FILE,
+    evaluation_file: Path = EVALUATION_FILE,
     ingested_dir: Path = INGESTED_DIR,
 ) -> tuple[ModelVersion, EvalReport]:
-    """Register what train saved, tagged with evaluate's report; the version and that report."""
-    trained = read_trained_model(info_file)
-    report = read_report(metrics_file)
-    manifest = dataset.read_manifest(ingested_dir)
-    version = register(cfg.model_name, trained, report, manifest, store.git_commit())
+    """Register `model`, described by evaluate's report on it; the version and that report."""
+    report = read_report(metrics_file, evaluation_file)
+    version = register(cfg.model_name, model, report, ingested_dir)
     return version, report
-
-
-def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _is_number(value: Any) -> bool:
@@ -150,15 +158,22 @@ def _is_number(value: Any) -> bool:
 
 
 def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
+    model = runs.choose(args.run_id, args.model_uri)
     with lock.hold("register"), store.stage_run("register"):
         store.log_config(cfg, prefix="register.")
-        version, report = run(cfg)
-        mlflow.set_tags({"registered_model": cfg.model_name, "registered_version": version.version})
+        version, report = run(cfg, model)
+        mlflow.set_tags(
+            {
+                "registered_model": cfg.model_name,
+                "registered_version": version.version,
+                "train_run_id": model.run_id,
+            }
+        )
     print(summary(version, report))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main("register", argv, _command)
+    return cli.main("register", argv, _command, cli.add_model_choice)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"  # the logged model's name in its run
 VAL_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")  # logged as val_<name>
+VAL_METRIC_NAMES = tuple(f"val_{name}" for name in VAL_METRICS)
 VAL_SPLITS = ("grouped", "random")
 UNLABELED_USES = ("self_training", "none")
 
@@ -73,6 +74,7 @@ class Trained:
     pipeline: Pipeline
     metrics: dict[str, float]  # val_* metrics, timings, sizes
     profile: dict[str, Any]  # the validation split as drift monitoring sees it (shipped inside)
+    validation: pd.DataFrame  # the held-out reviews the val_* metrics were measured on
 
 
 def pipeline_for(cfg: TrainConfig) -> Pipeline:
@@ -118,6 +120,7 @@ def train_model(
     predict_cpu = time.process_time() - started
     measured = classification_metrics(val_y, scores)
     metrics = {f"val_{name}": measured[name] for name in VAL_METRICS}
+    validation = pd.DataFrame({"review": val_x, "sentiment": val_y})
     log.info(
         "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
         metrics["val_accuracy"], metrics["val_f1"], metrics["val_roc_auc"],
@@ -150,7 +153,7 @@ def train_model(
         train_cpu_seconds=fit_cpu,
         n_features=float(n_features(pipeline)),
     )
-    return Trained(pipeline=pipeline, metrics=metrics, profile=profile)
+    return Trained(pipeline=pipeline, metrics=metrics, profile=profile, validation=validation)
 
 
 def validation_split(
@@ -269,7 +272,11 @@ def run(
     metrics_file: Path = TRAIN_METRICS_FILE,
     marker: Path = VALIDATED_MARKER,
 ) -> dict[str, Any]:
-    """The whole stage inside the active MLflow run; returns what it wrote to `info_file`."""
+    """The whole stage inside the active MLflow run; returns what it wrote to `info_file`.
+
+    The train split and the validation reviews carved from it are logged as run inputs, the
+    model as a LoggedModel with the val_* metrics linked to it and to the validation reviews.
+    """
     manifest = dataset.read_manifest(ingested_dir)
     frame = dataset.read_validated_split("train", ingested_dir, marker)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].tolist()
@@ -282,23 +289,28 @@ def run(
         where=str(Path(ingested_dir) / UNLABELED_FILE_NAME),
     )
     store.log_config(cfg)
-    mlflow.set_tags(
-        {"data_manifest_sha256": manifest.content_sha256, "data_source": manifest.source}
-    )
+    mlflow.set_tags({store.DATA_TAG: manifest.content_sha256, store.SOURCE_TAG: manifest.source})
+    mlflow.log_input(dataset.as_mlflow_dataset(frame, manifest, "train", ingested_dir), "train")
     trained = train_model(reviews, labels, cfg, movies=movies, unlabeled=unlabeled)
     size_mb = save_model(trained.pipeline, model_dir, trained.profile)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}
-    mlflow.log_metrics(metrics)
     write_json(metrics_file, metrics)
     run = mlflow.active_run()
     model_uri, model_id = log_model(trained, model_dir, run.info.run_id)
+    mlflow.set_tag(store.MODEL_URI_TAG, model_uri)
+    validation = dataset.as_mlflow_dataset(trained.validation, manifest, "validation", ingested_dir)
+    mlflow.log_input(validation, "validation")
+    val = {k: v for k, v in metrics.items() if k in VAL_METRIC_NAMES}
+    store.log_model_metrics(val, model_id, validation)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if k not in val})
     info = {
         "run_id": run.info.run_id,
         "model_uri": model_uri,
         "model_id": model_id,
         "model_dir": str(model_dir),
         "data_manifest_sha256": manifest.content_sha256,
+        "data_source": manifest.source,
         "metrics": metrics,
     }
     write_json(info_file, info)

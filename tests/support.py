@@ -151,6 +151,28 @@ def import_system_module(name: str, apt: str) -> ModuleType:
         unavailable(f"cannot import {name} ({first}): apt-get install {apt}")
 
 
+def small_data_project(project: Path, rows: int = 5200, unlabeled: int = 0) -> Path:
+    """Point a project copy's params.yaml at small synthetic data written there: a CSV file, or
+    with `unlabeled` reviews an aclImdb folder (train only, movie URLs, train/unsup); the source.
+
+    5,200 reviews leave >= 1,000 per split after the 80/20 carve (validate.min_rows).
+    """
+    import yaml
+
+    if unlabeled:
+        reviews = {"train": make_reviews(rows, seed=11)}
+        source = write_aclimdb(project / "src", reviews, unlabeled=make_unlabeled(unlabeled))
+    else:
+        source = project / "reviews.csv"
+        make_reviews(rows, seed=11).to_csv(source, index=False)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["source"] = str(source)
+    # The synthetic reviews carry none of the behavioural suites' phrases.
+    params["evaluate"]["min_check_pass_rate"] = 0.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return source
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

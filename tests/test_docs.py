@@ -3,6 +3,9 @@ key and project path the docs name exists, and the README stays a front door."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import re
 
 import pytest
@@ -13,7 +16,9 @@ from steps.stage.config import Params, section_fields
 DOCS = [
     REPO_ROOT / "README.md",
     *sorted(
-        p for p in REPO_ROOT.rglob("README.md") if ".venv" not in p.parts and p.parent != REPO_ROOT
+        p
+        for p in REPO_ROOT.rglob("README.md")
+        if not any(part.startswith(".venv") for part in p.parts) and p.parent != REPO_ROOT
     ),
 ]
 CODE_DIRS = ("steps", "pyfunc", "k8s", "expectations", "tests", "bench", ".ci", ".github")
@@ -108,3 +113,44 @@ def test_output_files_named_in_docs_are_written_by_the_code(doc):
         names.update(o for o in options if "." in o)
     absent = sorted(n for n in names if f'"{n}"' not in source)
     assert absent == []
+
+
+def help_text(entry_point: str) -> str:
+    """`python -m steps.<entry point> --help`, in process."""
+    module = importlib.import_module(f"steps.{entry_point}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        module.main(["--params", str(REPO_ROOT / "params.yaml"), "--help"])
+    return out.getvalue()
+
+
+COMMAND = re.compile(
+    r"(?:mlflow run \S+ -e (?P<ep>\w+)|python -m steps\.(?P<module>\w+))(?P<args>[^`\n|#]*)"
+)
+
+
+@pytest.mark.parametrize(
+    "doc", [*DOCS, REPO_ROOT / "MLproject"], ids=lambda p: p.relative_to(REPO_ROOT).as_posix()
+)
+def test_commands_named_in_docs_exist(doc):
+    """Every `make <target>`, and every flag or `-P key=` of `mlflow run . -e <entry point>` and
+    `python -m steps.<entry point>` the docs show, is one the Makefile or entry point has."""
+    text = doc.read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    unknown = [f"make {t}" for t in re.findall(r"`make ([a-z][a-z-]*)", text) if t not in targets]
+    helps: dict[str, str] = {}
+    for match in COMMAND.finditer(text):
+        entry_point = match["ep"] or match["module"]
+        if entry_point not in helps:
+            helps[entry_point] = help_text(entry_point)
+        named = re.findall(r"-P '?([\w.]+)=", match["args"])
+        named += re.findall(r"(?<![\w-])--([a-z][\w-]*)", match["args"])
+        flags = {n for n in named if n not in ("env-manager", "experiment-name", "help")}
+        shown = helps[entry_point]
+        unknown += [
+            f"{entry_point} --{flag}"
+            for flag in sorted(flags)
+            if f"--{flag}" not in shown and f" {flag.rpartition('.')[2]}" not in shown
+        ]
+    assert unknown == []

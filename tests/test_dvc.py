@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -32,16 +33,24 @@ DVC_FILES = ("dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitig
 ROWS = 800  # 640 train / 160 test: enough to learn, validate and evaluate in seconds
 MIN_ROWS = 100  # validate.min_rows for that small set (the real default expects 25k reviews)
 C_VALUE = "0.37"  # an unusual value, so the logged param can only come from this experiment
+SWEEP = ("0.2", "5.0")  # train.C values of the queued sweep
 
 
 def load_dvc_yaml() -> dict:
     return yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
 
 
-def declared(stage: dict, *kinds: str) -> list[str]:
-    """The paths a stage declares as outs/metrics/plots (entries may carry options)."""
+def declared(stage: dict, *kinds: str, cached_only: bool = False) -> list[str]:
+    """The paths a stage declares as outs/metrics/plots (entries may carry options); with
+    `cached_only`, those DVC caches (the rest are committed to git)."""
     kinds = kinds or ("outs", "metrics", "plots")
-    return [next(iter(e)) if isinstance(e, dict) else e for k in kinds for e in stage.get(k, [])]
+    entries = [e if isinstance(e, dict) else {e: {}} for k in kinds for e in stage.get(k, [])]
+    return [
+        path
+        for entry in entries
+        for path, options in entry.items()
+        if not (cached_only and (options or {}).get("cache") is False)
+    ]
 
 
 # Static checks: cheap, run always.
@@ -144,11 +153,11 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True):
     return result
 
 
-def outputs(repo: Path) -> list[Path]:
+def outputs(repo: Path, cached_only: bool = False) -> list[Path]:
     """Every file the pipeline's outs, metrics and plots hold (to compare after a pull)."""
     paths = []
     for stage in load_dvc_yaml()["stages"].values():
-        for out in declared(stage):
+        for out in declared(stage, cached_only=cached_only):
             path = repo / out
             paths.extend(
                 sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -191,7 +200,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
         if not k.startswith(("MLFLOW_", "DAGSHUB_", "AWS_", "DVC_", "GIT_"))
     }
     env.update(
-        PATH=f"{REPO_ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         MLFLOW_TRACKING_URI=tracking_uri,
         DVC_NO_ANALYTICS="1",
         GIT_AUTHOR_NAME="test",
@@ -237,7 +246,7 @@ def test_repro_runs_every_stage_and_a_second_repro_does_nothing(pipeline):
 
 
 @pytest.mark.slow
-def test_metrics_and_plots_are_what_evaluate_wrote(pipeline):
+def test_metrics_are_numbers_and_plots_are_what_evaluate_wrote(pipeline):
     stages = load_dvc_yaml()["stages"]
     (metrics_file,) = declared(stages["evaluate"], "metrics")
     assert metrics_file == "reports/metrics.json"
@@ -246,10 +255,40 @@ def test_metrics_and_plots_are_what_evaluate_wrote(pipeline):
     )
     written = json.loads((pipeline.repo / metrics_file).read_text())
     assert shown[""]["data"][metrics_file]["data"] == written
+    for name in ("reports/metrics.json", "reports/train_metrics.json"):
+        values = shown[""]["data"][name]["data"]
+        assert values and all(type(v) in (int, float) for v in values.values()), values
+    table = run(["dvc", "metrics", "show"], pipeline.repo, pipeline.env).stdout
+    assert "models:/" not in table and "run_id" not in table
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline.repo, pipeline.env).stdout)
     assert set(plots["data"]) == set(declared(stages["evaluate"], "plots"))
     for name in ("roc.csv", "precision_recall.csv", "predictions.csv"):
         assert f"reports/plots/{name}" in plots["data"]
+    # `dvc plots show` writes dvc_plots/index.html: generated, and ignored by git.
+    run(["dvc", "plots", "show"], pipeline.repo, pipeline.env)
+    assert (pipeline.repo / "dvc_plots" / "index.html").is_file()
+    status = run(["git", "status", "--porcelain"], pipeline.repo, pipeline.env).stdout
+    assert status == "", status
+
+
+@pytest.mark.slow
+def test_dvc_lock_and_metrics_are_committed_and_status_compares_against_them(pipeline):
+    """What the README asks after `make repro`: commit dvc.lock and the metrics files. A clone
+    then knows the state: `dvc status` names the stage a change affects and nothing else."""
+    tracked = run(["git", "ls-files"], pipeline.repo, pipeline.env).stdout.split()
+    assert {"dvc.lock", "reports/metrics.json", "reports/train_metrics.json"} <= set(tracked)
+    assert json.loads(run(["dvc", "status", "--json"], pipeline.repo, pipeline.env).stdout) == {}
+    params = pipeline.repo / "params.yaml"
+    before = params.read_text()
+    try:
+        params.write_text(before.replace("batch_size: 1000", "batch_size: 500"))
+        changed = json.loads(run(["dvc", "status", "--json"], pipeline.repo, pipeline.env).stdout)
+        assert list(changed) == ["evaluate"]
+        assert {"changed params": {"params.yaml": {"evaluate.batch_size": "modified: 500"}}} in (
+            changed["evaluate"]
+        )
+    finally:
+        params.write_text(before)
 
 
 @pytest.mark.slow
@@ -307,7 +346,7 @@ def test_push_and_pull_through_an_s3_remote_with_credentials_only_in_config_loca
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="imdb-dvc")["Contents"]]
         assert keys and all(k.startswith("cache/files/md5/") for k in keys)
 
-        saved = {p: p.read_bytes() for p in outputs(repo)}
+        saved = {p: p.read_bytes() for p in outputs(repo, cached_only=True)}
         shutil.rmtree(repo / ".dvc" / "cache")
         for path in saved:
             path.unlink()
@@ -317,6 +356,48 @@ def test_push_and_pull_through_an_s3_remote_with_credentials_only_in_config_loca
     finally:
         (repo / ".dvc" / "config.local").unlink(missing_ok=True)  # only the s3 credentials
         run(["dvc", "remote", "remove", "s3"], repo, env)
+
+
+def exp_params_and_metrics(repo: Path, env: dict[str, str]) -> tuple[dict, dict[float, dict]]:
+    """`dvc exp show`: the baseline's metrics, and each experiment's metrics by its train.C."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    baseline = shown[0]["rev"] if shown else None
+    base_metrics, by_c = {}, {}
+    for commit in shown:
+        data = commit["data"] or {}
+        if commit["rev"] == baseline:
+            base_metrics = data.get("metrics", {})
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                exp_data = rev.get("data") or {}
+                c = exp_data["params"]["params.yaml"]["data"]["train"]["C"]
+                by_c[float(c)] = exp_data.get("metrics", {})
+    return base_metrics, by_c
+
+
+@pytest.mark.slow
+def test_a_queued_sweep_runs_each_value_and_exp_show_compares_it_with_the_commit(pipeline):
+    """The README's sweep: `dvc exp run --queue -S train.C=...` per value, `dvc queue start`;
+    each runs in its own temporary workspace, and `dvc exp show` lists each value's metrics next
+    to the committed baseline's."""
+    repo, env = pipeline.repo, pipeline.env
+    names = []
+    for value in SWEEP:
+        queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.C={value}"], repo, env)
+        names += re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
+    assert len(names) == len(SWEEP)
+    run(["dvc", "queue", "start", "--jobs", "1"], repo, env)
+    try:
+        for name in names:  # --follow returns when the task has finished
+            run(["dvc", "queue", "logs", "--follow", name], repo, env)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], repo, env, check=False)
+    base, by_c = exp_params_and_metrics(repo, env)
+    assert base["reports/metrics.json"]["data"]["accuracy"] > 0.9  # the committed metrics
+    assert set(by_c) >= {float(v) for v in SWEEP}
+    for value in SWEEP:
+        assert by_c[float(value)]["reports/metrics.json"]["data"]["accuracy"] > 0.5
+    assert run(["git", "status", "--porcelain"], repo, env).stdout == ""  # workspace untouched
 
 
 @pytest.mark.slow
@@ -339,5 +420,5 @@ def test_exp_run_with_a_new_C_reruns_only_train_and_evaluate_and_logs_it(pipelin
     trained = client.search_runs(
         [experiment.experiment_id], "tags.stage = 'train'", order_by=["attributes.start_time DESC"]
     )
-    assert len(trained) == 2  # the first repro's and the experiment's
-    assert trained[0].data.params["C"] == C_VALUE
+    assert trained[0].data.params["C"] == C_VALUE  # the newest train run is the experiment's
+    assert [r.data.params["C"] for r in trained].count(C_VALUE) == 1

@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import pty
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -31,7 +33,70 @@ def test_conda_yaml_mirrors_pyproject_dependencies():
         _normalise(d) for d in pyproject["project"]["dependencies"]
     ]
     python = next(d for d in conda["dependencies"] if isinstance(d, str) and d.startswith("python"))
-    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}"
+    oldest, newest = supported_pythons()
+    # `mlflow run` builds one environment: the oldest supported Python, as benchmarked.
+    assert python == f"python={oldest[0]}.{oldest[1]}"
+    # And the Python running these tests (3.11, 3.12 or 3.13 in CI) is one the project supports.
+    assert oldest <= sys.version_info[:2] <= newest
+
+
+def supported_pythons() -> tuple[tuple[int, int], tuple[int, int]]:
+    """The oldest and newest Python of requires-python (">=3.11,<3.14" -> (3, 11), (3, 13))."""
+    spec = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    low, high = re.fullmatch(r">=3\.(\d+),<3\.(\d+)", spec).groups()
+    return (3, int(low)), (3, int(high) - 1)
+
+
+def test_classifiers_name_every_supported_python():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    (_, low), (_, high) = supported_pythons()
+    named = {c.rsplit(" :: ", 1)[1] for c in project["classifiers"] if re.search(r"3\.\d+$", c)}
+    assert named == {f"3.{minor}" for minor in range(low, high + 1)}
+    assert high >= 13  # the default Python of current distributions
+
+
+def pyenv_python(minor: str) -> str | None:
+    found = sorted(Path("~/.pyenv/versions").expanduser().glob(f"{minor}.*/bin/python"))
+    return str(found[-1]) if found else shutil.which(f"python{minor}")
+
+
+def make_install(venv: Path, python: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "-s", "install", f"VENV={venv}", f"PYTHON={python}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+
+
+def test_make_install_refuses_an_unsupported_python_in_one_line(tmp_path):
+    python = pyenv_python("3.10")
+    if python is None:
+        pytest.skip("no Python 3.10 to try (pyenv install 3.10)")
+    done = make_install(tmp_path / "venv", python)
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "is Python 3.10; imdb-sentiment needs Python >=3.11,<3.14" in done.stderr
+    assert not (tmp_path / "venv").exists()
+    missing = make_install(tmp_path / "venv", "python3.99")
+    assert missing.returncode != 0 and missing.stderr.count("\n") == 1
+    assert "python3.99 not found" in missing.stderr
+
+
+@pytest.mark.slow
+def test_make_install_rebuilds_a_venv_of_another_python(tmp_path):
+    """A .venv left by a failed install (no pip) of another Python is rebuilt with the one asked
+    for, and installs; asking again with the same Python changes nothing."""
+    old, new = pyenv_python("3.12"), pyenv_python("3.13")
+    if old is None or new is None:
+        pytest.skip("needs Python 3.12 and 3.13 (pyenv install 3.12 3.13)")
+    venv = tmp_path / "venv"
+    subprocess.run([old, "-m", "venv", "--without-pip", str(venv)], check=True)
+    done = make_install(venv, new)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"building {venv} with {new} (Python 3.13)" in done.stdout
+    version = [str(venv / "bin" / "python"), "-c", "import sys, steps; print(sys.version_info[:2])"]
+    assert subprocess.run(version, capture_output=True, text=True).stdout.strip() == "(3, 13)"
+    again = make_install(venv, new)
+    assert again.returncode == 0 and "building" not in again.stdout
 
 
 def test_every_entry_point_runs_a_stage_module_that_exists():
@@ -74,7 +139,7 @@ def test_conda_yaml_environment_builds_and_runs_an_entry_point_with_uv(
     source = tmp_path / "reviews.csv"
     make_reviews(400).to_csv(source, index=False)
     monkeypatch.setenv("MLFLOW_ENV_ROOT", str(tmp_path / "envs"))  # a fresh env, not a cached one
-    bin_dir = str(REPO_ROOT / ".venv" / "bin")
+    bin_dir = str(Path(sys.executable).parent)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     result = subprocess.run(
         [

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -79,7 +80,7 @@ def server(tmp_path_factory):
     log = open(root / "server.log", "wb")  # noqa: SIM115 (closed in teardown)
     proc = subprocess.Popen(
         [
-            str(REPO_ROOT / ".venv" / "bin" / "mlflow"),
+            str(Path(sys.executable).parent / "mlflow"),
             "server",
             "--app-name",
             "basic-auth",

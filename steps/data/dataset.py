@@ -29,8 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow.data
 import pandas as pd
 import pyarrow as pa
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.exceptions import MlflowException
 
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import read_json, write_json
@@ -126,6 +129,21 @@ def load_split(split: str, ingested_dir: Path = INGESTED_DIR) -> Split:
             " again (it rewrites files that no longer match its manifest)"
         ) from None
     return Split(frame, hashlib.sha256(data).hexdigest())
+
+
+def as_mlflow_dataset(
+    frame: pd.DataFrame, manifest: Manifest, split: str, ingested_dir: Path = INGESTED_DIR
+) -> PandasDataset:
+    """The reviews as an MLflow dataset, to log as a run input (the UI's Dataset column): named
+    after the split, digested by MLflow, with the source they were ingested from (or the ingested
+    file, for sources MLflow has no resolver for, such as ODBC)."""
+    name = f"imdb-reviews-{split}"
+    try:
+        return mlflow.data.from_pandas(frame, source=manifest.source, name=name, targets="sentiment")
+    except MlflowException:
+        # The validation split is carved from the train file.
+        local = (Path(ingested_dir) / SPLITS.get(split, TRAIN_FILE_NAME)).resolve()
+        return mlflow.data.from_pandas(frame, source=str(local), name=name, targets="sentiment")
 
 
 def read_split(split: str, ingested_dir: Path = INGESTED_DIR) -> pd.DataFrame:

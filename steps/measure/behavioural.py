@@ -64,6 +64,8 @@ INVARIANCE: tuple[tuple[str, str], ...] = (
 
 SUITES = ("minimum_functionality", "directional", "invariance")
 
+PASSED_KEY = "behavioural_checks_passed"  # the verdict: a metric (0/1), a boolean in the record
+
 
 @dataclass(frozen=True)
 class CaseResult:
@@ -88,7 +90,7 @@ class CheckReport:
     def metrics(self) -> dict[str, float]:
         """Flat numbers to log: behavioural_<suite>_pass_rate and behavioural_checks_passed."""
         values = {f"behavioural_{suite}_pass_rate": rate for suite, rate in self.pass_rates.items()}
-        values["behavioural_checks_passed"] = float(self.passed)
+        values[PASSED_KEY] = float(self.passed)
         return values
 
     def to_dict(self) -> dict:

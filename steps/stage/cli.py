@@ -85,6 +85,23 @@ def add_flag(group: Any, name: str, help: str) -> None:
     )  # fmt: skip
 
 
+def add_model_choice(parser: argparse.ArgumentParser) -> None:
+    """--run_id / --model_uri: which trained model a stage works on (evaluate, register); also
+    `mlflow run -P run_id=...`. Neither: the model train saved in models/."""
+    group = parser.add_argument_group(
+        "which trained model (default: the one train saved in models/)"
+    )
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--run_id", "--run-id", dest="run_id", default=None, metavar="RUN",
+        help="the model this train run logged (make compare lists train runs with their ids)",
+    )  # fmt: skip
+    choice.add_argument(
+        "--model_uri", "--model-uri", dest="model_uri", default=None, metavar="URI",
+        help="a logged model: models:/<model id> (m-...) or runs:/<train run id>/model",
+    )  # fmt: skip
+
+
 def _bool_value(text: str) -> bool:
     try:
         return BOOL_WORDS[text.lower()]

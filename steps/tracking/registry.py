@@ -18,19 +18,23 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steps.stage.errors import StageError, one_line
+from steps.tracking import store
 
 CHAMPION_ALIAS = "champion"  # the version that serves (models:/<name>@champion)
 PREVIOUS_ALIAS = "previous"  # the champion it replaced: where rollback goes
 
-# Version tags register writes and promote reads.
-CHECKS_TAG = "behavioural_checks"  # "passed" / "failed": evaluate's verdict
+# The few version tags code reads; everything else about a version is its card (cards.py).
+CHECKS_TAG = "behavioural_checks"  # "passed" / "failed": evaluate's verdict; promote requires it
 CHECKS_PASSED = "passed"
 CHECKS_FAILED = "failed"
-DATA_TAG = "data_manifest_sha256"  # content hash of the data the version was trained on
-COMMIT_TAG = "git_commit"
-METRIC_TAG_PREFIX = "metric."  # metric.<name>: the version's evaluation report
-PROMOTION_TAG_PREFIX = "promotion."  # promotion.<field>: promote's decision about the version
-ROLLBACK_TAG_PREFIX = "rollback."
+DATA_TAG = store.DATA_TAG  # content hash of the data the version was trained on (promote)
+COMMIT_TAG = store.COMMIT_TAG  # the code it was trained with (models)
+# promote's latest decision on the version and both figures (models shows them)
+DECISION_TAG = "promotion.decision"
+CANDIDATE_VALUE_TAG = "promotion.candidate_value"
+CHAMPION_VALUE_TAG = "promotion.champion_value"
+# On the registered model: the champion version the tools last saw (see `notice_champion`).
+RECORDED_CHAMPION_TAG = "champion.recorded"
 
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
 
@@ -198,9 +202,9 @@ def describe(name: str, client: MlflowClient | None = None) -> str:
             (
                 str(v.version),
                 ",".join(sorted(by_version.get(str(v.version), []))) or "-",
-                tags.get(f"{PROMOTION_TAG_PREFIX}decision", "-"),
-                tags.get(f"{PROMOTION_TAG_PREFIX}candidate_value", "-") or "-",
-                tags.get(f"{PROMOTION_TAG_PREFIX}champion_value", "-") or "-",
+                tags.get(DECISION_TAG, "-"),
+                tags.get(CANDIDATE_VALUE_TAG, "-") or "-",
+                tags.get(CHAMPION_VALUE_TAG, "-") or "-",
                 tags.get(CHECKS_TAG, "-"),
                 tags.get(COMMIT_TAG, "-")[:12],
             )

@@ -46,6 +46,7 @@ from mlflow.environment_variables import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import ARTIFACTS_DIR, PROJECT_ROOT, TRACKING_DB
@@ -53,8 +54,21 @@ from steps.stage.secrets import find_credential, shown
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT_NAME = "imdb-sentiment"
+PROJECT_NAME = "imdb-sentiment"  # MLproject's name
+EXPERIMENT_NAME = PROJECT_NAME  # the experiment stages log to unless told otherwise
 DEFAULT_TRACKING_URI = f"sqlite:///{TRACKING_DB}"
+
+# Tags every stage run carries (stage_run) and the tags of the data and model it made.
+PROJECT_TAG = "project"  # = PROJECT_NAME: how runs in any experiment are found (tracking.runs)
+STAGE_TAG = "stage"
+COMMIT_TAG = "git_commit"
+DATA_TAG = "data_manifest_sha256"  # content hash of the ingested data (train, evaluate)
+SOURCE_TAG = "data_source"
+MODEL_URI_TAG = "model_uri"  # on train runs: the logged model (register -P run_id=... reads it)
+# MLflow 3's UI opens an experiment of this kind in its classic ML view (runs, metrics, models)
+# rather than the GenAI view (traces) it shows an experiment it knows nothing about.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 DAGSHUB_HOST = "https://dagshub.com"
@@ -166,10 +180,14 @@ def _set_experiment(uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = artifact_root.resolve().as_uri() if artifact_root else None
-        experiment_id = client.create_experiment(name, artifact_location=location)
+        experiment_id = client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
         log.info("created MLflow experiment %r (artifacts: %s)", name, location or "server default")
     else:
         experiment_id = experiment.experiment_id
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the stages tagged it
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -245,9 +263,10 @@ def _bootstrap_local_store(uri: str, artifact_root: Path) -> None:
 
 @contextmanager
 def stage_run(stage: str) -> Iterator[mlflow.ActiveRun]:
-    """The MLflow run a stage logs into.
+    """The MLflow run a stage logs into, named after the stage and tagged as this project's.
 
-    Under `mlflow run` the run already exists (MLFLOW_RUN_ID) and is resumed; run directly
+    Under `mlflow run` the run already exists (MLFLOW_RUN_ID) and is resumed: MLflow named it
+    (`bold-fox-123`), so it is renamed after the stage unless `--run-name` named it. Run directly
     (dvc repro, python -m steps.x) a new run is started, nested if another run is active.
     A stage that raises marks its run FAILED.
     """
@@ -256,9 +275,13 @@ def stage_run(stage: str) -> Iterator[mlflow.ActiveRun]:
     else:
         run = mlflow.start_run(run_name=stage, nested=mlflow.active_run() is not None)
     with run:
-        mlflow.set_tag("stage", stage)
+        tags = {STAGE_TAG: stage, PROJECT_TAG: PROJECT_NAME}
         if commit := git_commit():
-            mlflow.set_tag("git_commit", commit)
+            tags[COMMIT_TAG] = commit
+        if _generated_name(run.info.run_name):
+            tags[MLFLOW_RUN_NAME] = stage
+        mlflow.set_tags(tags)
+        _say_where(run)
         yield run
 
 
@@ -285,6 +308,31 @@ def discard_run_with_credentials() -> str | None:
         f" code ran: that run is now deleted; purge it for good with `mlflow gc --run-ids"
         f" {run_id}` against the tracking store's database"
     )
+
+
+def _generated_name(name: str | None) -> bool:
+    """Whether a run name is one MLflow made up (`<predicate>-<noun>-<number>`)."""
+    from mlflow.utils import name_utils
+
+    parts = (name or "").split("-")
+    return (
+        len(parts) == 3
+        and parts[0] in name_utils._GENERATOR_PREDICATES
+        and parts[1] in name_utils._GENERATOR_NOUNS
+        and parts[2].isdigit()
+    )
+
+
+def _say_where(run: mlflow.ActiveRun) -> None:
+    """Log where the run is when it is not in the project's experiment (a bare `mlflow run`)."""
+    wanted = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT_NAME
+    experiment = MlflowClient().get_experiment(run.info.experiment_id)
+    if experiment.name != wanted:
+        log.info(
+            "run %s is in experiment %r, not %r (`mlflow run` without --experiment-name picks"
+            " it): compare and register find it by its tag %s=%s",
+            run.info.run_id, experiment.name, wanted, PROJECT_TAG, PROJECT_NAME,
+        )  # fmt: skip
 
 
 def log_config(cfg: Any, prefix: str = "") -> None:

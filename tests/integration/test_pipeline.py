@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
-from support import make_reviews, make_unlabeled, write_aclimdb
+from support import small_data_project
 
 from steps.stage.paths import (
     INGESTED_DIR,
@@ -50,23 +49,6 @@ def runs_by_stage(tracking_uri: str) -> dict[str, list]:
     for run in client.search_runs([experiment.experiment_id], order_by=["start_time ASC"]):
         runs.setdefault(run.data.tags.get("stage"), []).append(run)
     return runs
-
-
-def small_data_project(project: Path, rows: int = 5200, unlabeled: int = 0) -> Path:
-    """Point the project copy's params.yaml at small synthetic data written here: a CSV file, or
-    with `unlabeled` reviews an aclImdb folder (train only, movie URLs, train/unsup)."""
-    if unlabeled:
-        reviews = {"train": make_reviews(rows, seed=11)}
-        source = write_aclimdb(project / "src", reviews, unlabeled=make_unlabeled(unlabeled))
-    else:
-        source = project / "reviews.csv"
-        make_reviews(rows, seed=11).to_csv(source, index=False)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ingest"]["source"] = str(source)
-    # The synthetic reviews carry none of the behavioural suites' phrases.
-    params["evaluate"]["min_check_pass_rate"] = 0.0
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return source
 
 
 @pytest.mark.slow
@@ -147,6 +129,17 @@ def test_main_runs_every_stage_and_a_second_run_reuses_the_data(project_copy, tr
     assert runs["validate"][1].data.tags["validation_cached"] == "true"
     champion = MlflowClient().get_model_version_by_alias("imdb-sentiment", "champion")
     assert str(champion.version) == "1"
+    # Runs are named after their stage (MLflow named them `<adjective>-<animal>-<n>`), and the
+    # main run carries one comparable row: the recipe, the metrics, what was registered.
+    assert {r.info.run_name for stage in ("main", *stages) for r in runs[stage]} == {
+        "main", *stages,
+    }  # fmt: skip
+    assert first_main.data.params["C"] == "0.5" and first_main.data.params["ngram_range"] == "1,3"
+    evaluated = runs["evaluate"][0].data.metrics
+    assert first_main.data.metrics["test_accuracy"] == evaluated["test_accuracy"]
+    assert first_main.data.metrics["val_accuracy"] == runs["train"][0].data.metrics["val_accuracy"]
+    assert first_main.data.tags["registered_version"] == "1"
+    assert first_main.data.tags["promotion.decision"] == "promoted"
 
 
 @pytest.mark.slow

@@ -28,8 +28,9 @@ MODEL_NAME = "imdb-sentiment"
 LOAD_BUNDLE = """
 import json, sys
 repo = sys.argv[2]
+venv = sys.prefix + "/"  # the interpreter's own venv may live inside the repository (.venv)
 def outside_repo(p):
-    return "/.venv/" in p or not (p in ("", ".", repo) or p.startswith(repo + "/"))
+    return p.startswith(venv) or not (p in ("", ".", repo) or p.startswith(repo + "/"))
 sys.path[:] = [p for p in sys.path if outside_repo(p)]
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 import mlflow.pyfunc
@@ -41,7 +42,7 @@ files = [getattr(m, "__file__", None) or "" for m in list(sys.modules.values())]
 print(json.dumps({
     "labels": list(out["label"]),
     "scores": [float(s) for s in out["score"]],
-    "from_repo": sorted(f for f in files if f.startswith(repo + "/") and "/.venv/" not in f),
+    "from_repo": sorted(f for f in files if f.startswith(repo + "/") and not f.startswith(venv)),
     "pyfunc": getattr(sys.modules.get("pyfunc"), "__file__", None),
 }))
 """

@@ -223,7 +223,7 @@ def documented_requests() -> list[tuple[str, str]]:
     """(doc, body) for every `curl .../invocations ... -d '<JSON>'` in the docs."""
     found = []
     for doc in sorted(REPO_ROOT.rglob("*.md")):
-        if ".venv" in doc.parts:
+        if any(part.startswith(".venv") for part in doc.parts):
             continue
         text = doc.read_text()
         for match in re.finditer(r"/invocations\b[^\n]*(?:\\\n[^\n]*)*?-d '([^']+)'", text):

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from steps import compare
 from steps.stage.config import load_params
 from steps.stage.paths import COMPARE_PLOT, COMPARE_TABLE, PROJECT_ROOT
-from steps.tracking import store
+from steps.tracking import runs, store
 
 PARAMS = str(PROJECT_ROOT / "params.yaml")
 CFG = load_params(PARAMS).compare
@@ -19,8 +19,10 @@ METRIC = CFG.metric
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def add_run(client, experiment_id, name, params, metrics, stage="train", status="FINISHED"):
-    run = client.create_run(experiment_id, run_name=name, tags={"stage": stage})
+def add_run(
+    client, experiment_id, name, params, metrics, stage="train", status="FINISHED", tags=None
+):
+    run = client.create_run(experiment_id, run_name=name, tags={"stage": stage, **(tags or {})})
     client.log_batch(
         run.info.run_id,
         metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
@@ -106,6 +108,12 @@ def test_writes_chart_and_logs_a_compare_run_with_both_artifacts(sweep):
     client, experiment_id, _, ids = sweep
     assert compare.main(["--params", PARAMS]) == 0
     assert COMPARE_PLOT.read_bytes().startswith(PNG_MAGIC)
+    fig = compare.chart(compare.rank(compare.search_runs(client, CFG), CFG))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["C", "classifier"]  # the keys that varied
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert fig.axes[1].get_xscale() == "linear" and fig.axes[0].get_xscale() == "log"
+    ranks = sorted(int(t.get_text()) for t in fig.axes[0].texts)
+    assert ranks == list(range(1, CFG.top_n + 1))[: len(ids)]  # every run in the table, numbered
     runs = client.search_runs([experiment_id], "tags.stage = 'compare'")
     assert len(runs) == 1
     run = runs[0]
@@ -116,13 +124,20 @@ def test_writes_chart_and_logs_a_compare_run_with_both_artifacts(sweep):
     assert artifacts == {COMPARE_PLOT.name, COMPARE_TABLE.name}
 
 
-def test_plot_handles_identical_params_and_a_single_run(tmp_path, local_store):
+def test_no_chart_when_no_params_yaml_key_varied(tmp_path, local_store, capsys):
+    """Two runs that differ only in what is no recipe (the params file they were given) draw
+    no chart with a `params` axis: no chart at all, and no stale one left behind."""
     client, experiment_id = local_store
-    add_run(client, experiment_id, "only", {"C": "1.0"}, {METRIC: 0.9})
-    comparison = compare.rank(compare.search_runs(client, experiment_id, CFG), CFG)
+    add_run(client, experiment_id, "a", {"C": "1.0", "params": "params.yaml"}, {METRIC: 0.9})
+    add_run(client, experiment_id, "b", {"C": "1.0"}, {METRIC: 0.8})
+    comparison = compare.rank(compare.search_runs(client, CFG), CFG)
     assert compare.varied_params(comparison.runs) == []
-    compare.plot(comparison, tmp_path / "one.png")
-    assert (tmp_path / "one.png").read_bytes().startswith(PNG_MAGIC)
+    assert compare.chart(comparison) is None
+    COMPARE_PLOT.parent.mkdir(parents=True, exist_ok=True)
+    COMPARE_PLOT.write_bytes(PNG_MAGIC)  # from an earlier comparison
+    assert compare.main(["--params", PARAMS]) == 0
+    assert not COMPARE_PLOT.exists() and COMPARE_TABLE.exists()
+    assert "params" not in table_rows(capsys.readouterr().out)[0]
 
 
 def test_empty_experiment_is_one_clear_line(local_store, capsys):
@@ -130,7 +145,7 @@ def test_empty_experiment_is_one_clear_line(local_store, capsys):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1
-    assert "has no finished train runs with metric" in lines[0]
+    assert "no finished train runs of imdb-sentiment with metric" in lines[0]
     assert METRIC in lines[0]
     assert "Traceback" not in err
     assert not COMPARE_PLOT.exists() and not COMPARE_TABLE.exists()
@@ -155,6 +170,23 @@ def test_search_pages_through_every_run(local_store, monkeypatch):
     client, experiment_id = local_store
     for i in range(5):
         add_run(client, experiment_id, f"r{i}", {"C": str(i)}, {METRIC: i / 10})
-    monkeypatch.setattr(compare, "SEARCH_PAGE_SIZE", 2)
-    runs = compare.search_runs(client, experiment_id, dataclasses.replace(CFG, stage="train"))
-    assert [r.data.metrics[METRIC] for r in runs] == [0.4, 0.3, 0.2, 0.1, 0.0]
+    monkeypatch.setattr(runs, "PAGE_SIZE", 2)
+    found = compare.search_runs(client, dataclasses.replace(CFG, stage="train"))
+    assert [r.data.metrics[METRIC] for r in found] == [0.4, 0.3, 0.2, 0.1, 0.0]
+
+
+def test_the_project_s_runs_in_any_experiment_are_ranked_together(sweep, capsys):
+    """A bare `mlflow run . -e train` lands in MLflow's Default experiment, tagged as ours."""
+    client, _, _, _ = sweep
+    bare = add_run(
+        client, "0", "train", {"C": "0.5", "classifier": "logreg"}, {METRIC: 0.95},
+        tags={store.PROJECT_TAG: store.PROJECT_NAME},
+    )  # fmt: skip
+    other = client.create_experiment("another-project")
+    add_run(client, other, "theirs", {"C": "9"}, {METRIC: 0.99})  # not ours: no project tag
+    assert compare.main(["--params", PARAMS, "--top_n", "3"]) == 0
+    header, _, *rows = table_rows(capsys.readouterr().out)
+    assert header[:4] == ["#", "run", "experiment", METRIC]
+    assert rows[0][1].endswith(f"({bare[:8]})") and rows[0][2] == "Default"
+    assert [row[2] for row in rows[1:]] == ["imdb-sentiment"] * 2
+    assert all(float(row[3]) < 0.99 for row in rows)

@@ -19,6 +19,7 @@ from steps.measure import behavioural, scoring
 from steps.measure.metrics import classification_metrics
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
+from steps.tracking import runs, store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,7 +34,7 @@ def trained(tmp_path, tracking_uri):
         "info_file": tmp_path / "models" / "model.json",
         "marker": mark_validated(ingested),
     }
-    with mlflow.start_run():
+    with store.stage_run("train"):
         info = train.run(
             load_params().train,
             ingested_dir=ingested,
@@ -47,6 +48,7 @@ def _outputs(tmp):
     reports = tmp / "reports"
     return {
         "metrics_file": reports / "metrics.json",
+        "evaluation_file": reports / "evaluation.json",
         "plots_dir": reports / "plots",
         "misclassified_file": reports / "misclassified.csv",
         "behavioural_file": reports / "behavioural.json",
@@ -56,21 +58,23 @@ def _outputs(tmp):
 def test_evaluate_writes_metrics_plots_and_examples(trained):
     cfg = load_params().evaluate
     out = _outputs(trained["tmp"])
+    model = runs.from_record(trained["info_file"], trained["model_dir"])
     with mlflow.start_run() as run:
         report = evaluate.run(
-            cfg,
-            ingested_dir=trained["ingested_dir"],
-            model_dir=trained["model_dir"],
-            info_file=trained["info_file"],
-            marker=trained["marker"],
-            **out,
+            cfg, model, ingested_dir=trained["ingested_dir"], marker=trained["marker"], **out
         )
-    assert json.loads(out["metrics_file"].read_text()) == report
-    assert report["model_uri"] == trained["info"]["model_uri"]
-    assert report["n_reviews"] == 100 and report["accuracy"] > 0.9 and report["roc_auc"] > 0.9
-    assert isinstance(report["behavioural_checks_passed"], bool)
+    metrics = json.loads(out["metrics_file"].read_text())
+    assert metrics == report["metrics"]
+    # numbers only, so `dvc metrics show` lists figures and nothing else
+    assert all(type(v) in (int, float) for v in metrics.values()), metrics
+    record = json.loads(out["evaluation_file"].read_text())
+    assert record == {k: v for k, v in report.items() if k != "metrics"}
+    assert record["model_uri"] == trained["info"]["model_uri"]
+    assert record["train_run_id"] == trained["info"]["run_id"]
+    assert isinstance(record["behavioural_checks_passed"], bool)
+    assert metrics["n_reviews"] == 100 and metrics["accuracy"] > 0.9 and metrics["roc_auc"] > 0.9
     for suite in behavioural.SUITES:
-        assert 0 <= report[f"behavioural_{suite}_pass_rate"] <= 1
+        assert 0 <= metrics[f"behavioural_{suite}_pass_rate"] <= 1
     for name in ("confusion_matrix.png", "roc.png", "precision_recall.png"):
         assert (out["plots_dir"] / name).read_bytes()[:8] == PNG_MAGIC
     confusion = json.loads((out["plots_dir"] / "confusion.json").read_text())
@@ -89,32 +93,53 @@ def test_evaluate_writes_metrics_plots_and_examples(trained):
     cases = json.loads(out["behavioural_file"].read_text())["cases"]
     assert {c["suite"] for c in cases} == set(behavioural.SUITES)
     client = MlflowClient()
-    data = client.get_run(run.info.run_id).data
-    assert data.metrics["test_accuracy"] == report["accuracy"]
+    logged_run = client.get_run(run.info.run_id)
+    data = logged_run.data
+    assert data.metrics["test_accuracy"] == metrics["accuracy"]
     assert "behavioural_checks_passed" in data.metrics
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/roc.png",
         "evaluation/metrics.json",
+        "evaluation/evaluation.json",
         "evaluation/misclassified.csv",
     } <= logged
+    # The test split is the run's input dataset, and the test metrics are the model's too.
+    (test_input,) = logged_run.inputs.dataset_inputs
+    assert test_input.dataset.name == "imdb-reviews-test"
+    assert {t.key: t.value for t in test_input.tags}["mlflow.data.context"] == "test"
+    model_metrics = {m.key: m for m in client.get_logged_model(model.model_id).metrics}
+    assert model_metrics["test_accuracy"].value == metrics["accuracy"]
+    assert model_metrics["test_accuracy"].dataset_name == "imdb-reviews-test"
+    assert model_metrics["val_accuracy"].dataset_name == "imdb-reviews-validation"
 
 
 def test_evaluate_without_a_trained_model_says_to_run_train(trained, tmp_path):
     cfg = load_params().evaluate
+    record = runs.from_record(trained["info_file"], tmp_path / "nothing")
     with pytest.raises(StageError, match="run the train stage first"):
         evaluate.run(
             cfg,
+            record,
             ingested_dir=trained["ingested_dir"],
-            model_dir=tmp_path / "nothing",
-            info_file=trained["info_file"],
             marker=trained["marker"],
-            **_outputs(tmp_path / "other"),
+            **_outputs(tmp_path),
         )
     with pytest.raises(
         StageError, match="model.json: trained model record not found: run the train stage first"
     ):
-        evaluate.read_trained_info(tmp_path / "model.json")
+        runs.from_record(tmp_path / "model.json")
+
+
+def test_evaluate_a_model_chosen_by_its_train_run(trained, tmp_path):
+    """`evaluate --run_id RUN` scores the model that run logged, not what models/ holds."""
+    cfg = load_params().evaluate
+    chosen = runs.from_run(trained["info"]["run_id"])
+    assert chosen.location == chosen.model_uri == trained["info"]["model_uri"]
+    out = _outputs(tmp_path / "chosen")
+    with mlflow.start_run():
+        report = evaluate.run(cfg, chosen, ingested_dir=trained["ingested_dir"], **out)
+    assert report["model_uri"] == chosen.model_uri and report["metrics"]["accuracy"] > 0.9
 
 
 def test_worst_misclassified_are_the_most_confident_mistakes():

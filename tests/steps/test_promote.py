@@ -18,12 +18,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 from support import make_reviews, mark_validated
 
-from steps import promote, register
-from steps.data.dataset import Manifest
+from steps import models, promote, register
 from steps.stage.config import PromoteConfig, load_params
 from steps.stage.errors import StageError
 from steps.stage.paths import TEST_FILE_NAME
-from steps.tracking import registry, store
+from steps.tracking import registry, runs, store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
@@ -36,6 +35,8 @@ NEGATIVE = ["awful", "boring", "terrible", "dull", "clumsy", "dreadful", "bad", 
             "pointless", "horrible", "lifeless", "predictable", "weak", "painful"]  # fmt: skip
 STRONG = {"positive": POSITIVE, "negative": NEGATIVE}  # ~100% on make_reviews
 WEAK = {"positive": POSITIVE[:3], "negative": NEGATIVE[:3]}  # ~60%
+
+
 def signature(column: str = "review") -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec("string", column)]),
@@ -87,12 +88,17 @@ def add_version(
             signature=signature(column),
             pip_requirements=["mlflow", "pandas"],
         )
-    trained = register.TrainedModel(run_id=run.info.run_id, model_uri=info.model_uri)
-    report = register.EvalReport(
-        metrics={"test_accuracy": 0.5}, checks_passed=checks_passed, model_uri=info.model_uri
+    trained = runs.TrainedModel(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        model_id=info.model_id,
+        location=info.model_uri,
+        data_sha256=data,
     )
-    manifest = Manifest(source="test", content_sha256=data, rows={}, positives={}, test_split="")
-    return str(register.register(NAME, trained, report, manifest, commit="abc123").version)
+    report = register.EvalReport(
+        metrics={"accuracy": 0.5}, checks_passed=checks_passed, model_uri=info.model_uri
+    )
+    return str(register.register(NAME, trained, report).version)
 
 
 def aliases() -> dict[str, str]:
@@ -101,6 +107,11 @@ def aliases() -> dict[str, str]:
 
 def tags(version: str) -> dict[str, str]:
     return MlflowClient().get_model_version(NAME, version).tags
+
+
+def card(version: str) -> str:
+    """The version's description: its model card, whose History promote and rollback extend."""
+    return MlflowClient().get_model_version(NAME, version).description
 
 
 @pytest.mark.parametrize(
@@ -129,11 +140,16 @@ def test_first_model_becomes_champion(local_store, ingested, cfg):
     assert aliases() == {"champion": v1}
     recorded = tags(v1)
     assert recorded["promotion.decision"] == "promoted"
-    assert recorded["promotion.reason"].startswith("first model")
     assert float(recorded["promotion.candidate_value"]) > 0.95
     assert recorded["promotion.champion_value"] == ""
-    assert recorded["promotion.eval_rows"] == "200"
-    assert recorded["promotion.eval_data"].startswith("ingested test split")
+    history = card(v1)
+    assert f"version {v1}: PROMOTED (auto): first model" in history
+    assert "on ingested test split" in history and "(200 reviews, " in history
+    assert "became champion" in history
+    # The decision is a card line and three tags, not a tag per field.
+    assert {k for k in recorded if k.startswith("promotion.")} == {
+        "promotion.decision", "promotion.candidate_value", "promotion.champion_value",
+    }  # fmt: skip
     assert decision.summary().startswith(f"version {v1}: PROMOTED (auto): first model")
     assert promote.promote(cfg, NAME, **at(ingested)) is None  # already champion
 
@@ -149,16 +165,16 @@ def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champio
     assert decision.candidate_value > decision.champion_value + cfg.min_gain
     assert aliases() == {"champion": v2, "previous": v1}
     recorded = tags(v2)
-    assert recorded["promotion.champion_version"] == v1
     assert float(recorded["promotion.champion_value"]) == pytest.approx(decision.champion_value)
-    assert "trained on other data (manifest data-a)" in recorded["promotion.note"]
-    assert tags(v1)["promotion.replaced_by"] == v2
+    assert f"vs champion v{v1}" in card(v2)
+    assert "trained on other data (manifest data-a)" in card(v2)
+    assert f"replaced as champion by version {v2}" in card(v1)
 
     assert promote.rollback(NAME) == promote.Rollback(NAME, restored=v1, demoted=v2)
     assert aliases() == {"champion": v1}
     assert str(registry.version_by_alias(NAME, "champion").version) == v1
-    assert tags(v2)["rollback.restored_version"] == v1
-    assert tags(v1)["rollback.replaced_version"] == v2
+    assert f"rolled back to version {v1}" in card(v2)
+    assert f"champion again by rollback (was {v2})" in card(v1)
     with pytest.raises(StageError, match="no @previous version to roll back to"):
         promote.rollback(NAME)
 
@@ -188,7 +204,7 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     assert aliases() == {"champion": v1}
     recorded = tags(v2)
     assert recorded["promotion.decision"] == "refused"
-    assert recorded["promotion.reason"].startswith("not better enough: accuracy")
+    assert f"version {v2}: REFUSED (auto): not better enough: accuracy" in card(v2)
     assert float(recorded["promotion.candidate_value"]) < float(
         recorded["promotion.champion_value"]
     )
@@ -197,8 +213,7 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     v3 = add_version(STRONG, checks_passed=False)  # as good as the champion, checks failed
     assert not promote.promote(cfg, NAME, **at(ingested)).promoted
     assert aliases() == {"champion": v1}
-    assert tags(v3)["promotion.reason"] == "behavioural checks failed"
-    assert tags(v3)["promotion.behavioural_checks"] == "failed"
+    assert f"version {v3}: REFUSED (auto): behavioural checks failed" in card(v3)
     assert tags(v3)["promotion.candidate_value"] == tags(v3)["promotion.champion_value"]
 
 
@@ -210,9 +225,10 @@ def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(local_store
     assert decision.champion == v1  # compared with the alias set by hand
     assert decision.promoted and decision.mode == "manual"
     assert aliases() == {"champion": v2, "previous": v1}
-    reason = tags(v2)["promotion.reason"]
-    assert reason.startswith("promoted by hand; the automatic rule would refuse: not better")
-    assert tags(v2)["promotion.mode"] == "manual"
+    assert (
+        f"version {v2}: PROMOTED (manual): promoted by hand; the automatic rule would refuse:"
+        " not better"
+    ) in card(v2)
 
 
 def test_promote_by_hand_without_evaluation_data_still_promotes(local_store, tmp_path, cfg):
@@ -266,8 +282,7 @@ def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
     assert promote.main([*fixed, "--version", v1]) == 0
     assert promote.main(fixed) == 0
     assert aliases() == {"champion": v2, "previous": v1}
-    assert tags(v2)["promotion.eval_data"] == str(eval_path)
-    assert tags(v2)["promotion.metric"] == "roc_auc"
+    assert f"on {eval_path} (" in card(v2) and ": roc_auc " in card(v2)
     assert promote.main(["--params", params, "--rollback"]) == 0
     assert aliases() == {"champion": v1}
     assert promote.main(["--params", params, "--version", "9"]) == 1
@@ -341,3 +356,32 @@ def test_aliases_pointing_at_deleted_versions_are_repaired_by_every_command(
     (line,) = repaired(("champion", v1), ("previous", v1))
     assert line.startswith(f"version {v4}: PROMOTED (auto): first model: no champion yet")
     assert aliases() == {"champion": v4}
+
+
+def test_a_champion_set_by_hand_is_noticed_and_rollback_returns_to_the_one_before(
+    local_store, ingested, cfg
+):
+    v1 = add_version(STRONG)
+    v2 = add_version(WEAK)
+    promote.promote(cfg, NAME, version=v1, **at(ingested))
+    assert MlflowClient().get_registered_model(NAME).tags["champion.recorded"] == v1
+    MlflowClient().set_registered_model_alias(NAME, "champion", v2)  # in the MLflow UI
+
+    assert promote.rollback(NAME) == promote.Rollback(NAME, restored=v1, demoted=v2)
+    assert aliases() == {"champion": v1}
+    assert "set as champion by hand (noticed by rollback)" in card(v2)
+    assert f"rolled back to version {v1}" in card(v2)
+    assert MlflowClient().get_registered_model(NAME).tags["champion.recorded"] == v1
+
+
+def test_make_models_records_a_champion_set_by_hand(local_store, ingested, cfg):
+    v1 = add_version(STRONG)
+    promote.promote(cfg, NAME, **at(ingested))  # the first model: champion
+    v2 = add_version(WEAK)
+    MlflowClient().set_registered_model_alias(NAME, "champion", v2)  # in the MLflow UI
+    register_cfg = load_params(str(REPO_ROOT / "params.yaml")).register
+    table = models.run(register_cfg)
+    assert aliases() == {"champion": v2, "previous": v1}
+    rows = {line.split()[0]: line.split()[1] for line in table.splitlines()[2:]}
+    assert rows == {v2: "champion", v1: "previous"}
+    assert models.run(register_cfg) == table  # recorded once: nothing new the second time

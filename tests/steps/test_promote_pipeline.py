@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,16 +38,17 @@ def test_each_main_run_registers_a_version_and_promote_decides(tracking_uri, pro
         client.search_model_versions(f"name = '{NAME}'"), key=lambda v: int(v.version)
     )
     assert [str(v.version) for v in versions] == ["1", "2"]
-    first, second = (client.get_model_version(NAME, str(v.version)).tags for v in versions)
-    for tags in (first, second):
-        assert float(tags["metric.accuracy"]) > 0.9
-        assert tags["behavioural_checks"] == "passed"
-        assert len(tags["data_manifest_sha256"]) == 64
-        assert tags["git_commit"]
-    assert first["promotion.decision"] == "promoted"
+    first, second = (client.get_model_version(NAME, str(v.version)) for v in versions)
+    for version in (first, second):
+        accuracy = re.search(r"\| accuracy \| ([0-9.]+) \|", version.description)
+        assert float(accuracy.group(1)) > 0.9
+        assert version.tags["behavioural_checks"] == "passed"
+        assert len(version.tags["data_manifest_sha256"]) == 64
+        assert version.tags["git_commit"]
+    assert first.tags["promotion.decision"] == "promoted"
     # Same data, same recipe: no gain, so the second run's model is refused and says why.
-    assert second["promotion.decision"] == "refused"
-    assert second["promotion.reason"].startswith("not better enough")
+    assert second.tags["promotion.decision"] == "refused"
+    assert "REFUSED (auto): not better enough" in second.description
     assert {k: str(v) for k, v in client.get_registered_model(NAME).aliases.items()} == {
         "champion": "1"
     }

@@ -1,4 +1,5 @@
-"""register: each trained model becomes a new version, tagged with its evaluation and lineage."""
+"""register: each trained model becomes a new version with a model card and the few tags code
+reads; the model is the one train saved or the one chosen by its run or URI."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 
 from steps import register
-from steps.data.dataset import Manifest
 from steps.stage.errors import StageError
-from steps.tracking import store
+from steps.tracking import cards, runs, store
 
 KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
 NAME = "imdb-sentiment"
@@ -22,13 +22,7 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "review")]),
     outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
 )
-MANIFEST = Manifest(
-    source="https://example.org/aclImdb_v1.tar.gz",
-    content_sha256="c0ffee" * 10,
-    rows={"train": 100, "test": 100},
-    positives={"train": 50, "test": 50},
-    test_split="source",
-)
+DATA = "c0ffee" * 10
 
 
 @pytest.fixture
@@ -37,8 +31,11 @@ def local_store(tracking_uri) -> str:
     return tracking_uri
 
 
-def log_model() -> register.TrainedModel:
-    with mlflow.start_run() as run:
+def train_run(C: str = "0.5") -> runs.TrainedModel:
+    """A keyword model logged by a run tagged as train logs it, as train leaves it."""
+    with store.stage_run("train") as run:
+        mlflow.log_params({"C": C, "ngram_range": "1,3", "params": "params.yaml"})
+        mlflow.set_tags({store.DATA_TAG: DATA, store.SOURCE_TAG: "https://example.org/a.tar.gz"})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(KEYWORD_MODEL),
@@ -46,77 +43,120 @@ def log_model() -> register.TrainedModel:
             signature=SIGNATURE,
             pip_requirements=["mlflow", "pandas"],
         )
-    return register.TrainedModel(run_id=run.info.run_id, model_uri=info.model_uri)
+        mlflow.set_tag(store.MODEL_URI_TAG, info.model_uri)
+    return runs.from_run(run.info.run_id)
 
 
-def write_report(path: Path, model_uri: str | None, passed: bool = True, **extra) -> Path:
-    report = {
-        "test_accuracy": 0.9123456,
-        "test_f1": 0.91,
-        "behavioural": {"directional_pass_rate": 1.0, "invariance_pass_rate": 0.98},
-        register.CHECKS_SUMMARY_KEY: passed,
-        "model_uri": model_uri,
-        "notes": "text is not a metric",
-        **extra,
+def write_report(folder: Path, model_uri: str | None, passed: bool = True) -> tuple[Path, Path]:
+    """evaluate's two files: metrics (numbers only) and the record of what was evaluated."""
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "accuracy": 0.9123456,
+        "f1": 0.91,
+        "n_reviews": 5000,
+        "behavioural_directional_pass_rate": 1.0,
+        "behavioural_invariance_pass_rate": 0.9,
     }
-    path.write_text(json.dumps(report), encoding="utf-8")
-    return path
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    record = {register.CHECKS_SUMMARY_KEY: passed, "model_uri": model_uri, "train_run_id": "x"}
+    (folder / "evaluation.json").write_text(json.dumps(record), encoding="utf-8")
+    return folder / "metrics.json", folder / "evaluation.json"
 
 
-def test_each_registration_is_a_new_version_tagged_with_evaluation_and_lineage(
-    local_store, tmp_path
-):
-    trained = log_model()
-    report = register.read_report(write_report(tmp_path / "metrics.json", trained.model_uri))
-    v1 = register.register(NAME, trained, report, MANIFEST, commit="abc123")
-    tags = MlflowClient().get_model_version(NAME, str(v1.version)).tags
-    assert tags["metric.test_accuracy"] == "0.912346"
-    assert tags["metric.behavioural.directional_pass_rate"] == "1"
-    assert tags["behavioural_checks"] == "passed"
-    assert tags["data_manifest_sha256"] == MANIFEST.content_sha256
-    assert tags["data_source"] == MANIFEST.source
-    assert tags["git_commit"] == "abc123"
-    assert tags["train_run_id"] == trained.run_id
-    assert "metric.notes" not in tags and "metric.model_uri" not in tags
-    assert MlflowClient().get_model_version(NAME, str(v1.version)).run_id == trained.run_id
+def test_each_registration_is_a_new_version_with_a_model_card_and_few_tags(local_store, tmp_path):
+    trained = train_run()
+    report = register.read_report(*write_report(tmp_path / "a", trained.model_uri))
+    v1 = register.register(NAME, trained, report)
+    version = MlflowClient().get_model_version(NAME, str(v1.version))
+    assert version.tags == {
+        "behavioural_checks": "passed",
+        "data_manifest_sha256": DATA,
+        "git_commit": store.git_commit() or "unknown",
+    }
+    assert version.run_id == trained.run_id
+    card = version.description
+    assert f"Trained by run `{trained.run_id}` ({trained.model_uri})" in card
+    assert f"manifest `{DATA}` from `https://example.org/a.tar.gz`" in card
+    assert "| accuracy | 0.912346 |" in card and "| n_reviews | 5000 |" in card
+    assert "**Behavioural checks: passed** (directional 100%, invariance 90%)" in card
+    assert "`C=0.5`" in card and "`ngram_range=1,3`" in card and "params.yaml" not in card
+    assert cards.HISTORY_HEADING in card
+    model = MlflowClient().get_registered_model(NAME)
+    assert model.description == cards.model_card(NAME)
     line = register.summary(v1, report)
     assert line.startswith(f"registered {NAME} version 1 (behavioural checks passed; ")
-    assert "test_accuracy=0.912346" in line
+    assert "accuracy=0.912346" in line
 
-    second = log_model()
-    report = register.read_report(write_report(tmp_path / "m2.json", second.model_uri, False))
-    v2 = register.register(NAME, second, report, MANIFEST, commit=None)
+    second = train_run("2.0")
+    report = register.read_report(*write_report(tmp_path / "b", second.model_uri, passed=False))
+    v2 = register.register(NAME, second, report)
     assert int(v2.version) == int(v1.version) + 1
-    tags = MlflowClient().get_model_version(NAME, str(v2.version)).tags
-    assert tags["behavioural_checks"] == "failed"
-    assert tags["git_commit"] == "unknown"
+    assert MlflowClient().get_model_version(NAME, str(v2.version)).tags["behavioural_checks"] == (
+        "failed"
+    )
     assert MlflowClient().get_registered_model(NAME).aliases == {}  # promote moves aliases
 
 
+def test_a_description_written_by_someone_else_is_kept(local_store, tmp_path):
+    trained = train_run()
+    MlflowClient().create_registered_model(NAME, description="Owned by the NLP team.")
+    register.register(
+        NAME, trained, register.read_report(*write_report(tmp_path, trained.model_uri))
+    )
+    assert MlflowClient().get_registered_model(NAME).description == "Owned by the NLP team."
+
+
 def test_a_report_for_another_model_is_refused_and_nothing_registered(local_store, tmp_path):
-    trained = log_model()
-    stale = register.read_report(write_report(tmp_path / "m.json", "models:/m-some-older-model"))
-    with pytest.raises(StageError, match="the evaluation report is for models:/m-some-older"):
-        register.register(NAME, trained, stale, MANIFEST, commit="abc")
+    chosen = train_run()
+    stale = register.read_report(*write_report(tmp_path, "models:/m-some-older-model"))
+    with pytest.raises(
+        StageError,
+        match="the evaluation report is for models:/m-some-older-model, not the trained model"
+        rf" {chosen.model_uri}: run evaluate on it first \(mlflow run . -e evaluate -P"
+        rf" run_id={chosen.run_id}\)",
+    ):
+        register.register(NAME, chosen, stale)
     assert MlflowClient().search_model_versions(f"name = '{NAME}'") == []
 
 
 def test_report_problems_are_one_line_errors_naming_the_file(tmp_path):
+    metrics, record = tmp_path / "metrics.json", tmp_path / "evaluation.json"
     with pytest.raises(
-        StageError, match="metrics.json: evaluation report not found: run the evaluate stage first"
+        StageError, match="evaluation.json: evaluation record not found: run the evaluate stage"
     ):
-        register.read_report(tmp_path / "metrics.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json", encoding="utf-8")
-    with pytest.raises(StageError, match="bad.json: evaluation report is not valid JSON"):
-        register.read_report(bad)
-    no_verdict = tmp_path / "nv.json"
-    no_verdict.write_text(json.dumps({"test_accuracy": 0.9}), encoding="utf-8")
+        register.read_report(metrics, record)
+    record.write_text("{not json", encoding="utf-8")
+    with pytest.raises(StageError, match="evaluation.json: evaluation record is not valid JSON"):
+        register.read_report(metrics, record)
+    record.write_text(json.dumps({"model_uri": "x"}), encoding="utf-8")
     with pytest.raises(StageError, match=f"no boolean '{register.CHECKS_SUMMARY_KEY}'"):
-        register.read_report(no_verdict)
+        register.read_report(metrics, record)
+    record.write_text(json.dumps({register.CHECKS_SUMMARY_KEY: True}), encoding="utf-8")
+    with pytest.raises(StageError, match="metrics.json: evaluation metrics not found"):
+        register.read_report(metrics, record)
     with pytest.raises(StageError, match="run the train stage first"):
-        register.read_trained_model(tmp_path / "model.json")
+        runs.from_record(tmp_path / "model.json")
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"run_id": "x"}), encoding="utf-8")
     with pytest.raises(StageError, match="missing key 'model_uri'"):
-        register.read_trained_model(partial)
+        runs.from_record(partial)
+
+
+def test_a_model_is_chosen_by_run_id_or_uri_and_other_runs_are_refused(local_store):
+    trained = train_run()
+    assert trained.model_uri.startswith("models:/m-") and trained.model_id
+    assert trained.location == trained.model_uri and trained.data_sha256 == DATA
+    assert runs.from_uri(trained.model_uri) == trained
+    assert runs.from_uri(f"runs:/{trained.run_id}/model") == trained
+    assert runs.choose(trained.run_id, None) == trained
+
+    with store.stage_run("evaluate") as evaluate_run:
+        pass
+    with pytest.raises(StageError, match="was logged by the evaluate stage, not by train"):
+        runs.from_run(evaluate_run.info.run_id)
+    with pytest.raises(StageError, match="run 'nope' not found"):
+        runs.from_run("nope")
+    with pytest.raises(StageError, match="model_uri must be models:/<model id>"):
+        runs.from_uri("models:/imdb-sentiment/1")
+    with pytest.raises(StageError, match="either run_id or model_uri, not both"):
+        runs.choose(trained.run_id, trained.model_uri)

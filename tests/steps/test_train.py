@@ -176,8 +176,9 @@ def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews,
     assert run.data.tags["stage"] == "train"
     model = mlflow.pyfunc.load_model(info["model_uri"])
     assert model.predict(pd.DataFrame({"review": ["A superb film."]}))["label"][0] == "positive"
-    report = json.loads((project_copy / "reports" / "metrics.json").read_text())
-    assert report["model_uri"] == info["model_uri"] and report["accuracy"] > 0.9
+    metrics = json.loads((project_copy / "reports" / "metrics.json").read_text())
+    record = json.loads((project_copy / "reports" / "evaluation.json").read_text())
+    assert record["model_uri"] == info["model_uri"] and metrics["accuracy"] > 0.9
     assert (project_copy / "reports" / "plots" / "roc.png").is_file()
 
 

@@ -1,0 +1,87 @@
+"""Which version serves: moving `champion` (and `previous`) and noticing when someone else did.
+
+The aliases are the only state, and setting `champion` by hand (MLflow UI, `MlflowClient`) is as
+valid as promote doing it. MLflow keeps no history of an alias, so the tools remember the champion
+they last saw as a tag on the registered model (`champion.recorded`). When `champion` is found
+elsewhere (`notice`: promote, rollback and `make models` call it first), it was moved by hand: the
+recorded version, which served before, becomes `previous` (so `make rollback` returns to it), and
+both versions' cards say what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from steps.tracking import cards, registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HandMove:
+    """A champion change the tools did not make."""
+
+    champion: str | None  # the version set by hand (None: the alias was deleted)
+    before: str  # the version that served before, now `previous`
+
+    def summary(self, name: str) -> str:
+        now = f"version {self.champion}" if self.champion else "no version"
+        return (
+            f"{name}@{registry.CHAMPION_ALIAS} was moved by hand from version {self.before} to"
+            f" {now}: recorded, version {self.before} is @{registry.PREVIOUS_ALIAS}"
+        )
+
+
+def crown(name: str, version: str, old: ModelVersion | None, why: str) -> None:
+    """champion -> version; the old champion keeps `previous` (set first: never no champion)."""
+    if old is not None:
+        registry.set_alias(name, registry.PREVIOUS_ALIAS, old.version)
+        cards.add_history(name, old.version, f"replaced as champion by version {version}")
+    registry.set_alias(name, registry.CHAMPION_ALIAS, version)
+    record(name, version)
+    cards.add_history(name, version, f"became champion: {why}")
+    log.info("%s@%s -> version %s", name, registry.CHAMPION_ALIAS, version)
+
+
+def record(name: str, version: str | None, client: MlflowClient | None = None) -> None:
+    """Remember `version` as the champion the tools last saw."""
+    registry.set_model_tag(name, registry.RECORDED_CHAMPION_TAG, version or "", client)
+
+
+def notice(name: str, by: str, client: MlflowClient | None = None) -> HandMove | None:
+    """Record a champion set (or removed) outside the tools since they last saw it.
+
+    The version recorded before becomes `previous`; a model never recorded (registered by older
+    code, or its first champion set by hand) just has its champion recorded. `by` names the
+    stage that noticed, for the cards.
+    """
+    client = client or MlflowClient()
+    model = registry.registered_model(name, client)
+    if model is None:
+        return None
+    current = (model.aliases or {}).get(registry.CHAMPION_ALIAS)
+    current = str(current) if current is not None else None
+    tags = model.tags or {}
+    if registry.RECORDED_CHAMPION_TAG not in tags:
+        if current is not None:
+            record(name, current, client)
+        return None
+    before = tags[registry.RECORDED_CHAMPION_TAG] or None
+    if before == current:
+        return None
+    record(name, current, client)
+    if before is None or before not in {str(v.version) for v in registry.all_versions(name)}:
+        return None  # nothing served before (or that version was deleted): nothing to go back to
+    registry.set_alias(name, registry.PREVIOUS_ALIAS, before, client)
+    move = HandMove(champion=current, before=before)
+    if current is not None:
+        cards.add_history(
+            name, current, f"set as champion by hand (noticed by {by}); version {before} served"
+        )
+    cards.add_history(name, before, f"replaced as champion by hand (noticed by {by})")
+    log.warning("%s", move.summary(name))
+    return move
