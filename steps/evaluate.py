@@ -222,11 +222,7 @@ def run(
     write_json(metrics_file, numbers)
     write_json(evaluation_file, record)
     written += [Path(behavioural_file), Path(metrics_file), Path(evaluation_file)]
-    test_metrics = {f"test_{k}": v for k, v in metrics.items()}
-    if model.model_id is not None:  # shown on the model's page too, against the test reviews
-        mlflow.log_metrics(test_metrics, model_id=model.model_id, dataset=test_data)
-    else:
-        mlflow.log_metrics(test_metrics)
+    store.log_model_metrics({f"test_{k}": v for k, v in metrics.items()}, model.model_id, test_data)
     mlflow.log_metrics(check_metrics)
     mlflow.set_tags(
         {

@@ -26,7 +26,7 @@ from steps.stage.config import Params, TrainConfig, load_params, section_fields
 from steps.stage.errors import ConfigError, CredentialRefused, StageError
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.secrets import find_password, shown
-from steps.tracking import store
+from steps.tracking import registry, store
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def run(params_file: str, overrides: dict[str, dict[str, str]]) -> dict[str, str
 ROLLED_UP_METRICS = ("val_", "test_", "behavioural_", "train_seconds", "model_size_mb")
 ROLLED_UP_TAGS = {
     "train": (store.DATA_TAG, store.SOURCE_TAG),
-    "register": ("registered_version",),
-    "promote": ("promotion.decision", "promotion.reason"),
+    "register": (store.REGISTERED_VERSION_TAG,),
+    "promote": (registry.DECISION_TAG,),
 }
 
 

@@ -359,12 +359,12 @@ def _command(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> No
                 {"rollback.restored_version": outcome.restored, "rollback.demoted": outcome.demoted}
             )
         elif outcome is None:
-            mlflow.set_tag("promotion.decision", "already champion")
+            mlflow.set_tag(registry.DECISION_TAG, "already champion")
         else:
             mlflow.set_tags(
                 {
                     "promotion.candidate_version": outcome.candidate,
-                    "promotion.decision": "promoted" if outcome.promoted else "refused",
+                    registry.DECISION_TAG: "promoted" if outcome.promoted else "refused",
                     "promotion.reason": outcome.reason[:5000],
                 }
             )

@@ -165,7 +165,7 @@ def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> N
         mlflow.set_tags(
             {
                 "registered_model": cfg.model_name,
-                "registered_version": version.version,
+                store.REGISTERED_VERSION_TAG: version.version,
                 "train_run_id": model.run_id,
             }
         )

@@ -65,6 +65,7 @@ COMMIT_TAG = "git_commit"
 DATA_TAG = "data_manifest_sha256"  # content hash of the ingested data (train, evaluate)
 SOURCE_TAG = "data_source"
 MODEL_URI_TAG = "model_uri"  # on train runs: the logged model (register -P run_id=... reads it)
+REGISTERED_VERSION_TAG = "registered_version"  # on register runs (main rolls it up)
 # MLflow 3's UI opens an experiment of this kind in its classic ML view (runs, metrics, models)
 # rather than the GenAI view (traces) it shows an experiment it knows nothing about.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -333,6 +334,16 @@ def _say_where(run: mlflow.ActiveRun) -> None:
             " it): compare and register find it by its tag %s=%s",
             run.info.run_id, experiment.name, wanted, PROJECT_TAG, PROJECT_NAME,
         )  # fmt: skip
+
+
+def log_model_metrics(metrics: Mapping[str, float], model_id: str | None, dataset: Any) -> None:
+    """Log metrics to the active run and, on an MLflow 3 store (a logged-model id), to the model
+    too, measured on `dataset`: the model's page then shows them. MLflow 2.x servers (DagsHub)
+    have no logged models: there they go to the run only."""
+    if model_id is None:
+        mlflow.log_metrics(dict(metrics))
+    else:
+        mlflow.log_metrics(dict(metrics), model_id=model_id, dataset=dataset)
 
 
 def log_config(cfg: Any, prefix: str = "") -> None:

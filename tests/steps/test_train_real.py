@@ -10,6 +10,7 @@ from support import mark_validated, write_ingested
 
 from steps import evaluate, train
 from steps.stage.config import load_params
+from steps.tracking import runs
 
 
 @pytest.mark.slow
@@ -33,16 +34,16 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
     with mlflow.start_run():
         report = evaluate.run(
             params.evaluate,
+            runs.from_record(info_file, model_dir),
             ingested_dir=ingested,
-            model_dir=model_dir,
-            info_file=info_file,
             metrics_file=tmp_path / "metrics.json",
+            evaluation_file=tmp_path / "evaluation.json",
             plots_dir=tmp_path / "plots",
             misclassified_file=tmp_path / "misclassified.csv",
             behavioural_file=tmp_path / "behavioural.json",
             marker=marker,
         )
     assert info["metrics"]["val_accuracy"] >= 0.90
-    assert report["accuracy"] >= 0.90
+    assert report["metrics"]["accuracy"] >= 0.90
     assert report["behavioural_checks_passed"], report
     assert info["metrics"]["model_size_mb"] < 100
