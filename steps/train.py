@@ -291,6 +291,11 @@ def run(
     store.log_config(cfg)
     mlflow.set_tags({store.DATA_TAG: manifest.content_sha256, store.SOURCE_TAG: manifest.source})
     mlflow.log_input(dataset.as_mlflow_dataset(frame, manifest, "train", ingested_dir), "train")
+    if unlabeled:  # self-training learns from them too
+        extra = pd.DataFrame({"review": unlabeled})
+        mlflow.log_input(
+            dataset.as_mlflow_dataset(extra, manifest, "unlabeled", ingested_dir), "unlabeled"
+        )
     trained = train_model(reviews, labels, cfg, movies=movies, unlabeled=unlabeled)
     size_mb = save_model(trained.pipeline, model_dir, trained.profile)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)

@@ -138,12 +138,14 @@ def as_mlflow_dataset(
     after the split, digested by MLflow, with the source they were ingested from (or the ingested
     file, for sources MLflow has no resolver for, such as ODBC)."""
     name = f"imdb-reviews-{split}"
+    targets = "sentiment" if "sentiment" in frame.columns else None  # the unlabeled have none
     try:
-        return mlflow.data.from_pandas(frame, source=manifest.source, name=name, targets="sentiment")
+        return mlflow.data.from_pandas(frame, source=manifest.source, name=name, targets=targets)
     except MlflowException:
         # The validation split is carved from the train file.
-        local = (Path(ingested_dir) / SPLITS.get(split, TRAIN_FILE_NAME)).resolve()
-        return mlflow.data.from_pandas(frame, source=str(local), name=name, targets="sentiment")
+        files = {**SPLITS, "unlabeled": UNLABELED_FILE_NAME, "validation": TRAIN_FILE_NAME}
+        local = (Path(ingested_dir) / files[split]).resolve()
+        return mlflow.data.from_pandas(frame, source=str(local), name=name, targets=targets)
 
 
 def read_split(split: str, ingested_dir: Path = INGESTED_DIR) -> pd.DataFrame:

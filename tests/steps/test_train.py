@@ -241,7 +241,16 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
         paths = _run_paths(tmp_path / use, ingested)
         with mlflow.start_run() as run:
             train.run(dataclasses.replace(cfg, unlabeled=use), ingested, **paths)
-        models[use] = (paths["model_dir"], MlflowClient().get_run(run.info.run_id).data)
+        logged = MlflowClient().get_run(run.info.run_id)
+        contexts = {
+            {t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset.name
+            for i in logged.inputs.dataset_inputs
+        }
+        expected = {"train": "imdb-reviews-train", "validation": "imdb-reviews-validation"}
+        if use == "self_training":  # the run's datasets say what the model learnt from
+            expected["unlabeled"] = "imdb-reviews-unlabeled"
+        assert contexts == expected
+        models[use] = (paths["model_dir"], logged.data)
     (model_dir, data), (plain_dir, plain_data) = models.values()
     assert data.metrics["unlabeled_reviews"] == 300 and plain_data.metrics["unlabeled_reviews"] == 0
     assert data.metrics["val_grouped"] == 1.0
@@ -251,7 +260,7 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
     saved, plain = mlflow.pyfunc.load_model(str(model_dir)), mlflow.pyfunc.load_model(plain_dir)
     assert saved.metadata.get_input_schema() == plain.metadata.get_input_schema()
     assert saved.metadata.get_output_schema() == plain.metadata.get_output_schema()
-    sample = pd.DataFrame({"text": ["A brilliant, moving film.", "Dreadful and dull."]})
+    sample = pd.DataFrame({"review": ["A brilliant, moving film.", "Dreadful and dull."]})
     got, expected = saved.predict(sample), plain.predict(sample)
     assert list(got.columns) == list(expected.columns)
     assert got["label"].tolist() == ["positive", "negative"]
