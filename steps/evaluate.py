@@ -173,9 +173,9 @@ def run(
     `metrics` (metrics_file: numbers only, for `dvc metrics show`)."""
     if cfg.batch_size < 1:
         raise StageError(f"evaluate.batch_size must be at least 1, got {cfg.batch_size}")
-    loaded = load_model(model.location)
     manifest = dataset.read_manifest(ingested_dir)
-    frame = dataset.read_validated_split("test", ingested_dir, marker)
+    frame = dataset.read_validated_split("test", ingested_dir, marker)  # the data first
+    loaded = load_model(model.location)
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
     store.log_config(cfg)
     if model.data_sha256 not in (None, manifest.content_sha256):

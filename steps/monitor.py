@@ -40,7 +40,7 @@ from steps.tracking import registry, store
 
 log = logging.getLogger(__name__)
 
-ACCURACY_TAG = f"{registry.METRIC_TAG_PREFIX}accuracy"  # evaluate's test accuracy, by register
+ACCURACY_TAG = registry.ACCURACY_TAG
 
 
 @dataclass(frozen=True)

@@ -69,13 +69,16 @@ def read_report(
 
 def version_tags(report: EvalReport, data_sha256: str | None, commit: str | None) -> dict[str, Any]:
     """The tags a new version carries: only what code reads (the rest is its card)."""
-    return {
+    tags = {
         registry.CHECKS_TAG: registry.CHECKS_PASSED
         if report.checks_passed
         else registry.CHECKS_FAILED,
         registry.DATA_TAG: data_sha256 or "unknown",
         registry.COMMIT_TAG: commit or "unknown",
     }
+    if "accuracy" in report.metrics:
+        tags[registry.ACCURACY_TAG] = report.metrics["accuracy"]
+    return tags
 
 
 def register(

@@ -27,6 +27,7 @@ PREVIOUS_ALIAS = "previous"  # the champion it replaced: where rollback goes
 CHECKS_TAG = "behavioural_checks"  # "passed" / "failed": evaluate's verdict; promote requires it
 CHECKS_PASSED = "passed"
 CHECKS_FAILED = "failed"
+ACCURACY_TAG = "test_accuracy"  # evaluate's test accuracy (monitor weighs a labelled batch with it)
 DATA_TAG = store.DATA_TAG  # content hash of the data the version was trained on (promote)
 COMMIT_TAG = store.COMMIT_TAG  # the code it was trained with (models)
 # promote's latest decision on the version and both figures (models shows them)

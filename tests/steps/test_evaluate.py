@@ -138,7 +138,9 @@ def test_evaluate_a_model_chosen_by_its_train_run(trained, tmp_path):
     assert chosen.location == chosen.model_uri == trained["info"]["model_uri"]
     out = _outputs(tmp_path / "chosen")
     with mlflow.start_run():
-        report = evaluate.run(cfg, chosen, ingested_dir=trained["ingested_dir"], **out)
+        report = evaluate.run(
+            cfg, chosen, ingested_dir=trained["ingested_dir"], marker=trained["marker"], **out
+        )
     assert report["model_uri"] == chosen.model_uri and report["metrics"]["accuracy"] > 0.9
 
 
@@ -240,8 +242,9 @@ def test_misclassified_csv_neutralises_cells_a_spreadsheet_would_run(tmp_path, t
         train.run(load_params().train, ingested_dir=ingested, marker=marker,
                   metrics_file=tmp_path / "train_metrics.json", **paths)  # fmt: skip
     out = _outputs(tmp_path)
+    model = runs.from_record(paths["info_file"], paths["model_dir"])
     with mlflow.start_run():
-        evaluate.run(load_params().evaluate, ingested_dir=ingested, marker=marker, **paths, **out)
+        evaluate.run(load_params().evaluate, model, ingested_dir=ingested, marker=marker, **out)
     with open(out["misclassified_file"], newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     shown = {row["review"] for row in rows}

@@ -22,6 +22,7 @@ from steps.data import dataset
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
 from steps.stage.paths import INGESTED_DIR, MODEL_DIR, VALIDATED_MARKER
+from steps.tracking import runs
 
 PARAMS = load_params(REPO_ROOT / "params.yaml")
 
@@ -102,9 +103,8 @@ def test_evaluate_and_promote_read_only_the_validated_test_split(data, tmp_path)
     with pytest.raises(StageError, match=r"test\.parquet has changed"):
         evaluate.run(
             PARAMS.evaluate,
+            runs.TrainedModel("run", "models:/m-1", "m-1", str(tmp_path / "model")),
             ingested_dir=data.ingested,
-            model_dir=tmp_path / "model",
-            info_file=tmp_path / "model.json",
             marker=data.marker,
         )
     with pytest.raises(StageError, match=r"test\.parquet has changed"):

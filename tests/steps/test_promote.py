@@ -185,9 +185,9 @@ def test_a_champion_logged_before_the_input_column_was_renamed_is_still_scored(
     """Versions logged when the model's input column was `text` stay comparable: each model is
     sent the column its own signature names."""
     old = add_version(WEAK, column="text")
-    promote.promote(cfg, NAME, ingested_dir=ingested)
+    promote.promote(cfg, NAME, **at(ingested))
     new = add_version(STRONG)
-    decision = promote.promote(cfg, NAME, ingested_dir=ingested)
+    decision = promote.promote(cfg, NAME, **at(ingested))
     assert decision.promoted and decision.champion == old
     assert decision.champion_value < 0.8 < decision.candidate_value
     assert aliases() == {"champion": new, "previous": old}

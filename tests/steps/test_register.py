@@ -72,6 +72,7 @@ def test_each_registration_is_a_new_version_with_a_model_card_and_few_tags(local
         "behavioural_checks": "passed",
         "data_manifest_sha256": DATA,
         "git_commit": store.git_commit() or "unknown",
+        "test_accuracy": "0.912346",  # monitor compares a labelled batch with it
     }
     assert version.run_id == trained.run_id
     card = version.description
