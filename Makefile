@@ -90,7 +90,7 @@ deploy-plan: $(STAMP) ## print what `make deploy` would do, touching nothing
 deploy-rollback: $(STAMP) ## switch the live Service back to the other slot, at once
 	$(PY) -m steps.deploy --rollback
 
-.PHONY: serve models promote rollback dockerfile image
+.PHONY: serve models promote rollback dockerfile image base-image deployer-image
 PORT ?= 5001
 WORKERS ?= 1
 # METRICS_PORT=9102: the model's Prometheus metrics on 127.0.0.1:9102/metrics and a JSON line
@@ -122,10 +122,14 @@ dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion
 		--env-manager local \
 		-d $(DOCKER_DIR)
 
-image: $(STAMP) ## build imdb-sentiment:<champion version> with Docker (needs a Docker engine)
-	$(WITH_TRACKING) version=$$($(PY) -m steps.models --champion) && \
-	mlflow models build-docker -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
-		-n "$(MODEL_NAME):$$version"
+image: $(STAMP) ## build imdb-sentiment:<champion version> with mlflow models build-docker (Docker engine)
+	$(PY) -m steps.image
+
+base-image: $(STAMP) ## pull python:<this Python>-slim, or build a stand-in from Debian packages (no Docker Hub)
+	$(PY) -m steps.image --base-only
+
+deployer-image: $(STAMP) ## build the deployer's image (k8s/deployer/Dockerfile) on the same base
+	$(PY) -m steps.image --deployer
 
 .PHONY: compare repro monitor
 METRIC ?=

@@ -14,6 +14,7 @@ executor (deployer.py); see k8s/README.md for the runbook.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from steps.rollout.deployer import Deployer, heartbeat
+from steps.rollout.image import build_and_push
 from steps.rollout.kube import Kube
 from steps.rollout.plan import Plan
 from steps.stage import cli
@@ -89,7 +91,8 @@ def _command(params: Params, cfg: DeployConfig, args: argparse.Namespace) -> Non
     check_options(rollback=args.rollback, watch=args.watch, image=args.image)  # before connecting
     kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
     sleep = heartbeat(Path(args.heartbeat)) if args.heartbeat else time.sleep
-    deployer = Deployer(cfg, params.register.model_name, kube, MlflowClient(), sleep=sleep)
+    builder = functools.partial(build_and_push, cfg=params.image)
+    deployer = Deployer(cfg, params.register.model_name, kube, MlflowClient(), builder, sleep=sleep)
     log.info("cluster %s, namespace %s, model %s", kube.server, cfg.namespace, deployer.model_name)
     options = {
         "dry_run": args.dry_run, "rollback": args.rollback, "watch": args.watch,

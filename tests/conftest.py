@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support.py
 
+import docker_pod
 from support import (
     PROJECT_FILES,
     REPO_ROOT,
@@ -149,3 +150,32 @@ def sqlite_odbc_driver() -> str:
             f"the {SQLITE_ODBC_DRIVER} ODBC driver is not installed: apt-get install libsqliteodbc"
         )
     return SQLITE_ODBC_DRIVER
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test marked `docker` runs only where a Docker engine answers: skipped with the reason
+    elsewhere, a failure when IMDB_REQUIRE_DOCKER is set (.ci/run starts an engine and sets it)."""
+    if item.get_closest_marker("docker") is not None:
+        docker_pod.require(docker_pod.engine_problem())
+
+
+@pytest.fixture(scope="session")
+def rootfs_cache(tmp_path_factory) -> Path:
+    """Where a stand-in base image's Debian root filesystem is kept for the session: the tests
+    that build stand-ins (mmdebstrap takes minutes) build it once."""
+    return tmp_path_factory.mktemp("rootfs") / "rootfs.tar"
+
+
+@pytest.fixture(scope="session")
+def docker_registry(tmp_path_factory):
+    """Debian's docker-registry on a free 127.0.0.1 port (apt-get install docker-registry)."""
+    if shutil.which(docker_pod.REGISTRY_BINARY) is None:
+        docker_pod.require(
+            f"{docker_pod.REGISTRY_BINARY} is not installed: apt-get install docker-registry"
+        )
+    registry = docker_pod.Registry(tmp_path_factory.mktemp("registry")).start()
+    try:
+        yield registry
+    finally:
+        registry.stop()

@@ -2,7 +2,8 @@
 ordered actions, and carries them out.
 
 One reconcile reads both Deployments and Services (kube.py) and the registry, plans, prints the
-plan and runs it: build and push the image (image.py), roll the idle slot, wait for it, smoke-test
+plan and runs it: build and push the image (image.py), roll the idle slot (to the digest the
+registry gave the pushed tag, `repository:tag@sha256:...`), wait for it, smoke-test
 it through the preview Service (smoke.py), switch the live Service, record the slots in the
 registry (aliases `blue` / `green`, tag `deploy.live_slot`). Any failure stops there with one
 line naming the step; the live Service is only ever patched after the idle slot passed its smoke
@@ -24,7 +25,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steps.rollout import plan as planner
-from steps.rollout.image import build_and_push
 from steps.rollout.kube import Kube
 from steps.rollout.plan import (
     BuildImage,
@@ -56,7 +56,8 @@ WORKERS_ENV = "MLFLOW_MODELS_WORKERS"
 LIVE_SLOT_TAG = "deploy.live_slot"
 HELD_TAG = "deploy.rolled_back_version"
 
-Builder = Callable[[str, str], None]
+# (model URI, image tag) -> the pushed image pinned by digest (image.build_and_push with config).
+Builder = Callable[[str, str], str]
 
 
 def deployment_name(cfg: DeployConfig, slot: str) -> str:
@@ -97,7 +98,7 @@ class Deployer:
         model_name: str,
         kube: Kube,
         client: MlflowClient,
-        builder: Builder = build_and_push,
+        builder: Builder | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -109,6 +110,7 @@ class Deployer:
         self.sleep = sleep
         self.clock = clock
         self._plans_logged = 0
+        self._pushed: dict[str, str] = {}  # tag -> tag@digest, from this deployer's builds
 
     # state
 
@@ -194,7 +196,16 @@ class Deployer:
     def _run(self, action: planner.Action) -> None:
         match action:
             case BuildImage(version=version, image=image):
-                self.builder(registry.model_uri(self.model_name, version), image)
+                if self.builder is None:
+                    raise StageError(
+                        "no image builder here: give --image IMAGE (or deploy.build false)"
+                    )
+                uri = registry.model_uri(self.model_name, version)
+                try:
+                    self._pushed[image] = self.builder(uri, image)
+                except StageError as exc:
+                    raise StageError(f"{exc} (--image IMAGE skips the build)") from None
+                log.info("pushed %s", self._pushed[image])
             case RollSlot():
                 self.roll(action)
             case WaitReady(slot=slot):
@@ -222,11 +233,14 @@ class Deployer:
         # Read just before patching: the build may have taken minutes (and the HPA may have
         # scaled the slot meanwhile); the patch carries this resourceVersion as its guard.
         current = self.kube.deployment(name)
-        rolled = self.kube.patch_deployment(name, self.roll_patch(action, current.resource_version))
-        log.info("%s: generation %d now runs %s", name, rolled.generation, action.image)
+        patch = self.roll_patch(action, current.resource_version)
+        rolled = self.kube.patch_deployment(name, patch)
+        image = patch["spec"]["template"]["spec"]["containers"][0]["image"]
+        log.info("%s: generation %d now runs %s", name, rolled.generation, image)
 
     def roll_patch(self, action: RollSlot, resource_version: str) -> dict[str, Any]:
-        """The strategic merge patch that rolls a slot to a model version's image."""
+        """The strategic merge patch that rolls a slot to a model version's image: by digest
+        when this deployer pushed it (the tag could be pushed over; the digest cannot)."""
         version = str(action.version)
         annotations = {
             VERSION_ANNOTATION: version,
@@ -234,7 +248,7 @@ class Deployer:
         }
         container = {
             "name": self.cfg.container,
-            "image": action.image,
+            "image": self._pushed.get(action.image, action.image),
             "env": [{"name": WORKERS_ENV, "value": str(self.cfg.workers)}],
         }
         return {

@@ -1,68 +1,114 @@
-"""The serving image of a model version: built by `mlflow models build-docker`, then pushed.
+"""The images: a model version's serving image, built by `mlflow models build-docker` and pushed
+(pinned by the digest the registry gave it), and the deployer's image (k8s/deployer/Dockerfile).
 
-The build runs MLflow's own CLI in a child process with this interpreter, so the image holds the
-model exactly as the registry has it; the child's output is echoed (indented) and, on failure,
-its last meaningful line becomes the one-line error.
+Both start FROM python:<this Python>-slim, which the base-image rule provides first (pulled, or a
+stand-in where Docker Hub is out of reach: base_image.py). The serving build runs MLflow's own CLI
+in a child process with this interpreter, so the image holds the model exactly as the registry
+has it, then adds one layer (k8s/serving-image/Dockerfile) that bounds the request body nginx
+lets through (image.max_body_mb) and gives busy uvicorn workers time before their health check
+kills them. `docker build` tags only a build that succeeded, and build-docker's own image gets a
+temporary name, so a failed build leaves no tag behind (an earlier good image under the same tag
+stays as it was).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shlex
-import subprocess
 import sys
-from collections import deque
-from collections.abc import Mapping
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
-from steps.stage.errors import StageError
+from steps.rollout import base_image, docker
+from steps.stage.config import ImageConfig
+from steps.stage.errors import StageError, one_line
+from steps.stage.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-DOCKER = "docker"
-OUTPUT_TAIL_LINES = 20  # of a failed command's output, kept to find the line that says why
+DEPLOYER_DOCKERFILE = PROJECT_ROOT / "k8s" / "deployer" / "Dockerfile"
+# The layer on top of build-docker's image: nginx's body limit, uvicorn's health-check time.
+SERVING_DIR = PROJECT_ROOT / "k8s" / "serving-image"
+
+
+@dataclass(frozen=True)
+class Built:
+    """An image the engine now has under `ref`, and where its base came from."""
+
+    ref: str
+    base: base_image.BaseImage
+
+    def describe(self) -> str:
+        return f"built {self.ref} ({self.base.describe()})"
 
 
 def build_command(uri: str, image: str) -> list[str]:
-    """`mlflow models build-docker` for one model version (the image serves on port 8080)."""
+    """`mlflow models build-docker` for one model (the image serves on port 8080)."""
     return [
         sys.executable, "-m", "mlflow", "models", "build-docker",
         "-m", uri, "-n", image, "--env-manager", "local",
     ]  # fmt: skip
 
 
-def build_and_push(uri: str, image: str) -> None:
-    """Build the serving image of a model version with MLflow, then push it."""
+def build_serving_image(
+    uri: str, image: str, cfg: ImageConfig, rootfs_cache: Path | None = None
+) -> Built:
+    """Build a model's serving image as `image`: base-image rule, then build-docker unchanged.
+
+    Give a version's URI (models:/<name>/<version>), not an alias: an alias may move while the
+    image builds, and the tag must name what is inside.
+    """
+    docker.check_engine()
+    with tempfile.TemporaryDirectory(prefix="model.") as scratch:
+        local = _download_model(uri, Path(scratch))
+        base = base_image.ensure(base_image.model_base_image(local), cfg, rootfs_cache)
+    log.info("%s; building %s from %s", base.describe(), image, uri)
     # The child resolves models:/ against the same store (configure() may not have set the env).
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-    run_echoed(build_command(uri, image), env, "mlflow models build-docker")
-    run_echoed([DOCKER, "push", image], env, "docker push")
-
-
-def run_echoed(command: list[str], env: Mapping[str, str], what: str) -> None:
-    """Run a command, echoing its output; raise with the line that says why it failed."""
-    log.info("running %s", shlex.join(command))
-    tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+    mlflow_image = with_tag_suffix(image, "build-docker")
     try:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(env),
-            text=True, errors="replace",
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise StageError(
-            f"{what}: {command[0]!r} not found on PATH (building needs a Docker engine;"
-            " --image IMAGE skips the build)"
-        ) from None
-    with process:
-        for line in process.stdout:
-            sys.stderr.write(f"  | {line}")
-            if line.strip():
-                tail.append(line.strip())
-    if process.returncode:
-        why = tail[-1] if tail else "no output"
-        raise StageError(
-            f"{what} exited with code {process.returncode}: {why}"
-            " (is a Docker engine running? --image IMAGE skips the build)"
-        )
+        docker.run_echoed(build_command(uri, mlflow_image), "mlflow models build-docker", env)
+        docker.build(SERVING_DIR, image, MLFLOW_IMAGE=mlflow_image, MAX_BODY=f"{cfg.max_body_mb}m")
+    finally:
+        docker.untag(mlflow_image)  # its layers stay, under `image`
+    return Built(image, base)
+
+
+def with_tag_suffix(image: str, suffix: str) -> str:
+    """repository:tag -> repository:tag-suffix (a temporary name beside the image's)."""
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:  # no tag given: Docker's default
+        repository, tag = image, "latest"
+    return f"{repository}:{tag}-{suffix}"
+
+
+def build_and_push(uri: str, image: str, cfg: ImageConfig) -> str:
+    """Build a model version's serving image, push it; return it pinned: image@sha256:..."""
+    build_serving_image(uri, image, cfg)
+    return pinned(image, docker.push(image))
+
+
+def pinned(image: str, digest: str) -> str:
+    """`repository:tag@sha256:...`: Kubernetes pulls by the digest; the tag stays for people."""
+    return f"{image.split('@', 1)[0]}@{digest}"
+
+
+def build_deployer_image(tag: str, cfg: ImageConfig, rootfs_cache: Path | None = None) -> Built:
+    """Build k8s/deployer/Dockerfile from the project root on python:<this Python>-slim."""
+    docker.check_engine()
+    base = base_image.ensure(base_image.python_slim(), cfg, rootfs_cache)
+    python_version = base.ref.removeprefix("python:").removesuffix("-slim")
+    docker.build(PROJECT_ROOT, tag, DEPLOYER_DOCKERFILE, PYTHON_VERSION=python_version)
+    return Built(tag, base)
+
+
+def _download_model(uri: str, into: Path) -> Path:
+    """The model's files (MLmodel, python_env.yaml...), or one line saying why not."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+    except (MlflowException, OSError) as exc:
+        raise StageError(f"model {uri}: {one_line(exc, 300)}") from None

@@ -74,10 +74,12 @@ class RollSlot:
     slot: str
     version: int
     image: str
+    by_digest: bool = False  # the image is built and pushed first: roll to the pushed digest
     step = "roll"
 
     def describe(self) -> str:
-        return f"roll slot {self.slot} to {self.image} (model version {self.version})"
+        digest = "@<digest of the push>" if self.by_digest else ""
+        return f"roll slot {self.slot} to {self.image}{digest} (model version {self.version})"
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def plan_deploy(
         reason = f"champion is version {champion}; live slot {live} runs {was}"
         if build:
             actions.append(BuildImage(champion, image))
-        actions.append(RollSlot(idle, champion, image))
+        actions.append(RollSlot(idle, champion, image, by_digest=build))
     actions.append(WaitReady(idle))
     if cluster.preview != idle:
         actions.append(PointPreview(idle))

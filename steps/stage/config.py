@@ -233,6 +233,25 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """The serving and deployer images, and the stand-in base image built where Docker Hub is
+    out of reach (steps/rollout/base_image.py)."""
+
+    pull_timeout: float
+    """Seconds `docker pull` of a base image may take before a stand-in is built instead."""
+    debian_suite: str
+    """Debian release the stand-in base is built from (its Python must match the tag's)."""
+    debian_mirror: str
+    """Debian mirror host for the stand-in: <mirror>/debian and <mirror>/debian-security."""
+    ca_bundle: str
+    """CA bundle the stand-in trusts for pip and TLS ("" = this host's default bundle)."""
+    max_body_mb: int
+    """Largest request body (MiB) the serving image's nginx lets through to /invocations."""
+    deployer_tag: str
+    """Tag of the deployer image built from k8s/deployer/Dockerfile."""
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of params.yaml."""
 
@@ -243,6 +262,7 @@ class Params:
     register: RegisterConfig
     promote: PromoteConfig
     deploy: DeployConfig
+    image: ImageConfig
     compare: CompareConfig
     monitor: MonitorConfig
 

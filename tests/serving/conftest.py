@@ -1,14 +1,20 @@
-"""A real `mlflow models serve` of `models:/imdb-sentiment@champion`, shared by the serving tests.
+"""A real `mlflow models serve` of `models:/imdb-sentiment@champion`, and its serving image,
+shared by the serving tests.
 
 The model is trained on small synthetic reviews (tests/support.make_reviews), logged, registered
-and made champion in a SQLite registry in tmp; the server runs as a child process on a free
-loopback port, is waited for on `/ping` (bounded) and is stopped by its process group afterwards.
+and made champion in a SQLite registry in tmp; or, with IMDB_SERVING_MODEL=<model folder or URI>
+(the CI packaging job: the model `make run` trained), that model is registered instead. The server
+runs as a child process on a free loopback port, is waited for on `/ping` (bounded) and is stopped
+by its process group afterwards. The image is built once per session with the project's own code
+(steps/rollout/image.py: base-image rule, then `mlflow models build-docker`) and keeps its tag
+(imdb-sentiment-test:serving), so a rerun reuses Docker's layer cache.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -16,10 +22,15 @@ import model_server
 import pytest
 from support import free_port, make_reviews, point_mlflow_at
 
+from steps.rollout import image
+from steps.stage.config import load_params
+from steps.stage.paths import PROJECT_ROOT
 from steps.tracking import registry, store
 
 MODEL_NAME = "imdb-sentiment"
 READY_TIMEOUT = 180.0  # generous: the machine is shared, and CI may be busy
+SERVING_IMAGE = "imdb-sentiment-test:serving"
+MODEL_ENV = "IMDB_SERVING_MODEL"  # serve this model instead of training a small one
 
 
 def log_small_model() -> str:
@@ -51,7 +62,7 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
         point_mlflow_at(patch, uri)
         store.configure()
         try:
-            model_uri = log_small_model()
+            model_uri = os.environ.get(MODEL_ENV) or log_small_model()
             version = mlflow.register_model(model_uri, MODEL_NAME).version
             registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
         finally:
@@ -74,3 +85,29 @@ def server(champion_store, tmp_path_factory) -> Iterator[model_server.Server]:
         yield running
     finally:
         model_server.stop(running)
+
+
+@contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """MLflow pointed at `uri` in this process and its children, then back."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="session")
+def serving_image(champion_store, rootfs_cache) -> str:
+    """The champion's serving image, built with the project's code (needs a Docker engine:
+    the tests that use it are marked `docker`)."""
+    uri, version = champion_store
+    cfg = load_params(PROJECT_ROOT / "params.yaml").image
+    with tracking(uri):
+        built = image.build_serving_image(
+            registry.model_uri(MODEL_NAME, version), SERVING_IMAGE, cfg, rootfs_cache
+        )
+    return built.ref

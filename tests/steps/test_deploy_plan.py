@@ -56,7 +56,7 @@ def test_first_deploy_rolls_the_idle_slot_and_switches():
     assert plan.kind == "first-deploy"
     assert plan.actions == (
         BuildImage(1, image(1)),
-        RollSlot("green", 1, image(1)),
+        RollSlot("green", 1, image(1), by_digest=True),  # to the digest the push reports
         WaitReady("green"),
         SmokeTest("green", 1),
         SwitchLive("blue", "green"),
@@ -81,7 +81,10 @@ def test_promote_to_a_new_version():
         PointPreview,
         Record,
     ]
-    assert plan.actions[1] == RollSlot("blue", 3, image(3))
+    assert plan.actions[1] == RollSlot("blue", 3, image(3), by_digest=True)
+    assert plan.actions[1].describe() == (
+        f"roll slot blue to {image(3)}@<digest of the push> (model version 3)"
+    )
     assert plan.actions[4] == SwitchLive("green", "blue")
     assert plan.actions[-1] == Record({"green": 2, "blue": 3}, live="blue", held=None)
     assert serving(predict(cluster, plan.actions)) == "live slot blue serves version 3"
@@ -90,7 +93,7 @@ def test_promote_to_a_new_version():
 def test_prebuilt_image_skips_the_build():
     plan = deploy(state(blue=1), registry(2), build=False)
     assert not any(isinstance(a, BuildImage) for a in plan.actions)
-    assert plan.actions[0] == RollSlot("green", 2, image(2))
+    assert plan.actions[0] == RollSlot("green", 2, image(2))  # as given: nothing was pushed
 
 
 def test_noop_when_already_live():
