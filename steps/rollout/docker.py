@@ -34,6 +34,7 @@ START_ENGINE = (
 )
 # `docker push` ends with `<tag>: digest: sha256:<hex> size: <bytes>`.
 ERROR_LINE = re.compile(r"(?i)\berror\b")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the colours docker build puts in
 PUSHED_DIGEST = re.compile(r"^(?P<tag>\S+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: \d+")
 
 
@@ -136,8 +137,8 @@ def run_echoed(
         for line in process.stdout:
             sys.stderr.write(f"  | {line}")
             lines.append(line.rstrip("\n"))
-            if line.strip():
-                tail.append(line.strip())
+            if text := ANSI_ESCAPE.sub("", line).strip():
+                tail.append(text)
     if process.returncode:
         raise StageError(f"{what} exited with code {process.returncode}: {_why(tail)}")
     return lines
