@@ -154,10 +154,13 @@ def run_args(
     secrets: Mapping[str, Mapping[str, str]] | None = None,
     network: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    extra_volumes: Mapping[Path, str] | None = None,
     args: list[str] | None = None,
 ) -> PodRun:
     """`docker run -d` arguments that run `image` as the Deployment's pod (see the module
-    docstring). `network="host"` shares the host's network (and publishes no ports)."""
+    docstring). `network="host"` shares the host's network (and publishes no ports);
+    `extra_volumes` (host folder -> path) stand in for what a cluster provides otherwise (a
+    service account's credentials, a store reached over the network)."""
     pod, container = pod_template(deployment)
     flags: list[str] = []
     name = f"{container['name']}-{uuid.uuid4().hex[:8]}"
@@ -208,6 +211,9 @@ def run_args(
         os.chmod(host, 0o2777 if fs_group is not None else 0o777)
         flags += ["-v", f"{host}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
         empty_dirs[mount["mountPath"]] = host
+
+    for host, path in (extra_volumes or {}).items():
+        flags += ["-v", f"{host}:{path}"]
 
     env = {e["name"]: e["value"] for e in rest.pop("env", [])}
     for source in rest.pop("envFrom", []):

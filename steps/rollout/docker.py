@@ -96,11 +96,9 @@ def untag(ref: str) -> None:
     _quick(["image", "rm", ref])
 
 
-def build(context: Path, tag_: str, dockerfile: Path | None = None, **build_args: str) -> None:
+def build(context: Path, tag_: str, **build_args: str) -> None:
     """`docker build` (the engine's default builder, as MLflow's build-docker uses it)."""
-    command = [DOCKER, "build", "--tag", tag_]
-    if dockerfile is not None:
-        command += ["--file", str(dockerfile)]
+    command = [DOCKER, "build", "--force-rm", "--tag", tag_]  # no containers left by a failure
     for name, value in build_args.items():
         command += ["--build-arg", f"{name}={value}"]
     run_echoed([*command, str(context)], "docker build")

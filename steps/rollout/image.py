@@ -13,10 +13,14 @@ stays as it was).
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,9 @@ from steps.stage.paths import PROJECT_ROOT
 log = logging.getLogger(__name__)
 
 DEPLOYER_DOCKERFILE = PROJECT_ROOT / "k8s" / "deployer" / "Dockerfile"
+CONSTRAINTS = "constraints.txt"  # written by constraints(), not a project file
+COPY_LINE = re.compile(r"^COPY (.+) \S+$", re.M)
+NOT_COPIED = shutil.ignore_patterns("__pycache__", "*.pyc")
 # The layer on top of build-docker's image: nginx's body limit, uvicorn's health-check time.
 SERVING_DIR = PROJECT_ROOT / "k8s" / "serving-image"
 
@@ -86,9 +93,9 @@ def with_tag_suffix(image: str, suffix: str) -> str:
     return f"{repository}:{tag}-{suffix}"
 
 
-def build_and_push(uri: str, image: str, cfg: ImageConfig) -> str:
+def build_and_push(uri: str, image: str, cfg: ImageConfig, rootfs_cache: Path | None = None) -> str:
     """Build a model version's serving image, push it; return it pinned: image@sha256:..."""
-    build_serving_image(uri, image, cfg)
+    build_serving_image(uri, image, cfg, rootfs_cache)
     return pinned(image, docker.push(image))
 
 
@@ -98,12 +105,46 @@ def pinned(image: str, digest: str) -> str:
 
 
 def build_deployer_image(tag: str, cfg: ImageConfig, rootfs_cache: Path | None = None) -> Built:
-    """Build k8s/deployer/Dockerfile from the project root on python:<this Python>-slim."""
+    """Build k8s/deployer/Dockerfile on python:<this Python>-slim, from a context holding what it
+    copies and constraints.txt, which pins every package to the version this environment has."""
     docker.check_engine()
     base = base_image.ensure(base_image.python_slim(), cfg, rootfs_cache)
     python_version = base.ref.removeprefix("python:").removesuffix("-slim")
-    docker.build(PROJECT_ROOT, tag, DEPLOYER_DOCKERFILE, PYTHON_VERSION=python_version)
+    with tempfile.TemporaryDirectory(prefix="deployer.") as scratch:
+        context = Path(scratch)
+        shutil.copyfile(DEPLOYER_DOCKERFILE, context / "Dockerfile")
+        for source in copied_sources(DEPLOYER_DOCKERFILE):
+            if source == CONSTRAINTS:
+                (context / source).write_text(constraints())
+            elif (PROJECT_ROOT / source).is_dir():
+                shutil.copytree(PROJECT_ROOT / source, context / source, ignore=NOT_COPIED)
+            else:
+                shutil.copyfile(PROJECT_ROOT / source, context / source)
+        docker.build(context, tag, PYTHON_VERSION=python_version)
     return Built(tag, base)
+
+
+def copied_sources(dockerfile: Path) -> list[str]:
+    """The sources of a Dockerfile's COPY lines (project paths, and constraints.txt)."""
+    return [s for line in COPY_LINE.findall(dockerfile.read_text()) for s in line.split()]
+
+
+def constraints() -> str:
+    """`name==version` of every distribution in this environment but the project: the deployer
+    image gets the versions the tests ran with, and pip has nothing to search for (left to
+    itself, Debian's pip backtracks through hundreds of releases of dvc[s3]'s dependencies)."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["name"]
+    pins = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"] and _normalized(dist.metadata["Name"]) != _normalized(project)
+    }
+    return "".join(f"{pin}\n" for pin in sorted(pins, key=str.lower))
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _download_model(uri: str, into: Path) -> Path:

@@ -1,5 +1,5 @@
-"""What the deploy tests share besides fixtures: the manifests' location and rendering, and the
-tiny pyfunc model whose versions stand in for the real model."""
+"""What the deploy tests share besides fixtures: the manifests' location and rendering, the
+tiny pyfunc model whose versions stand in for the real model, and a deployer on the stub."""
 
 from __future__ import annotations
 
@@ -8,10 +8,17 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow import MlflowClient
 
+from steps.rollout.deployer import VERSION_ANNOTATION, Deployer, image_ref
+from steps.rollout.kube import Kube
 from steps.stage.paths import PROJECT_ROOT
 
 K8S_DIR = PROJECT_ROOT / "k8s"
+BLUE, GREEN = "imdb-sentiment-blue", "imdb-sentiment-green"
+LIVE, PREVIEW = "imdb-sentiment", "imdb-sentiment-preview"
+STRATEGIC = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 # A tiny real pyfunc: "positive" when a review contains one of its words. Versions differ by
 # their words, so a test can tell which version answered.
@@ -48,3 +55,18 @@ def kustomization_documents(directory: Path = K8S_DIR) -> list[dict]:
     for resource in kustomization["resources"]:
         documents += [d for d in yaml.safe_load_all((directory / resource).read_text()) if d]
     return documents
+
+
+def make_deployer(cfg, name: str, **kwargs) -> Deployer:
+    """A deployer on the cluster $KUBECONFIG names (the stub, in these tests)."""
+    kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
+    return Deployer(cfg, name, kube, MlflowClient(), **kwargs)
+
+
+def seed(cluster, cfg, slot_deployment: str, version: int, server: str | None = None) -> str:
+    """Make a slot run a version, as an earlier deploy left it (its pods: `server`, if any)."""
+    image = image_ref(cfg, version)
+    if server:
+        cluster.images[image] = server
+    cluster.set_running(slot_deployment, image, {VERSION_ANNOTATION: str(version)})
+    return image

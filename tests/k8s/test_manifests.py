@@ -26,7 +26,7 @@ import yaml
 from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomization_documents
 
 from steps import deploy
-from steps.rollout import deployer, image
+from steps.rollout import base_image, deployer, image
 from steps.rollout.plan import SLOTS
 from steps.stage import cli
 from steps.stage.config import load_params
@@ -204,10 +204,10 @@ def test_credentials_only_come_from_the_secret(manifests, deployer_manifests):
 
 def test_deployer_image_and_arguments():
     dockerfile = (DEPLOYER_DIR / "Dockerfile").read_text()
-    for line in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
-        for source in line.split():
-            if source != "README.md":  # written by the lead with the final README
-                assert (PROJECT_ROOT / source).exists(), source
+    sources = image.copied_sources(DEPLOYER_DIR / "Dockerfile")
+    assert image.CONSTRAINTS in sources  # written by the build: this environment's versions
+    for source in set(sources) - {image.CONSTRAINTS}:
+        assert (PROJECT_ROOT / source).exists(), source
     entrypoint = yaml.safe_load(re.search(r"^ENTRYPOINT (.+)$", dockerfile, re.M).group(1))
     assert entrypoint == ["python", "-m", "steps.deploy"]
     (watcher,) = by_kind(kustomization_documents(DEPLOYER_DIR), "Deployment").values()
@@ -238,6 +238,9 @@ def test_build_command_and_generated_dockerfile_match_the_manifests(
 
     dockerfile = (out / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11[.\d]*-slim$", dockerfile, re.M)
+    # the base the image build makes sure of first is the one this Dockerfile starts FROM
+    assert f"FROM {base_image.model_base_image(model)}\n" in dockerfile
+    assert base_image.model_base_image(model) == base_image.python_slim()
     assert f"RUN pip install mlflow=={mlflow.__version__}" in dockerfile  # same nginx.conf as ours
     assert "COPY model_dir/model /opt/ml/model" in dockerfile
     assert "ENV MLFLOW_DISABLE_ENV_CREATION=True" in dockerfile

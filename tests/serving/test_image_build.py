@@ -96,8 +96,14 @@ def test_a_failed_build_is_one_line_and_leaves_no_tag(capsys, tracking_uri, tmp_
     )  # fmt: skip
     tag = f"{TEST_MODEL}:broken"
     docker("image", "rm", tag, check=False)
+    before = set(docker("ps", "-aq", "--filter", "status=exited").stdout.split())
 
     code, _, err = run_cli(["--model-uri", str(model), "--tag", tag], capsys)
+
+    # MLflow's `docker build` keeps the failed step's container: not ours to keep either
+    left = set(docker("ps", "-aq", "--filter", "status=exited").stdout.split()) - before
+    if left:
+        docker("rm", *left, check=False)
 
     assert code == 1
     line = last_line(err)
