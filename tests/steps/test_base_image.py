@@ -248,6 +248,8 @@ def test_stand_in_is_debian_python_that_pip_installs_into_and_trusts_a_given_ca(
 ):
     if shutil.which("mmdebstrap") is None:
         docker_pod.require("mmdebstrap is not installed: apt-get install mmdebstrap")
+    if os.geteuid() != 0:
+        docker_pod.require("building a stand-in base (mmdebstrap's root mode) needs root")
     ca_key, ca_cert = make_ca("imdb-sentiment test egress CA")
     bundle = tmp_path / "bundle.pem"
     bundle.write_text(base_image.ca_bundle("").read_text() + pem(ca_cert))
