@@ -329,6 +329,15 @@ class Container:
     def cgroup(self) -> CgroupMemory:
         return CgroupMemory.of(self.id)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used by every process in the container so far (user + system)."""
+        v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{self.id}/cpuacct.usage")
+        if v1.is_file():
+            return int(v1.read_text()) / 1e9
+        memory = self.cgroup()
+        stat = (memory.path / "cpu.stat").read_text().split()
+        return int(stat[stat.index("usage_usec") + 1]) / 1e6
+
 
 def start(run: PodRun) -> Container:
     started = time.perf_counter()

@@ -4,11 +4,11 @@
 Both start FROM python:<this Python>-slim, which the base-image rule provides first (pulled, or a
 stand-in where Docker Hub is out of reach: base_image.py). The serving build runs MLflow's own CLI
 in a child process with this interpreter, so the image holds the model exactly as the registry
-has it, then adds one layer (k8s/serving-image/Dockerfile) that bounds the request body nginx
-lets through (image.max_body_mb) and gives busy uvicorn workers time before their health check
-kills them. `docker build` tags only a build that succeeded, and build-docker's own image gets a
-temporary name, so a failed build leaves no tag behind (an earlier good image under the same tag
-stays as it was).
+has it, then adds a layer (k8s/serving-image/Dockerfile) with uvicorn's uvloop and httptools,
+a bound on the request body nginx lets through (image.max_body_mb) and time for busy uvicorn
+workers before their health check kills them. `docker build` tags only a build that succeeded,
+and build-docker's own image gets a temporary name, so a failed build leaves no tag behind (an
+earlier good image under the same tag stays as it was).
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ DEPLOYER_DOCKERFILE = PROJECT_ROOT / "k8s" / "deployer" / "Dockerfile"
 CONSTRAINTS = "constraints.txt"  # written by constraints(), not a project file
 COPY_LINE = re.compile(r"^COPY (.+) \S+$", re.M)
 NOT_COPIED = shutil.ignore_patterns("__pycache__", "*.pyc")
-# The layer on top of build-docker's image: nginx's body limit, uvicorn's health-check time.
+# The layer on top of build-docker's image: uvicorn's fast loop and parser, nginx's body limit,
+# uvicorn's health-check time.
 SERVING_DIR = PROJECT_ROOT / "k8s" / "serving-image"
+SERVER_PACKAGES = ("uvloop", "httptools")  # installed at this environment's versions
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ def build_serving_image(
     mlflow_image = with_tag_suffix(image, "build-docker")
     try:
         docker.run_echoed(build_command(uri, mlflow_image), "mlflow models build-docker", env)
-        docker.build(SERVING_DIR, image, MLFLOW_IMAGE=mlflow_image, MAX_BODY=f"{cfg.max_body_mb}m")
+        pins = " ".join(f"{p}=={importlib.metadata.version(p)}" for p in SERVER_PACKAGES)
+        docker.build(
+            SERVING_DIR, image, MLFLOW_IMAGE=mlflow_image, MAX_BODY=f"{cfg.max_body_mb}m",
+            SERVER_PACKAGES=pins,
+        )  # fmt: skip
     finally:
         docker.untag(mlflow_image)  # its layers stay, under `image`
     return Built(image, base)
