@@ -1,7 +1,7 @@
 """`models` entry point: the registered model as people see it, and how MLflow's own CLI reaches it.
 
     python -m steps.models              # every version: aliases, promotion decision, checks, commit
-    python -m steps.models --champion   # only the champion's version number (make image)
+    python -m steps.models --champion   # only the champion's version number (for scripts)
     python -m steps.models --exports    # `export` lines for MLflow's own CLI (make serve, make run)
 
 `mlflow run . -e models` prints the table. The table and --champion first record a champion set
