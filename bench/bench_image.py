@@ -37,7 +37,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # model_server, docker_pod, support
 
 import docker_pod
-import mlflow
 import model_server
 import pandas as pd
 import yaml
@@ -47,13 +46,13 @@ from bench_serve import (
     group_cpu_seconds,
     percentile,
     run_clients,
-    train_champion,
+    scratch_champion,
 )
 from support import free_port
 
 from steps.rollout import image
 from steps.stage.config import load_params
-from steps.tracking import registry, store
+from steps.tracking import registry
 
 MODEL_NAME = "imdb-sentiment"
 TAG = "imdb-sentiment-bench:champion"
@@ -121,15 +120,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_image.") as scratch:
         work = Path(scratch)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            os.environ.pop(name, None)
-        store.configure()
-        if args.model_uri:
-            version = mlflow.register_model(args.model_uri, MODEL_NAME).version
-            registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
-        else:
-            train_champion(data, None)
+        scratch_champion(work, data, args.model_uri)
         champion = registry.version_by_alias(MODEL_NAME, registry.CHAMPION_ALIAS).version
         uri = registry.model_uri(MODEL_NAME, champion)
 
