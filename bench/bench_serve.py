@@ -213,8 +213,9 @@ def in_process(model_uri: str, reviews: list[str]) -> tuple[dict, dict]:
 # --- over HTTP --------------------------------------------------------------------------------
 
 
-async def _request(reader, writer, body: bytes, keep_alive: bool) -> tuple[bytes, bytes]:
-    """One POST /invocations on an open connection; (status line, payload)."""
+async def _request(reader, writer, body: bytes, keep_alive: bool) -> tuple[bytes, bytes, bool]:
+    """One POST /invocations on an open connection; (status line, payload, whether the
+    connection is to be closed now)."""
     close = "" if keep_alive else "Connection: close\r\n"
     head = (
         "POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -222,12 +223,14 @@ async def _request(reader, writer, body: bytes, keep_alive: bool) -> tuple[bytes
     ).encode()
     writer.write(head + body)
     status_line = await reader.readline()
-    length = 0
+    length, closing = 0, not keep_alive
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.decode("latin-1").partition(":")
         if name.strip().lower() == "content-length":
             length = int(value)
-    return status_line, await reader.readexactly(length)
+        elif name.strip().lower() == "connection" and value.strip().lower() == "close":
+            closing = True  # nginx closes a kept-alive connection after 100 requests
+    return status_line, await reader.readexactly(length), closing
 
 
 async def _client(
@@ -241,8 +244,8 @@ async def _client(
             start = time.perf_counter()
             if connection is None:
                 connection = await asyncio.open_connection("127.0.0.1", port)
-            status_line, payload = await _request(*connection, bodies[i], keep_alive)
-            if not keep_alive:
+            status_line, payload, closing = await _request(*connection, bodies[i], keep_alive)
+            if closing:
                 connection[1].close()
                 connection = None
             latencies.append(time.perf_counter() - start)
