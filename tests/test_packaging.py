@@ -193,3 +193,46 @@ def test_tests_that_need_unixodbc_skip_naming_the_apt_packages_and_ci_requires_t
     required = run_odbc_tests_without_libodbc(tmp_path, IMDB_REQUIRE_SYSTEM_PACKAGES="1")
     assert required.returncode == 1, required.stdout[-3000:]
     assert "IMDB_REQUIRE_SYSTEM_PACKAGES is set, so this is an error" in required.stdout
+
+
+def test_ci_requires_what_the_tests_can_skip():
+    """Every IMDB_REQUIRE_* switch the tests read is set by .ci/run, which starts the engine."""
+    read = set()
+    for path in (REPO_ROOT / "tests").rglob("*.py"):
+        read |= set(re.findall(r"\bIMDB_REQUIRE_[A-Z_]+", path.read_text()))
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert read == {
+        "IMDB_REQUIRE_SHARED_DATA", "IMDB_REQUIRE_SYSTEM_PACKAGES",
+        "IMDB_REQUIRE_PROMETHEUS", "IMDB_REQUIRE_DOCKER",
+    }  # fmt: skip
+    assert {v for v in read if re.search(rf"^export {v}=1\b", ci, re.M)} == read
+    assert re.search(r"^\$sudo \.ci/start-dockerd$", ci, re.M)
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["skipped", "required"])
+def test_a_docker_test_is_skipped_without_an_engine_and_fails_where_required(tmp_path, required):
+    """The `docker` marker, for real: a pytest run that cannot reach an engine."""
+    env = {k: v for k, v in os.environ.items() if k != "IMDB_REQUIRE_DOCKER"}
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    if required:
+        env["IMDB_REQUIRE_DOCKER"] = "1"
+    test = "tests/serving/test_image_build.py::test_no_champion_is_one_line"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-p", "no:cacheprovider", "-rsf"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "no Docker engine answers" in done.stdout and "sudo .ci/start-dockerd" in done.stdout
+    if required:
+        assert done.returncode == 1 and "1 error" in done.stdout  # failed in its set-up
+        assert "IMDB_REQUIRE_DOCKER is set, so this is an error" in done.stdout
+    else:
+        assert done.returncode == 0 and "1 skipped" in done.stdout
+
+
+@pytest.mark.docker
+def test_start_dockerd_leaves_an_engine_that_answers_alone():
+    done = subprocess.run(
+        [str(REPO_ROOT / ".ci" / "start-dockerd")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "start-dockerd: a Docker engine already answers"
