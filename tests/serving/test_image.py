@@ -1,10 +1,10 @@
-"""The serving image: `mlflow models generate-dockerfile` for real, and its bundled model.
+"""What goes into the serving image: `mlflow models generate-dockerfile` for real, and its bundled
+model (test_container.py builds the image itself on a Docker engine and runs it as the pod).
 
-There is no Docker engine here, so the image itself is not built (README: `mlflow models
-build-docker`). What goes into it is checked: the Dockerfile MLflow writes, and that the bundled
-model loads and predicts from that folder alone, in a fresh interpreter whose working directory
-is elsewhere, with the repository off sys.path and the project's editable-install finder removed,
-so nothing can come from steps/ or the checkout's pyfunc/.
+The Dockerfile MLflow writes is checked, and that the bundled model loads and predicts from that
+folder alone, in a fresh interpreter whose working directory is elsewhere, with the repository off
+sys.path and the project's editable-install finder removed, so nothing can come from steps/ or the
+checkout's pyfunc/.
 """
 
 from __future__ import annotations
