@@ -5,10 +5,11 @@ Both start FROM python:<this Python>-slim, which the base-image rule provides fi
 stand-in where Docker Hub is out of reach: base_image.py). The serving build runs MLflow's own CLI
 in a child process with this interpreter, so the image holds the model exactly as the registry
 has it, then adds a layer (k8s/serving-image/Dockerfile) with uvicorn's uvloop and httptools,
-a bound on the request body nginx lets through (image.max_body_mb) and time for busy uvicorn
-workers before their health check kills them. `docker build` tags only a build that succeeded,
-and build-docker's own image gets a temporary name, so a failed build leaves no tag behind (an
-earlier good image under the same tag stays as it was).
+MLflow's nginx.conf with a bound on the request body (image.max_body_mb) and kept-alive upstream
+connections, and time for busy uvicorn workers before their health check kills them.
+`docker build` tags only a build that succeeded, and build-docker's own image gets a temporary
+name, so a failed build leaves no tag behind (an earlier good image under the same tag stays as
+it was).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ DEPLOYER_DOCKERFILE = PROJECT_ROOT / "k8s" / "deployer" / "Dockerfile"
 CONSTRAINTS = "constraints.txt"  # written by constraints(), not a project file
 COPY_LINE = re.compile(r"^COPY (.+) \S+$", re.M)
 NOT_COPIED = shutil.ignore_patterns("__pycache__", "*.pyc")
-# The layer on top of build-docker's image: uvicorn's fast loop and parser, nginx's body limit,
-# uvicorn's health-check time.
+# The layer on top of build-docker's image: uvicorn's fast loop and parser, nginx's body limit and
+# upstream keepalive, uvicorn's health-check time.
 SERVING_DIR = PROJECT_ROOT / "k8s" / "serving-image"
 SERVER_PACKAGES = ("uvloop", "httptools")  # installed at this environment's versions
 

@@ -148,6 +148,23 @@ def test_port_and_probes_line_up_with_the_mlflow_image(manifests):
             assert c[probe]["httpGet"] == {"path": "/ping", "port": "http"}, probe
 
 
+def test_the_serving_images_nginx_conf_is_mlflows_but_for_the_marked_changes():
+    """k8s/serving-image/nginx.conf replaces MLflow's in the image: only its marked lines differ
+    (an MLflow upgrade that changes its own file fails here, not in a pod)."""
+    ours = (K8S_DIR / "serving-image" / "nginx.conf").read_text().splitlines()
+    mlflow_conf = Path(serving_container.__file__).parent / "scoring_server" / "nginx.conf"
+    unmarked = []
+    for line in ours:
+        code, _, note = line.partition("# imdb-sentiment:")
+        if not note:
+            unmarked.append(line)
+        elif code.strip().startswith("client_max_body_size"):  # MLflow's value, replaced
+            unmarked.append(code.rstrip().replace("@MAX_BODY@", "100m"))
+    header = next(i for i, line in enumerate(unmarked) if not line.startswith("#"))
+    assert unmarked[header:] == mlflow_conf.read_text().splitlines()
+    assert sum("# imdb-sentiment:" in line for line in ours) == 5
+
+
 def test_pods_are_non_root_and_restricted(manifests, deployer_manifests):
     namespace = by_kind(manifests, "Namespace")[CFG.namespace]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
