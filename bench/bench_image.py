@@ -22,7 +22,6 @@ Skipped, with a line saying why, where no Docker engine answers or the data is m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -38,15 +37,16 @@ sys.path.insert(0, str(REPO / "tests"))  # model_server, docker_pod, support
 
 import docker_pod
 import model_server
-import pandas as pd
 import yaml
 from bench_serve import (
     BATCH,
     BATCH_CLIENTS,
+    argument_parser,
     group_cpu_seconds,
     percentile,
     run_clients,
     scratch_champion,
+    shared_reviews,
 )
 from support import free_port
 
@@ -93,11 +93,7 @@ print(json.dumps({"sizes": {n: size(d) for n, d in dists.items()}, "model": sort
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = os.environ.get("IMDB_SHARED_DATA", str(REPO.parent / "shared" / "data" / "imdb"))
-    parser.add_argument("--data", default=default, help="folder holding train.csv.gz")
-    parser.add_argument("--model-uri", help="benchmark this model instead of training one")
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="figures are medians of N runs")
     args = parser.parse_args()
     problem = docker_pod.engine_problem()
@@ -105,11 +101,9 @@ def main() -> int:
         print(f"skipped: {problem}")
         return 0
     data = Path(args.data).resolve()
-    if not (data / "train.csv.gz").is_file():  # the reviews sent (and trained on)
-        print(f"skipped: {data}/train.csv.gz not found (set IMDB_SHARED_DATA or --data)")
+    reviews = shared_reviews(data)  # the reviews sent (and trained on)
+    if reviews is None:
         return 0
-    reviews = pd.read_csv(data / "train.csv.gz")["review"].sample(frac=1.0, random_state=0)
-    reviews = reviews.tolist()
     sizes = {"singles": 300 if args.quick else 2000, "batches": 20 if args.quick else 150}
     repeats = 1 if args.quick else args.repeats
     manifest = yaml.safe_load(MANIFEST.read_text())
