@@ -129,7 +129,7 @@ def test_every_documented_input_format_answers_as_the_model_in_process(pod, in_p
     [
         (b"", JSON, 400),
         ('{"inputs": ["unterminated', JSON, 400),
-        ({"inputs": [1, 2]}, JSON, 400),
+        ({"dataframe_records": [{TEXT_COLUMN: 1.5}]}, JSON, 400),
         ({"dataframe_records": [{TEXT_COLUMN: True}]}, JSON, 400),
         ({"reviews": ["A great film."]}, JSON, 400),
         ({"dataframe_records": [{"no such column": "A great film."}]}, JSON, 400),
