@@ -98,6 +98,10 @@ WORKERS ?= 1
 METRICS_PORT ?=
 MONITORING_ENV = export IMDB_METRICS_PORT=127.0.0.1:$(METRICS_PORT) IMDB_PREDICTION_LOG=1 \
 	IMDB_MODEL_NAME='$(MODEL_NAME)' IMDB_MODEL_VERSION=$$($(PY) -m steps.models --champion) &&
+# The served model's request limits in characters (pyfunc/model.py), as the pods set them
+# (k8s/deployment-*.yaml; a test keeps them equal). Batches are scored without them.
+MAX_CALL_CHARS ?= 5000000
+MAX_REVIEW_CHARS ?= 100000
 VERSION ?=
 # Read from params.yaml only when a target below needs it (one source of truth for the name).
 MODEL_NAME = $(shell $(PY) -c 'from steps.stage.config import load_params; print(load_params().register.model_name)')
@@ -105,6 +109,7 @@ DOCKER_DIR ?= build/docker
 
 serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1, METRICS_PORT=)
 	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) \
+	IMDB_MAX_CALL_CHARS=$(MAX_CALL_CHARS) IMDB_MAX_REVIEW_CHARS=$(MAX_REVIEW_CHARS) \
 	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
 

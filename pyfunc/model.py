@@ -8,8 +8,8 @@ What it answers: a DataFrame with, per review, `label` ("positive"/"negative") a
 A string is a review, whatever it says: "10", "None" or "" are scored like any other text. What
 it refuses itself, because it also runs outside the server (in a notebook, a batch job, a Spark
 UDF) where nothing else checks: a missing `review` column; values that are not strings
-(null/NaN/None, numbers, booleans, lists...); a review over MAX_REVIEW_CHARS or a call over
-MAX_CALL_CHARS characters. Each is an `InvalidReviews` error (an MlflowException with
+(null/NaN/None, numbers, booleans, lists...); a call over the request limits a server sets
+(below). Each is an `InvalidReviews` error (an MlflowException with
 INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a ValueError for in-process
 callers) that says which row is wrong and what to send instead. Behind `mlflow models serve`,
 only `dataframe_records` and `dataframe_split` bring JSON nulls, numbers and booleans to the model
@@ -18,6 +18,13 @@ as such: MLflow's `inputs`/`instances` parser turns every value into text first 
 When the environment asks for it (IMDB_METRICS_PORT, IMDB_PREDICTION_LOG: pyfunc/telemetry.py),
 each call is also recorded as Prometheus metrics and a JSON log line; otherwise nothing is.
 
+Any number of reviews can be scored in one call: the pipeline sees them in chunks of at most
+CHUNK_REVIEWS reviews or CHUNK_CHARS characters, so the memory a call needs beyond its input and
+its answer does not grow with the batch. Request limits protect a server, so they belong to
+serving: the server's environment sets them (IMDB_MAX_CALL_CHARS, IMDB_MAX_REVIEW_CHARS; `make
+serve` and the pods in k8s/ do), and a call over one is refused like any bad input. A notebook,
+`mlflow models predict` or a Spark job loads the model without them and scores everything.
+
 The defined answer for a review without evidence: when the model finds no known word in it
 (an empty or whitespace-only string, markup only, or words never seen in training), the answer
 is label "unknown" with score 0.5, rather than a guess from the intercept.
@@ -25,7 +32,9 @@ is label "unknown" with score 0.5, rather than a guess from the intercept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import joblib
@@ -45,10 +54,15 @@ UNKNOWN_LABEL = "unknown"
 NO_EVIDENCE_SCORE = NO_EVIDENCE
 PIPELINE_ARTIFACT = "pipeline"  # key of the joblib file in the logged model's artifacts
 PROFILE_ARTIFACT = "profile"  # key of the training data profile (JSON) the monitor compares with
-# Far above any real review (IMDB's longest is ~14k characters); they bound the work and memory a
-# single request can ask for, before any cleaning happens.
-MAX_REVIEW_CHARS = 100_000
-MAX_CALL_CHARS = 5_000_000
+# The pipeline's working memory grows with the reviews it is given at once; these bound it
+# whatever the batch. 2,000 IMDB reviews (~2.7 M characters) per chunk score as fast per review as
+# larger chunks, in a fraction of their memory (bench/bench_score.py measures a whole batch).
+CHUNK_REVIEWS = 2_000
+CHUNK_CHARS = 4_000_000
+# The server's request limits, in characters (unset or "" = no limit). They bound the work and
+# memory one request can ask for before any cleaning; values: `make serve`, k8s/deployment-*.yaml.
+MAX_CALL_CHARS_ENV = "IMDB_MAX_CALL_CHARS"
+MAX_REVIEW_CHARS_ENV = "IMDB_MAX_REVIEW_CHARS"
 _HOW_TO_SEND = (
     f'send a DataFrame with a "{TEXT_COLUMN}" column of strings, e.g. '
     f'{{"dataframe_records": [{{"{TEXT_COLUMN}": "A great film"}}]}}'
@@ -77,20 +91,77 @@ class InvalidReviews(MlflowException, ValueError):
         self._message = value if len(value) <= keep else f"{value[:300]} ... {value[305 - keep :]}"
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """A server's limits on one call, in characters (None = no limit)."""
+
+    max_call_chars: int | None = None
+    max_review_chars: int | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RequestLimits:
+        """The limits the serving environment sets; none where it sets none."""
+        return cls(
+            max_call_chars=_limit(environ, MAX_CALL_CHARS_ENV),
+            max_review_chars=_limit(environ, MAX_REVIEW_CHARS_ENV),
+        )
+
+    def check(self, values: Sequence[str]) -> None:
+        """Refuse a call over a limit, saying which and how to get the reviews scored."""
+        if self.max_review_chars is not None:
+            for i, value in enumerate(values):
+                if len(value) > self.max_review_chars:
+                    _reject(
+                        f"row {i} has {len(value):,} characters; this server's limit is"
+                        f" {self.max_review_chars:,} per review ({MAX_REVIEW_CHARS_ENV}):"
+                        " send the review text only, or shorten it",
+                        "review_too_long",
+                    )
+        if self.max_call_chars is not None:
+            total = sum(map(len, values))
+            if total > self.max_call_chars:
+                _reject(
+                    f"{len(values):,} reviews with {total:,} characters in one call; this"
+                    f" server's limit is {self.max_call_chars:,} characters per call"
+                    f" ({MAX_CALL_CHARS_ENV}): split them into smaller batches, or score them"
+                    " offline (mlflow models predict, or the project's `score` entry point)",
+                    "call_too_long",
+                )
+
+
+def _limit(environ: Mapping[str, str], name: str) -> int | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        # Raised while the server loads the model: it stops with this line instead of serving
+        # without the limit its operator asked for.
+        raise ValueError(f"{name} must be a positive whole number of characters, got {text!r}")
+    return value
+
+
 class SentimentModel(PythonModel):
     """Loads the fitted Pipeline from the model's artifacts; maps input rows to label and score."""
 
     telemetry: Telemetry | None = None  # metrics and call logs, when the environment asks
+    limits = RequestLimits()  # none in-process; load_context reads the serving environment's
 
-    def __init__(self, pipeline: Any = None):
+    def __init__(self, pipeline: Any = None, limits: RequestLimits | None = None):
         # Set directly in tests and in-process use; a loaded model gets it in load_context.
         self.pipeline = pipeline
+        if limits is not None:
+            self.limits = limits
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
         self.telemetry = from_environment(
             context.artifacts[PIPELINE_ARTIFACT], context.artifacts.get(PROFILE_ARTIFACT)
         )
+        self.limits = RequestLimits.from_environment()
 
     # No type hints here on purpose: MLflow would read them as the input schema and warn; the
     # logged signature (review: string -> label, score) is the schema.
@@ -98,6 +169,7 @@ class SentimentModel(PythonModel):
         """A DataFrame with `label` and `score` per review (see the module docstring)."""
         with watch(self.telemetry) as call:
             reviews = review_texts(model_input)
+            self.limits.check(reviews)
             return score_reviews(self.pipeline, reviews, call.scored)
 
     def token_counts(self, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +180,8 @@ class SentimentModel(PythonModel):
 def score_reviews(
     pipeline: Any, reviews: list[str], observe: Callable[..., None] | None = None
 ) -> pd.DataFrame:
-    """Label and probability of positive per review (see the module docstring for "unknown").
+    """Label and probability of positive per review (see the module docstring for "unknown"),
+    computed in chunks (`chunk_bounds`), so any number of reviews takes bounded extra memory.
 
     `observe(reviews, labels, scores)` sees the two arrays before they become the answer (the
     served model's metrics: reading them back from the DataFrame costs more than recording).
@@ -118,7 +191,9 @@ def score_reviews(
             observe(reviews, np.empty(0, dtype=object), np.zeros(0))
         return pd.DataFrame({"label": pd.Series([], dtype=object), "score": np.zeros(0)})
     positive = list(pipeline.classes_).index(LABELS[1])
-    score = pipeline.predict_proba(reviews)[:, positive].astype(np.float64)
+    score = np.empty(len(reviews), dtype=np.float64)
+    for start, stop in chunk_bounds(reviews):
+        score[start:stop] = pipeline.predict_proba(reviews[start:stop])[:, positive]
     label = np.where(score > 0.5, LABELS[1], LABELS[0]).astype(object)
     # The classifier gives exactly NO_EVIDENCE to a review without any known n-gram (and only
     # to those: a real mixture of weights never lands on 0.5 exactly).
@@ -126,6 +201,21 @@ def score_reviews(
     if observe is not None:
         observe(reviews, label, score)
     return pd.DataFrame({"label": label, "score": score})
+
+
+def chunk_bounds(
+    reviews: Sequence[str], max_reviews: int = CHUNK_REVIEWS, max_chars: int = CHUNK_CHARS
+) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive chunks of at most `max_reviews` reviews and `max_chars`
+    characters (a longer review is a chunk of its own)."""
+    start = chars = 0
+    for i, review in enumerate(reviews):
+        if i > start and (i - start >= max_reviews or chars + len(review) > max_chars):
+            yield start, i
+            start, chars = i, 0
+        chars += len(review)
+    if start < len(reviews):
+        yield start, len(reviews)
 
 
 def review_texts(model_input: Any) -> list[str]:
@@ -163,25 +253,7 @@ def review_texts(model_input: Any) -> list[str]:
             f' send "" for an empty review (it is answered "unknown"); {_HOW_TO_SEND}',
             "not_a_string",
         )
-    _check_texts(values)
     return list(values)
-
-
-def _check_texts(values: Sequence[str]) -> None:
-    for i, value in enumerate(values):
-        if len(value) > MAX_REVIEW_CHARS:
-            _reject(
-                f"row {i} has {len(value):,} characters; the limit is {MAX_REVIEW_CHARS:,} per"
-                " review: send the review text only, or shorten it",
-                "review_too_long",
-            )
-    total = sum(map(len, values))
-    if total > MAX_CALL_CHARS:
-        _reject(
-            f"{len(values):,} reviews with {total:,} characters in one call; the limit is"
-            f" {MAX_CALL_CHARS:,} characters per call: split them into smaller batches",
-            "call_too_long",
-        )
 
 
 def _describe(value: Any) -> str:

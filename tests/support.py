@@ -173,6 +173,20 @@ def small_data_project(project: Path, rows: int = 5200, unlabeled: int = 0) -> P
     return source
 
 
+def pod_env(slot: str = "blue") -> dict[str, str]:
+    """The plain environment variables (name: value) the serving pods of k8s/ set."""
+    import yaml
+
+    deployment = yaml.safe_load((REPO_ROOT / "k8s" / f"deployment-{slot}.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def serving_limits(slot: str = "blue") -> dict[str, str]:
+    """The model's request limits as the pods set them (IMDB_MAX_*: pyfunc/model.py)."""
+    return {k: v for k, v in pod_env(slot).items() if k.startswith("IMDB_MAX_")}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

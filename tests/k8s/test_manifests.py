@@ -24,6 +24,7 @@ import mlflow.models.container as serving_container
 import pytest
 import yaml
 from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomization_documents
+from support import serving_limits
 
 from steps import deploy
 from steps.rollout import base_image, deployer, image
@@ -163,6 +164,21 @@ def test_the_serving_images_nginx_conf_is_mlflows_but_for_the_marked_changes():
     header = next(i for i, line in enumerate(unmarked) if not line.startswith("#"))
     assert unmarked[header:] == mlflow_conf.read_text().splitlines()
     assert sum("# imdb-sentiment:" in line for line in ours) == 5
+
+
+def test_both_slots_and_make_serve_give_the_model_the_same_request_limits():
+    from pyfunc.model import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV, RequestLimits
+
+    limits = {slot: serving_limits(slot) for slot in SLOTS}
+    assert set(limits["blue"]) == {MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV}
+    assert all(found == limits["blue"] for found in limits.values())
+    parsed = RequestLimits.from_environment(limits["blue"])
+    assert parsed.max_review_chars < parsed.max_call_chars
+    serve = subprocess.run(
+        ["make", "-n", "serve"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for name, value in limits["blue"].items():
+        assert f"{name}={value} " in serve  # set for the `mlflow models serve` make starts
 
 
 def test_pods_are_non_root_and_restricted(manifests, deployer_manifests):

@@ -8,7 +8,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from support import make_reviews
 
-from pyfunc.model import SentimentModel
+from pyfunc.model import CHUNK_CHARS, CHUNK_REVIEWS, RequestLimits, SentimentModel, chunk_bounds
 from pyfunc.pipeline import build_pipeline
 
 
@@ -83,3 +83,83 @@ def test_a_string_is_a_review_whatever_it_says(model, text):
     assert answer["label"].iloc[1] == "positive"
     assert answer["label"].iloc[0] in ("positive", "negative", "unknown")
     assert 0.0 <= answer["score"].iloc[0] <= 1.0
+
+
+# --- any batch size in-process; request limits only where the server's environment sets them ---
+
+
+class RecordingPipeline:
+    """The real fitted pipeline, recording how many reviews and characters each call gets."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.calls = pipeline, []
+        self.classes_ = pipeline.classes_
+
+    def predict_proba(self, reviews):
+        self.calls.append((len(reviews), sum(map(len, reviews))))
+        return self.pipeline.predict_proba(reviews)
+
+
+def test_a_batch_over_the_old_call_limit_is_scored_in_bounded_chunks(model):
+    # 6,000 reviews of 1,000 characters: 6 M characters in one call, which the model refused
+    # before (5 M per call); now scored, and no pipeline call sees more than one chunk.
+    reviews = [(GOOD if i % 2 else BAD).ljust(1000, "!") for i in range(6000)]
+    recorder = RecordingPipeline(model.pipeline)
+    answer = SentimentModel(recorder).predict(None, pd.DataFrame({"review": reviews}))
+    assert len(answer) == 6000
+    assert answer["label"].tolist() == ["negative", "positive"] * 3000
+    assert max(n for n, _ in recorder.calls) <= CHUNK_REVIEWS
+    assert max(chars for _, chars in recorder.calls) <= CHUNK_CHARS
+    assert sum(n for n, _ in recorder.calls) == 6000
+    whole = model.pipeline.predict_proba(reviews[:10])[:, 1]
+    assert answer["score"].tolist()[:10] == pytest.approx(whole.tolist(), abs=1e-12)
+
+
+def test_a_review_longer_than_a_chunk_is_scored_alone(model):
+    long = GOOD + " more" * 1_000_000  # 5 M characters: over a chunk, and the old review limit
+    recorder = RecordingPipeline(model.pipeline)
+    answer = SentimentModel(recorder).predict(None, [BAD, long, BAD])
+    assert answer["label"].tolist()[0::2] == ["negative", "negative"]
+    assert recorder.calls == [(1, len(BAD)), (1, len(long)), (1, len(BAD))]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "max_reviews", "max_chars", "expected"),
+    [
+        ([1] * 5, 2, 100, [(0, 2), (2, 4), (4, 5)]),
+        ([40, 40, 40], 10, 100, [(0, 2), (2, 3)]),
+        ([500, 1, 1], 10, 100, [(0, 1), (1, 3)]),
+        ([], 10, 100, []),
+    ],
+)
+def test_chunk_bounds_respect_both_caps(lengths, max_reviews, max_chars, expected):
+    reviews = ["x" * n for n in lengths]
+    assert list(chunk_bounds(reviews, max_reviews, max_chars)) == expected
+
+
+def test_the_serving_environment_sets_the_limits_and_nothing_else_does():
+    assert RequestLimits.from_environment({}) == RequestLimits(None, None)
+    limits = RequestLimits.from_environment(
+        {"IMDB_MAX_CALL_CHARS": "5_000_000", "IMDB_MAX_REVIEW_CHARS": " 100000 "}
+    )
+    assert limits == RequestLimits(max_call_chars=5_000_000, max_review_chars=100_000)
+    assert RequestLimits.from_environment({"IMDB_MAX_CALL_CHARS": ""}).max_call_chars is None
+    for bad in ("lots", "0", "-5", "1.5"):
+        with pytest.raises(ValueError, match="IMDB_MAX_CALL_CHARS must be a positive whole"):
+            RequestLimits.from_environment({"IMDB_MAX_CALL_CHARS": bad})
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["x" * 30, "y"], "row 0 has 30 characters; this server's limit is 20 per review"),
+        (["x" * 15] * 4, "4 reviews with 60 characters in one call; this server's limit is 50"),
+    ],
+)
+def test_a_call_over_a_servers_limit_is_refused_saying_which(model, given, message):
+    served = SentimentModel(model.pipeline, RequestLimits(max_call_chars=50, max_review_chars=20))
+    with pytest.raises(MlflowException, match=message) as raised:
+        served.predict(None, given)
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "IMDB_MAX_" in raised.value.message  # the setting that refused it
+    assert len(served.predict(None, ["x" * 15] * 3)) == 3  # under both limits: scored

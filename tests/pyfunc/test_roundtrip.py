@@ -4,6 +4,7 @@ cannot see this repository: the model must carry everything it needs (code_paths
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -95,6 +96,28 @@ def test_logged_model_carries_signature_example_and_pinned_requirements(pipeline
     assert not (local / "code" / "steps").exists()
     example = json.loads((local / "input_example.json").read_text())
     assert example["columns"] == ["review"]
+
+
+@pytest.mark.slow
+def test_mlflow_models_predict_scores_a_batch_over_the_servers_limits(pipeline, tmp_path):
+    """The quick one-off batch: `mlflow models predict` loads the model without a server's
+    limits, so 6,000 reviews of 1,000 characters (6 M in one call) are all scored."""
+    packaging.save_model(pipeline, tmp_path / "model")
+    reviews = ["A wonderful, brilliant film. ".ljust(1000, "!")] * 3000
+    reviews += ["A dull and dreadful film. ".ljust(1000, ".")] * 3000
+    pd.DataFrame({"text": reviews}).to_csv(tmp_path / "reviews.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_MAX_"))}
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mlflow"), "models", "predict",
+            "-m", str(tmp_path / "model"), "-i", str(tmp_path / "reviews.csv"), "-t", "csv",
+            "-o", str(tmp_path / "scores.json"), "--env-manager", "local",
+        ],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads((tmp_path / "scores.json").read_text())["predictions"]
+    assert [row["label"] for row in answer] == ["positive"] * 3000 + ["negative"] * 3000
 
 
 def test_signature_rejects_a_wrong_column_with_a_clear_error(pipeline, tmp_path):

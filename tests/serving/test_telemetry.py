@@ -130,7 +130,7 @@ OFF_CHILD = textwrap.dedent(
     import json, sys
     import mlflow, pandas as pd
     model = mlflow.pyfunc.load_model(sys.argv[1])
-    answer = model.predict(pd.DataFrame({"text": ["A great, wonderful film."]}))
+    answer = model.predict(pd.DataFrame({"review": ["A great, wonderful film."]}))
     print(json.dumps({
         "label": answer["label"].tolist(),
         "prometheus_imported": any(m.startswith("prometheus_client") for m in sys.modules),
