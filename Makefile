@@ -29,7 +29,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # DagsHub when DAGSHUB_REPO is set) and the experiment and store exist with ./mlartifacts.
 WITH_TRACKING = exports=$$($(PY) -m steps.models --exports) && eval "$$exports" &&
 
-.PHONY: help install run test test-fast lint format bench clean FORCE
+.PHONY: help install install-spark run test test-fast lint format bench clean FORCE
 
 help: ## list every target with what it does (target names in colour on a terminal only)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; fi; \
@@ -51,6 +51,13 @@ $(STAMP): pyproject.toml $(REINSTALL)
 FORCE:
 
 install: $(STAMP) ## create .venv and install the project with its dev tools; PYTHON=python3.13
+
+SPARK_STAMP := $(VENV)/.installed-spark
+$(SPARK_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,spark]'
+	@touch $(SPARK_STAMP)
+
+install-spark: $(SPARK_STAMP) ## add the optional Spark extra (pyspark) for `make score ENGINE=spark`; needs Java 17+
 
 run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri for other data
 	@# Checked first: `mlflow run` logs every -P value before any project code runs.
@@ -136,9 +143,17 @@ base-image: $(STAMP) ## pull python:<this Python>-slim, or build a stand-in from
 deployer-image: $(STAMP) ## build the deployer's image (k8s/deployer/Dockerfile) on the same base
 	$(PY) -m steps.image --deployer
 
-.PHONY: compare repro monitor
+.PHONY: compare repro monitor score
 METRIC ?=
 BATCH ?=
+INPUT ?=
+OUTPUT ?=
+ENGINE ?=
+MODEL ?=
+
+score: $(STAMP) ## label + score INPUT=<source> into OUTPUT=<.parquet|.csv> (ENGINE=local|spark, MODEL=uri)
+	$(PY) -m steps.score --input '$(INPUT)' --output '$(OUTPUT)' $(if $(ENGINE),--engine '$(ENGINE)') \
+		$(if $(MODEL),--model '$(MODEL)')
 
 compare: $(STAMP) ## table + chart of the experiment's best runs (reports/compare.*); METRIC=val_f1
 	$(PY) -m steps.compare $(if $(METRIC),--metric '$(METRIC)')

@@ -26,7 +26,9 @@ from steps.stage import secrets
 from steps.stage.config import (
     BOOL_WORDS,
     Params,
-    field_docs,
+    flat_docs,
+    flat_fields,
+    flat_value,
     load_params,
     override,
     section_fields,
@@ -131,7 +133,7 @@ def parse(
     parser = build_parser(section, params, add_arguments, description, entry_point)
     args = parser.parse_args(argv)
     cls = section_fields(Params)[section]
-    given = {n: getattr(args, n) for n in section_fields(cls) if getattr(args, n) is not None}
+    given = {n: getattr(args, n) for n in flat_fields(cls) if getattr(args, n) is not None}
     cfg = override(getattr(params, section), given, origin=f"{section} parameters")
     return params, cfg, args
 
@@ -143,9 +145,10 @@ def build_parser(
     description: str | None = None,
     entry_point: str | None = None,
 ) -> argparse.ArgumentParser:
-    """The stage's parser: one flag per field of its params.yaml section, with help."""
+    """The stage's parser: one flag per field of its params.yaml section (a nested section's
+    fields as `--spark.master`), with help."""
     cls = section_fields(Params)[section]
-    docs = field_docs(cls)
+    docs = flat_docs(cls)
     name = entry_point or section
     parser = argparse.ArgumentParser(
         prog=f"python -m steps.{name}",
@@ -157,8 +160,8 @@ def build_parser(
     parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file (%(default)s)")
     group = parser.add_argument_group(f"overrides of params.yaml {section}.*")
     current = getattr(params, section) if params is not None else None
-    for name in section_fields(cls):
-        shown = _shown(getattr(current, name)) if current is not None else "?"
+    for name in flat_fields(cls):
+        shown = _shown(flat_value(current, name)) if current is not None else "?"
         group.add_argument(
             f"--{name}", default=None, metavar="VALUE", help=f"{docs[name]} [{shown}]"
         )

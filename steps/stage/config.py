@@ -252,6 +252,48 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
+class SparkConfig:
+    """The Spark session `score` starts with engine=spark (spark-submit's own settings win)."""
+
+    master: str
+    """Spark master: local[*], spark://host:7077, yarn...; $SPARK_MASTER overrides this file."""
+    driver_memory: str
+    """spark.driver.memory of a session started here (a local master runs all in it)."""
+    partitions: int
+    """Partitions scored in parallel (0 = at least the session's default parallelism)."""
+    conf: tuple[str, ...]
+    """Extra Spark settings as key=value (e.g. spark.executor.memory=4g)."""
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Batch scoring: reviews from any source in, a label and score per review out."""
+
+    input: str
+    """The reviews: what ingest reads (folder, file, https, s3, odbc), or a Parquet folder."""
+    output: str
+    """Where the scores go: a .parquet or .csv[.gz] path or s3:// key (format by extension)."""
+    model: str
+    """Model URI to score with ("" = models:/<register.model_name>@champion)."""
+    engine: str
+    """local (this process, streaming in chunks) or spark (mlflow.pyfunc.spark_udf)."""
+    review_column: str
+    """Input column holding the review text (any case)."""
+    id_column: str
+    """Input column kept as each row's id (any case); without it, rows are numbered (row)."""
+    bad_rows: str
+    """Null, empty or non-UTF-8 reviews: skip (counted) or refuse (stop, write nothing)."""
+    overwrite: bool
+    """Replace an existing output (else an existing output is an error)."""
+    chunk_rows: int
+    """engine=local: rows read, scored and written at a time (bounds the memory used)."""
+    sql_query: str
+    """Query run on ODBC sources (ingest's connection settings apply)."""
+    spark: SparkConfig
+    """engine=spark: the session's settings."""
+
+
+@dataclass(frozen=True)
 class Params:
     """Every section of params.yaml."""
 
@@ -265,6 +307,7 @@ class Params:
     image: ImageConfig
     compare: CompareConfig
     monitor: MonitorConfig
+    score: ScoreConfig
 
 
 T = TypeVar("T")
@@ -290,23 +333,67 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
 def override(cfg: T, values: dict[str, Any], origin: str = "command line") -> T:
     """Return a copy of a stage config with some fields replaced, coerced to their declared types.
 
-    Values may be strings (as they arrive from argparse or `mlflow run -P`) or already typed.
+    Values may be strings (as they arrive from argparse or `mlflow run -P`) or already typed. A
+    field of a nested section is named with dots (`spark.master`).
     """
+    return _override(cfg, values, origin, prefix="")
+
+
+def _override(cfg: T, values: dict[str, Any], origin: str, prefix: str) -> T:
     if not values:
         return cfg
     hints = typing.get_type_hints(type(cfg))
-    changes = {}
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
-        if key not in hints:
-            known = ", ".join(sorted(hints))
-            raise ConfigError(f"{origin}: unknown parameter {key!r} (known: {known})")
-        changes[key] = _coerce(value, hints[key], key, origin, from_text=isinstance(value, str))
+        head, dot, rest = key.partition(".")
+        if head not in hints or bool(dot) != dataclasses.is_dataclass(hints[head]):
+            known = ", ".join(sorted(prefix + name for name in flat_fields(type(cfg))))
+            raise ConfigError(f"{origin}: unknown parameter {prefix + key!r} (known: {known})")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            changes[key] = _coerce(
+                value, hints[key], prefix + key, origin, from_text=isinstance(value, str)
+            )
+    for head, inner in nested.items():
+        changes[head] = _override(getattr(cfg, head), inner, origin, prefix=f"{prefix}{head}.")
     return dataclasses.replace(cfg, **changes)
 
 
 def section_fields(cls: type) -> dict[str, Any]:
     """Field name -> declared type of a stage config class (used to build CLIs)."""
     return typing.get_type_hints(cls)
+
+
+def flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every settable key of a config class -> its declared type, a nested section's fields
+    named with dots (`spark.master`): the flags of a stage's command line."""
+    fields: dict[str, Any] = {}
+    for name, typ in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(typ):
+            fields.update(flat_fields(typ, f"{prefix}{name}."))
+        else:
+            fields[prefix + name] = typ
+    return fields
+
+
+def flat_docs(cls: type, prefix: str = "") -> dict[str, str]:
+    """`flat_fields`' keys -> their docstrings."""
+    docs: dict[str, str] = {}
+    for name, typ in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(typ):
+            docs.update(flat_docs(typ, f"{prefix}{name}."))
+        else:
+            docs[prefix + name] = field_docs(cls)[name]
+    return docs
+
+
+def flat_value(cfg: Any, key: str) -> Any:
+    """The value of a `flat_fields` key (`spark.master`) in a config."""
+    for name in key.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
 
 
 @functools.cache

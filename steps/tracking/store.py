@@ -352,7 +352,12 @@ def log_config(cfg: Any, prefix: str = "") -> None:
     Keys already on the run are left alone: `mlflow run -P C=.5` has logged them as given, and
     MLflow refuses to change a logged param.
     """
-    values = {f"{prefix}{k}": _param_value(v) for k, v in dataclasses.asdict(cfg).items()}
+    values = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, dict):  # a nested section: its fields as section.field
+            values.update({f"{prefix}{key}.{k}": v for k, v in value.items()})
+        else:
+            values[f"{prefix}{key}"] = value
     log_params(values)
 
 

@@ -10,7 +10,15 @@ import sys
 import pytest
 
 from steps.stage import cli
-from steps.stage.config import Params, field_docs, load_params, section_fields
+from steps.stage.config import (
+    Params,
+    field_docs,
+    flat_docs,
+    flat_fields,
+    flat_value,
+    load_params,
+    section_fields,
+)
 from steps.stage.paths import PROJECT_ROOT
 
 PARAMS = load_params(PROJECT_ROOT / "params.yaml")
@@ -18,20 +26,32 @@ PARAMS = load_params(PROJECT_ROOT / "params.yaml")
 
 @pytest.mark.parametrize("section", sorted(section_fields(Params)))
 def test_every_config_field_has_a_one_line_doc(section):
-    cls = section_fields(Params)[section]
-    docs = field_docs(cls)
-    assert set(docs) == set(section_fields(cls)), f"{section}: fields without a docstring"
-    assert all(10 <= len(doc) <= 100 and "\n" not in doc for doc in docs.values()), docs
+    classes = [section_fields(Params)[section]]
+    for cls in classes:  # and every nested section's
+        docs = field_docs(cls)
+        assert set(docs) == set(section_fields(cls)), f"{section}: fields without a docstring"
+        assert all(10 <= len(doc) <= 100 and "\n" not in doc for doc in docs.values()), docs
+        classes += [t for t in section_fields(cls).values() if dataclasses.is_dataclass(t)]
 
 
 @pytest.mark.parametrize("section", sorted(section_fields(Params)))
 def test_help_shows_each_flag_with_its_description_and_params_value(section):
     text = " ".join(cli.build_parser(section, PARAMS).format_help().split())
     current = getattr(PARAMS, section)
-    for field in dataclasses.fields(current):
-        doc = field_docs(type(current))[field.name]
-        shown = cli._shown(getattr(current, field.name))
-        assert f"--{field.name} VALUE {doc} [{shown}]" in text, field.name
+    docs = flat_docs(type(current))
+    for key in flat_fields(type(current)):  # a nested section's fields as --spark.master
+        shown = cli._shown(flat_value(current, key))
+        assert f"--{key} VALUE {docs[key]} [{shown}]" in text, key
+
+
+def test_a_nested_field_is_set_from_the_command_line_by_its_dotted_name():
+    _, cfg, _ = cli.parse(
+        "score",
+        ["--params", str(PROJECT_ROOT / "params.yaml"), "--spark.master", "local[3]"],
+    )
+    assert cfg.spark.master == "local[3]"
+    assert cfg.spark.driver_memory == PARAMS.score.spark.driver_memory
+    assert cfg.engine == PARAMS.score.engine
 
 
 def test_help_from_the_command_line_needs_no_params_file(tmp_path):

@@ -80,3 +80,29 @@ def test_override_rejects_unknown_and_bad_values():
         override(cfg, {"sed": "1"})
     with pytest.raises(ConfigError, match="seed must be a whole number, got '1.5'"):
         override(cfg, {"seed": "1.5"})
+
+
+def test_override_reaches_a_nested_section_by_its_dotted_name():
+    cfg = load_params(REPO_PARAMS).score
+    changed = override(cfg, {"spark.master": "local[2]", "spark.conf": "a=1,b=2", "engine": "x"})
+    assert (changed.spark.master, changed.spark.conf, changed.engine) == (
+        "local[2]",
+        ("a=1", "b=2"),
+        "x",
+    )
+    assert changed.spark.driver_memory == cfg.spark.driver_memory  # the rest stays
+    with pytest.raises(ConfigError, match="unknown parameter 'spark.mastr'"):
+        override(cfg, {"spark.mastr": "local"})
+    with pytest.raises(ConfigError, match="unknown parameter 'spark' "):
+        override(cfg, {"spark": "local"})  # a section is not a value
+    with pytest.raises(ConfigError, match="spark.partitions must be a whole number, got 'all'"):
+        override(cfg, {"spark.partitions": "all"})
+
+
+def test_a_nested_section_has_its_keys_checked_like_any_other(tmp_path):
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    raw["score"]["spark"]["masterr"] = "local"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="unknown key 'score.spark.masterr'"):
+        load_params(path)

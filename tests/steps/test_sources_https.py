@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import aclimdb_order, free_port, make_reviews, review_server, write_aclimdb_tar
+from support import aclimdb_order, free_port, make_reviews, write_aclimdb_tar
 
 from steps.data.sources import load
 from steps.stage.config import load_params
 from steps.stage.errors import ConfigError, SourceError
 from steps.stage.paths import PROJECT_ROOT
-
-
-@pytest.fixture
-def server():
-    with review_server() as srv:
-        yield srv
 
 
 @pytest.fixture

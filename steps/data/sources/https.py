@@ -16,6 +16,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -40,6 +42,25 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
     """Reviews from an https:// URL (a .tar.gz, .csv[.gz] or .parquet), cached in download_dir."""
+    where = shown(url)  # a presigned URL's signature is a credential
+    with downloaded(url, expected_sha256, download_dir) as (target, facts):
+        loaded = load_file(target, where)
+    return loaded.with_details(
+        url=where,
+        sha256=facts["sha256"],
+        bytes=str(facts["bytes"]),
+        sha256_checked="yes" if facts["expected"] else "no (ingest.sha256 empty)",
+        cache=facts["cache"],
+    )
+
+
+@contextmanager
+def downloaded(url: str, expected_sha256: str, download_dir: Path) -> Iterator[tuple[Path, dict]]:
+    """The verified local copy of `url` and its facts (bytes, sha256, expected, cache).
+
+    Reused when a valid record says so, else downloaded. A fresh download the body of the `with`
+    fails to read (any exception) is removed; one it reads is recorded for the next run.
+    """
     expected = _check_sha256_setting(expected_sha256)
     where = shown(url)  # a presigned URL's signature is a credential
     parts = urlsplit(url)
@@ -64,20 +85,13 @@ def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
     if fresh:
         facts = _download(url, target, expected)
     try:
-        loaded = load_file(target, where)
-    except SourceError:
+        yield target, {**facts, "expected": expected, "cache": "downloaded" if fresh else "reused"}
+    except BaseException:
         if fresh:  # never keep a download that does not read as reviews
             target.unlink(missing_ok=True)
         raise
     if fresh:
         write_json(record, {"url": url, **facts})
-    return loaded.with_details(
-        url=where,
-        sha256=facts["sha256"],
-        bytes=str(facts["bytes"]),
-        sha256_checked="yes" if expected else "no (ingest.sha256 empty)",
-        cache="downloaded" if fresh else "reused",
-    )
 
 
 def _check_sha256_setting(value: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
@@ -89,13 +89,37 @@ def load_sql(
     chunk_rows: int = CHUNK_ROWS,
 ) -> Loaded:
     """Reviews from the rows `cfg.sql_query` returns over ODBC."""
+    where = describe(source)
+    with tqdm(desc="rows", unit=" rows", disable=None) as bar:
+        chunks = []
+        for chunk in query_chunks(source, cfg, environ, chunk_rows):
+            chunks.append(chunk)
+            bar.update(len(chunk))
+    frame = pd.concat(chunks, ignore_index=True)
+    log.info("read %s rows from %s", f"{len(frame):,}", where)
+    loaded = tidy(frame, f"{where} (query {cfg.sql_query!r})")
+    return Loaded(train=loaded, test=None, details={"format": "sql", "query": cfg.sql_query})
+
+
+def query_chunks(
+    source: str,
+    cfg: IngestConfig,
+    environ: Mapping[str, str] = os.environ,
+    chunk_rows: int = CHUNK_ROWS,
+    setting: str = "ingest.sql_query",
+) -> Iterator[pd.DataFrame]:
+    """The rows `cfg.sql_query` returns, `chunk_rows` at a time, every column as returned.
+
+    The connection stays open while the caller works through the chunks; a query that returns
+    no rows is a SourceError. `setting` names the query's params.yaml key in errors.
+    """
     import pyodbc  # needs the system's unixODBC; only sources that use it pay for it
 
     where = shown(source)
     text = connection_string(source, cfg, environ)
     secrets = [s for s in (environ.get(cfg.sql_password_env),) if s]
-    chunks: list[pd.DataFrame] = []
     step = "connect"
+    rows = 0
     try:
         connection = pyodbc.connect(text, autocommit=True, timeout=LOGIN_TIMEOUT_SECONDS)
         try:
@@ -103,25 +127,27 @@ def load_sql(
             cursor = connection.cursor()
             cursor.execute(cfg.sql_query)
             if cursor.description is None:
-                raise SourceError(f"{where}: the query returned no rows: check ingest.sql_query")
+                raise SourceError(f"{where}: the query returned no rows: check {setting}")
             columns = [column[0] for column in cursor.description]
-            with tqdm(desc="rows", unit=" rows", disable=None) as bar:
-                while batch := cursor.fetchmany(chunk_rows):
-                    chunks.append(pd.DataFrame.from_records(map(tuple, batch), columns=columns))
-                    bar.update(len(batch))
+            while batch := cursor.fetchmany(chunk_rows):
+                rows += len(batch)
+                yield pd.DataFrame.from_records(map(tuple, batch), columns=columns)
         finally:
             connection.close()
     except pyodbc.Error as exc:
-        raise SourceError(_explain(where, step, exc, cfg, secrets)) from None
-    if not chunks:
+        raise SourceError(_explain(where, step, exc, cfg, secrets, setting)) from None
+    if not rows:
         raise SourceError(f"{where}: the query {cfg.sql_query!r} returned no rows")
-    frame = pd.concat(chunks, ignore_index=True)
-    log.info("read %s rows from %s", f"{len(frame):,}", where)
-    loaded = tidy(frame, f"{where} (query {cfg.sql_query!r})")
-    return Loaded(train=loaded, test=None, details={"format": "sql", "query": cfg.sql_query})
 
 
-def _explain(where: str, step: str, exc: Exception, cfg: IngestConfig, secrets: list[str]) -> str:
+def _explain(
+    where: str,
+    step: str,
+    exc: Exception,
+    cfg: IngestConfig,
+    secrets: list[str],
+    setting: str = "ingest.sql_query",
+) -> str:
     """One line for a pyodbc error: what failed, the driver's words (no password), what to do."""
     state = str(exc.args[0]) if exc.args else "?"
     words = one_line(exc.args[1] if len(exc.args) > 1 else exc)
@@ -139,7 +165,7 @@ def _explain(where: str, step: str, exc: Exception, cfg: IngestConfig, secrets: 
     elif state == "28000":
         hint = f"login failed ({words}): check the user and ${cfg.sql_password_env}"
     elif step == "query":
-        hint = f"the query {cfg.sql_query!r} failed ({words}): check ingest.sql_query and the table"
+        hint = f"the query {cfg.sql_query!r} failed ({words}): check {setting} and the table"
     else:
         hint = f"cannot connect ({words}): check the server, database and network"
     return f"{where}: {hint}"

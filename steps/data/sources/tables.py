@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -141,17 +141,30 @@ def read_table(source: Path | BinaryIO, kind: str, name: str, where: str) -> pd.
     return tidy(raw, where)
 
 
-def read_csv(source: Path | BinaryIO, *, gzipped: bool, where: str) -> pd.DataFrame:
-    """Every column as text, exactly as written: strict UTF-8, no NA guessing ("" stays "")."""
+def read_csv(
+    source: Path | BinaryIO | str,
+    *,
+    gzipped: bool,
+    where: str,
+    chunksize: int | None = None,
+    encoding_errors: str = "strict",
+) -> pd.DataFrame | Any:
+    """Every column as text, exactly as written: strict UTF-8, no NA guessing ("" stays "").
+
+    With `chunksize`, a reader of DataFrames of that many rows (pandas' TextFileReader, header
+    already read). With encoding_errors="surrogateescape", bytes that are not UTF-8 are kept as
+    lone surrogates (in plain Python strings: pandas' Arrow-backed strings cannot hold them).
+    """
     try:
         return pd.read_csv(
             source,
-            dtype=str,
+            dtype=str if encoding_errors == "strict" else object,
             keep_default_na=False,
             na_filter=False,
             encoding="utf-8",
-            encoding_errors="strict",
+            encoding_errors=encoding_errors,
             compression="gzip" if gzipped else None,
+            chunksize=chunksize,
         )
     except UnicodeDecodeError as exc:
         byte = exc.object[exc.start : exc.start + 1].hex()

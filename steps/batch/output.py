@@ -1,0 +1,182 @@
+"""Where scores go, and how they get there without a half-written output ever looking complete.
+
+The output's format is its ending: `.parquet`/`.pq` or `.csv`/`.csv.gz`. A local output is
+written to a temp file beside it and renamed into place at the end (atomic on POSIX: readers see
+the old output or the new one, never a part). An `s3://` output is written to a local temp file
+and then uploaded: S3 makes an object visible only once its (multipart) upload completes, so a
+failed run leaves no object, and an overwritten one is replaced whole. Spark's folder outputs are
+committed by steps/batch/spark.py the same way, with the Hadoop filesystem API.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from steps.data.sources.batches import s3_call, s3_filesystem, s3_path
+from steps.data.sources.common import is_gzip, kind_of
+from steps.stage.errors import StageError
+from steps.stage.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+ENDINGS = ".parquet, .pq, .csv or .csv.gz"
+# Besides the id (or row number), every output has these columns.
+COLUMNS = ("label", "score", "model_name", "model_version")
+ROW_COLUMN = "row"  # the row number (from 1) when the input has no id column
+
+
+@dataclass(frozen=True)
+class Target:
+    """An output location and its format."""
+
+    uri: str  # as given
+    kind: str  # "parquet" or "csv"
+    gzip: bool
+    scheme: str  # "" for a local path, "s3", or another scheme Spark's filesystems know
+
+    @property
+    def path(self) -> Path:
+        return Path(self.uri).expanduser()
+
+
+def target_of(text: str) -> Target:
+    """The output named by `score.output`, or a StageError saying what to give."""
+    uri = text.strip()
+    if not uri:
+        raise StageError(
+            f"no output given: -P output=scores.parquet (the format is the ending: {ENDINGS};"
+            " s3://bucket/key works too)"
+        )
+    kind = kind_of(uri.rstrip("/"))
+    if kind not in ("parquet", "csv"):
+        raise StageError(f"{uri}: unknown output format: end the name in {ENDINGS}")
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    return Target(uri=uri, kind=kind, gzip=is_gzip(uri.rstrip("/")), scheme=scheme)
+
+
+def check_free(target: Target, overwrite: bool, s3_endpoint_url: str) -> None:
+    """Refuse an output that exists (unless `overwrite`) or cannot be written, before any work."""
+    if target.scheme == "s3":
+        from pyarrow import fs
+
+        filesystem = s3_filesystem(s3_endpoint_url)
+        path = s3_path(target.uri)
+        bucket = path.split("/", 1)[0]
+        if path == bucket:
+            raise StageError(f"{target.uri}: give a key in the bucket (s3://bucket/scores.parquet)")
+        found = s3_call(target.uri, lambda: filesystem.get_file_info(bucket)).type
+        if found != fs.FileType.Directory:
+            raise StageError(f"{target.uri}: bucket {bucket!r} does not exist: create it first")
+        exists = s3_call(target.uri, lambda: filesystem.get_file_info(path)).type
+        if exists != fs.FileType.NotFound and not overwrite:
+            raise _exists(target)
+        return
+    if target.scheme:  # hdfs://, s3a://...: only Spark's filesystems can look (spark.py does)
+        return
+    path = target.path
+    if path.exists() and not overwrite:
+        raise _exists(target)
+    parent = path.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StageError(f"{target.uri}: {parent} is not a folder")
+
+
+def _exists(target: Target) -> StageError:
+    return StageError(
+        f"{target.uri}: the output exists: give another output, or -P overwrite=true to replace"
+        " it (once the new one is complete)"
+    )
+
+
+@contextmanager
+def committed(target: Target, s3_endpoint_url: str) -> Iterator[Path]:
+    """A local temp file to write the output to; when the block ends without an error it becomes
+    the target (a rename beside it, or an upload for s3://). On an error nothing is left."""
+    if target.scheme == "s3":
+        with tempfile.TemporaryDirectory(prefix="imdb-score-") as tmp:
+            local = Path(tmp) / target.uri.rsplit("/", 1)[-1]
+            yield local
+            _upload(local, target, s3_endpoint_url)
+        return
+    if target.scheme:
+        raise StageError(f"{target.uri}: engine=local writes local paths and s3:// only")
+    with atomic_path(target.path) as tmp:
+        yield tmp
+    log.info("wrote %s", target.uri)
+
+
+def _upload(local: Path, target: Target, s3_endpoint_url: str) -> None:
+    from pyarrow import fs
+
+    filesystem = s3_filesystem(s3_endpoint_url)
+    size = local.stat().st_size
+    log.info("uploading %s bytes to %s", f"{size:,}", target.uri)
+    s3_call(
+        target.uri,
+        lambda: fs.copy_files(
+            str(local), s3_path(target.uri), destination_filesystem=filesystem, use_threads=True
+        ),
+    )
+
+
+class TableWriter:
+    """Appends tables to a Parquet or CSV[.gz] file: one row group (or CSV block) per call,
+    so memory holds one chunk at a time. The schema is the first table's."""
+
+    def __init__(self, path: Path, target: Target) -> None:
+        self.path, self.target = path, target
+        self._writer: Any = None
+        self._sink: Any = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            if self.target.kind == "parquet":
+                self._writer = pq.ParquetWriter(str(self.path), table.schema)
+            else:
+                codec = "gzip" if self.target.gzip else None
+                self._sink = pa.output_stream(str(self.path), compression=codec)
+                self._writer = pacsv.CSVWriter(self._sink, table.schema)
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scores_table(
+    key: str, keys: pa.Array, labels: Any, scores: Any, model_name: str, model_version: str
+) -> pa.Table:
+    """One chunk of output: the id (or row number) column, label, score, model name and version."""
+    rows = len(keys)
+    return pa.table(
+        {
+            key: keys,
+            "label": pa.array(labels, type=pa.string()),
+            "score": pa.array(scores, type=pa.float64()),
+            "model_name": pa.array([model_name] * rows, type=pa.string()),
+            "model_version": pa.array([model_version] * rows, type=pa.string()),
+        }
+    )
