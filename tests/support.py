@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import http.server
 import importlib
+import importlib.util
 import json
 import os
 import random
+import shutil
 import socket
 import tarfile
 import threading
@@ -185,6 +187,23 @@ def pod_env(slot: str = "blue") -> dict[str, str]:
 def serving_limits(slot: str = "blue") -> dict[str, str]:
     """The model's request limits as the pods set them (IMDB_MAX_*: pyfunc/model.py)."""
     return {k: v for k, v in pod_env(slot).items() if k.startswith("IMDB_MAX_")}
+
+
+def reviews_with_ids(n: int, seed: int) -> pd.DataFrame:
+    """`make_reviews` with an `id` column first: 1000, 1001, ... (int64)."""
+    frame = make_reviews(n, seed=seed)
+    frame.insert(0, "id", range(1000, 1000 + n))
+    frame["id"] = frame["id"].astype("int64")
+    return frame
+
+
+def spark_missing() -> str | None:
+    """Why engine=spark cannot run here (and how to fix it), or None."""
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed: make install-spark (pip install '.[spark]')"
+    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        return "Java is not installed: apt-get install openjdk-17-jre-headless"
+    return None
 
 
 def free_port() -> int:

@@ -1,13 +1,19 @@
 """Fixtures of the stage tests: moto's S3 server (with credentials in the environment only)
-and a local HTTP server, from tests/local_services.py."""
+and a local HTTP server, from tests/local_services.py; one Spark session for the Spark tests."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import mlflow
+import pandas as pd
 import pytest
 from local_services import REGION, ReviewServer, moto_s3_server
+from support import make_reviews, spark_missing
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +49,67 @@ def server():
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One Spark session on local[2] for every Spark test (a JVM takes half a minute to start),
+    started as `score` starts its own; skipped where pyspark or Java is missing, required in CI
+    (IMDB_REQUIRE_SPARK=1, set by .ci/run)."""
+    reason = spark_missing()
+    if reason:
+        if os.environ.get("IMDB_REQUIRE_SPARK"):
+            pytest.fail(f"{reason}; IMDB_REQUIRE_SPARK is set, so this is an error")
+        pytest.skip(reason)
+    from steps.batch.spark import start_session
+    from steps.stage.config import SparkConfig
+
+    session, _ = start_session(
+        SparkConfig(master="local[2]", driver_memory="1g", partitions=0, conf=())
+    )
+    yield session
+    session.stop()
+
+
+# --- score: a small real model, what it says in-process, and the stage run in this process ---
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """The real pipeline fitted on small synthetic reviews, saved as the pyfunc."""
+    from pyfunc import packaging
+    from pyfunc.pipeline import build_pipeline
+
+    frame = make_reviews(400, seed=61)
+    pipeline = build_pipeline().fit(frame["review"].tolist(), frame["sentiment"].tolist())
+    path = tmp_path_factory.mktemp("score-model") / "model"
+    packaging.save_model(pipeline, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def in_process(model_dir) -> Callable[[list[str]], pd.DataFrame]:
+    """What the model says in-process, review by review (the reference the engines must match)."""
+    model = mlflow.pyfunc.load_model(str(model_dir))
+
+    def predict(reviews: list[str]) -> pd.DataFrame:
+        return model.predict(pd.DataFrame({"text": reviews}))
+
+    return predict
+
+
+@pytest.fixture
+def run_score(tmp_path) -> Callable[..., Any]:
+    """`score.run` with params.yaml's score section overridden by keyword (spark.master=...)."""
+    from steps import score
+    from steps.stage.config import load_params, override
+    from steps.stage.paths import PROJECT_ROOT
+
+    params = load_params(PROJECT_ROOT / "params.yaml")
+
+    def run(**settings: Any) -> score.Scored:
+        cfg = override(params.score, {k.replace("__", "."): v for k, v in settings.items()})
+        model_name = params.register.model_name
+        return score.run(cfg, params.ingest, model_name, download_dir=tmp_path / "downloads")
+
+    return run

@@ -1,7 +1,7 @@
 """`score` with the local engine: a real model scores files, folders, S3 objects, downloads and
 ODBC queries into Parquet and CSV, in chunks; bad rows and bad input are reported, never guessed.
 
-The engine=spark side, and the two engines against each other, are in tests/batch/.
+The engine=spark side, and the two engines against each other: tests/steps/test_score_spark.py.
 """
 
 from __future__ import annotations
@@ -22,52 +22,17 @@ import pyarrow.parquet as pq
 import pytest
 from local_services import BUCKET
 from mlflow.tracking import MlflowClient
-from support import make_reviews
+from support import make_reviews, reviews_with_ids
 
 from steps import score
 from steps.data.sources.batches import Columns, open_reviews
-from steps.stage.config import load_params, override
+from steps.stage.config import load_params
 from steps.stage.errors import SourceError, StageError
 from steps.stage.paths import PROJECT_ROOT
 from steps.tracking import registry, store
 
 PARAMS = load_params(PROJECT_ROOT / "params.yaml")
 MODEL_NAME = PARAMS.register.model_name
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """The real pipeline fitted on small synthetic reviews, saved as the pyfunc."""
-    from pyfunc import packaging
-    from pyfunc.pipeline import build_pipeline
-
-    frame = make_reviews(400, seed=61)
-    pipeline = build_pipeline().fit(frame["review"].tolist(), frame["sentiment"].tolist())
-    path = tmp_path_factory.mktemp("score-model") / "model"
-    packaging.save_model(pipeline, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def in_process(model_dir):
-    """What the model says in-process, review by review (the reference the engines must match)."""
-    model = mlflow.pyfunc.load_model(str(model_dir))
-
-    def predict(reviews: list[str]) -> pd.DataFrame:
-        return model.predict(pd.DataFrame({"text": reviews}))
-
-    return predict
-
-
-def reviews_with_ids(n: int, seed: int) -> pd.DataFrame:
-    frame = make_reviews(n, seed=seed)
-    frame.insert(0, "id", np.arange(1000, 1000 + n, dtype=np.int64))
-    return frame
-
-
-def run_score(tmp_path: Path, **settings) -> score.Scored:
-    cfg = override(PARAMS.score, settings)
-    return score.run(cfg, PARAMS.ingest, MODEL_NAME, download_dir=tmp_path / "downloads")
 
 
 def cli(*argv: str) -> int:
@@ -79,11 +44,12 @@ def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def test_parquet_with_ids_is_scored_like_the_model_in_process(tmp_path, model_dir, in_process):
+def test_parquet_with_ids_is_scored_like_the_model_in_process(
+    tmp_path, model_dir, in_process, run_score
+):
     frame = reviews_with_ids(300, seed=62)  # `sentiment` is there too, and ignored
     frame.to_parquet(tmp_path / "reviews.parquet", index=False)
     result = run_score(
-        tmp_path,
         input=str(tmp_path / "reviews.parquet"),
         output=str(tmp_path / "out" / "scores.parquet"),
         model=str(model_dir),
@@ -102,13 +68,13 @@ def test_parquet_with_ids_is_scored_like_the_model_in_process(tmp_path, model_di
 
 
 @pytest.mark.parametrize("ending", [".csv", ".csv.gz"])
-def test_csv_without_ids_numbers_rows_from_one_and_writes_csv(tmp_path, model_dir, ending):
+def test_csv_without_ids_numbers_rows_from_one_and_writes_csv(
+    tmp_path, model_dir, ending, run_score
+):
     frame = make_reviews(120, seed=63)[["review"]]
     frame.to_csv(tmp_path / "reviews.csv", index=False)
     out_file = tmp_path / f"scores{ending}"
-    run_score(
-        tmp_path, input=str(tmp_path / "reviews.csv"), output=str(out_file), model=str(model_dir)
-    )
+    run_score(input=str(tmp_path / "reviews.csv"), output=str(out_file), model=str(model_dir))
     if ending == ".csv.gz":
         assert gzip.decompress(out_file.read_bytes()).startswith(b'"row","label","score"')
     out = pd.read_csv(out_file, keep_default_na=False)
@@ -117,7 +83,7 @@ def test_csv_without_ids_numbers_rows_from_one_and_writes_csv(tmp_path, model_di
     assert out["model_name"].nunique() == 1
 
 
-def test_input_is_read_and_written_chunk_by_chunk(tmp_path, model_dir):
+def test_input_is_read_and_written_chunk_by_chunk(tmp_path, model_dir, run_score):
     frame = reviews_with_ids(1000, seed=64)
     pq.write_table(pa.Table.from_pandas(frame), tmp_path / "reviews.parquet", row_group_size=250)
     cfg = dataclasses.replace(PARAMS.ingest, source="")
@@ -128,7 +94,6 @@ def test_input_is_read_and_written_chunk_by_chunk(tmp_path, model_dir):
         sizes = [len(chunk.reviews) for chunk in stream.chunks]
     assert sizes == [100] * 10  # never more than chunk_rows in memory
     run_score(
-        tmp_path,
         input=str(tmp_path / "reviews.parquet"),
         output=str(tmp_path / "scores.parquet"),
         model=str(model_dir),
@@ -139,7 +104,7 @@ def test_input_is_read_and_written_chunk_by_chunk(tmp_path, model_dir):
     assert written.metadata.num_rows == 1000
 
 
-def test_a_parquet_dataset_folder_is_read_file_by_file(tmp_path, model_dir, in_process):
+def test_a_parquet_dataset_folder_is_read_file_by_file(tmp_path, model_dir, in_process, run_score):
     # What Spark writes: part files (read in path order), a _SUCCESS marker, hidden checksums.
     folder = tmp_path / "dataset"
     frame = reviews_with_ids(90, seed=65)
@@ -149,9 +114,7 @@ def test_a_parquet_dataset_folder_is_read_file_by_file(tmp_path, model_dir, in_p
         frame.iloc[start : start + 30].to_parquet(part, index=False)
         (folder / f".part-{i:05d}.snappy.parquet.crc").write_bytes(b"crc")
     (folder / "_SUCCESS").write_bytes(b"")
-    result = run_score(
-        tmp_path, input=str(folder), output=str(tmp_path / "s.parquet"), model=str(model_dir)
-    )
+    result = run_score(input=str(folder), output=str(tmp_path / "s.parquet"), model=str(model_dir))
     out = pd.read_parquet(tmp_path / "s.parquet")
     assert out["id"].tolist() == frame["id"].tolist()
     assert out["label"].tolist() == in_process(frame["review"].tolist())["label"].tolist()
@@ -173,10 +136,9 @@ def write_bad_csv(path: Path) -> bytes:
     return body
 
 
-def test_bad_rows_are_skipped_counted_and_never_labelled(tmp_path, model_dir):
+def test_bad_rows_are_skipped_counted_and_never_labelled(tmp_path, model_dir, run_score):
     write_bad_csv(tmp_path / "reviews.csv")
     result = run_score(
-        tmp_path,
         input=str(tmp_path / "reviews.csv"),
         output=str(tmp_path / "scores.parquet"),
         model=str(model_dir),
@@ -191,11 +153,10 @@ def test_bad_rows_are_skipped_counted_and_never_labelled(tmp_path, model_dir):
     assert "skipped 4: 2 empty" in score.summary(result)
 
 
-def test_nulls_in_parquet_are_skipped_by_row_number(tmp_path, model_dir):
+def test_nulls_in_parquet_are_skipped_by_row_number(tmp_path, model_dir, run_score):
     table = pa.table({"review": ["A superb film.", None, "A dreadful film.", None]})
     pq.write_table(table, tmp_path / "reviews.parquet")
     result = run_score(
-        tmp_path,
         input=str(tmp_path / "reviews.parquet"),
         output=str(tmp_path / "scores.parquet"),
         model=str(model_dir),
@@ -305,14 +266,13 @@ def test_an_existing_output_is_refused_unless_overwrite(tmp_path, tracking_uri, 
     assert [name for name in files_under(tmp_path) if "scores" in name] == ["scores.parquet"]
 
 
-def test_a_failure_midway_leaves_the_old_output_and_no_temp_file(tmp_path, model_dir):
+def test_a_failure_midway_leaves_the_old_output_and_no_temp_file(tmp_path, model_dir, run_score):
     good = make_reviews(300, seed=69)[["review"]].to_csv(index=False).encode()
     (tmp_path / "reviews.csv").write_bytes(good + b'"an unterminated quote\n' + b"x,y,z\n" * 5)
     target = tmp_path / "scores.csv"
     target.write_text("old\n")
     with pytest.raises(SourceError, match="not a readable CSV"):
         run_score(
-            tmp_path,
             input=str(tmp_path / "reviews.csv"),
             output=str(target),
             model=str(model_dir),
@@ -323,11 +283,10 @@ def test_a_failure_midway_leaves_the_old_output_and_no_temp_file(tmp_path, model
     assert files_under(tmp_path) == ["reviews.csv", "scores.csv"]
 
 
-def test_an_input_with_no_rows_is_an_error(tmp_path, model_dir):
+def test_an_input_with_no_rows_is_an_error(tmp_path, model_dir, run_score):
     (tmp_path / "reviews.csv").write_text("id,review\n")
     with pytest.raises(StageError, match="no rows to score"):
         run_score(
-            tmp_path,
             input=str(tmp_path / "reviews.csv"),
             output=str(tmp_path / "s.parquet"),
             model=str(model_dir),
@@ -335,12 +294,13 @@ def test_an_input_with_no_rows_is_an_error(tmp_path, model_dir):
     assert not (tmp_path / "s.parquet").exists()
 
 
-def test_engine_spark_without_pyspark_says_so_in_one_line(tmp_path, model_dir, monkeypatch):
+def test_engine_spark_without_pyspark_says_so_in_one_line(
+    tmp_path, model_dir, monkeypatch, run_score
+):
     monkeypatch.setitem(sys.modules, "pyspark", None)  # what `import pyspark` meets without it
     reviews_with_ids(10, seed=70).to_parquet(tmp_path / "reviews.parquet", index=False)
     with pytest.raises(StageError) as raised:
         run_score(
-            tmp_path,
             input=str(tmp_path / "reviews.parquet"),
             output=str(tmp_path / "s.parquet"),
             model=str(model_dir),
@@ -354,7 +314,7 @@ def test_engine_spark_without_pyspark_says_so_in_one_line(tmp_path, model_dir, m
 # --- other sources and an s3:// output ----------------------------------------------------------
 
 
-def test_s3_input_and_output(tmp_path, model_dir, moto_s3, aws_env, in_process):
+def test_s3_input_and_output(tmp_path, model_dir, moto_s3, aws_env, in_process, run_score):
     frame = reviews_with_ids(60, seed=71)
     client = moto_s3.client()
     for i in range(2):  # a prefix of two objects, like a dataset
@@ -362,7 +322,6 @@ def test_s3_input_and_output(tmp_path, model_dir, moto_s3, aws_env, in_process):
         client.put_object(Bucket=BUCKET, Key=f"batches/2026-12-01/part-{i}.parquet", Body=body)
     aws_env.setenv("AWS_ENDPOINT_URL", moto_s3.endpoint)
     result = run_score(
-        tmp_path,
         input=f"s3://{BUCKET}/batches/2026-12-01/",
         output=f"s3://{BUCKET}/scores/2026-12-01.csv",
         model=str(model_dir),
@@ -374,18 +333,17 @@ def test_s3_input_and_output(tmp_path, model_dir, moto_s3, aws_env, in_process):
     assert result.output == f"s3://{BUCKET}/scores/2026-12-01.csv"
     # An existing object is refused like a file; a missing bucket before any work.
     with pytest.raises(StageError, match="the output exists"):
-        run_score(tmp_path, input=f"s3://{BUCKET}/batches/", output=result.output, model="x")
+        run_score(input=f"s3://{BUCKET}/batches/", output=result.output, model="x")
     with pytest.raises(StageError, match="bucket 'nobucket' does not exist"):
-        run_score(tmp_path, input="x.csv", output="s3://nobucket/s.parquet", model="x")
+        run_score(input="x.csv", output="s3://nobucket/s.parquet", model="x")
 
 
-def test_s3_bad_credentials_are_one_line(tmp_path, model_dir, moto_s3, aws_env):
+def test_s3_bad_credentials_are_one_line(tmp_path, model_dir, moto_s3, aws_env, run_score):
     moto_s3.client().put_object(Bucket=BUCKET, Key="auth/r.parquet", Body=b"PAR1")
     aws_env.setenv("AWS_ENDPOINT_URL", moto_s3.endpoint)
     aws_env.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(SourceError) as raised:
         run_score(
-            tmp_path,
             input=f"s3://{BUCKET}/auth/r.parquet",
             output=str(tmp_path / "s.parquet"),
             model=str(model_dir),
@@ -395,11 +353,10 @@ def test_s3_bad_credentials_are_one_line(tmp_path, model_dir, moto_s3, aws_env):
     assert "not-the-secret" not in message and "\n" not in message
 
 
-def test_https_csv_download(tmp_path, model_dir, server):
+def test_https_csv_download(tmp_path, model_dir, server, run_score):
     frame = reviews_with_ids(40, seed=72)
     server.bodies["/exports/reviews.csv.gz"] = gzip.compress(frame.to_csv(index=False).encode())
     run_score(
-        tmp_path,
         input=server.url("/exports/reviews.csv.gz"),
         output=str(tmp_path / "s.parquet"),
         model=str(model_dir),
@@ -408,7 +365,7 @@ def test_https_csv_download(tmp_path, model_dir, server):
     assert (tmp_path / "downloads" / "reviews.csv.gz.verified.json").is_file()
 
 
-def test_odbc_query_in_fetches(tmp_path, model_dir, monkeypatch):
+def test_odbc_query_in_fetches(tmp_path, model_dir, monkeypatch, run_score):
     pyodbc = pytest.importorskip("pyodbc", reason="pyodbc needs unixODBC (apt install unixodbc)")
     if "SQLite3" not in pyodbc.drivers():
         pytest.skip("the SQLite3 ODBC driver is not installed (apt install libsqliteodbc)")
@@ -418,7 +375,6 @@ def test_odbc_query_in_fetches(tmp_path, model_dir, monkeypatch):
         db.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, review TEXT)")
         db.executemany("INSERT INTO reviews VALUES (?, ?)", frame[["id", "review"]].values.tolist())
     run_score(
-        tmp_path,
         input=f"odbc:Driver=SQLite3;Database={tmp_path / 'reviews.db'}",
         output=str(tmp_path / "s.parquet"),
         model=str(model_dir),
