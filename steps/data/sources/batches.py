@@ -245,7 +245,10 @@ def _parquet(
     file: Any, where: str, columns: Columns, chunk_rows: int, stack: ExitStack
 ) -> ReviewStream:
     try:
-        parquet = pq.ParquetFile(file.open(stack))
+        # No pre-buffering and a buffered stream: pages are read as the batches need them, so
+        # memory stays at about one batch whatever the row groups' size (pyarrow reads a whole
+        # row group, or more, ahead otherwise).
+        parquet = pq.ParquetFile(file.open(stack), pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{where}: not a readable Parquet file ({one_line(exc)})") from None
     stack.callback(parquet.close)
