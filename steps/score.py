@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("local", "spark")
 SPARK_MASTER_ENV = "SPARK_MASTER"
+# pyfunc.model's MAX_CALL_CHARS_ENV and MAX_REVIEW_CHARS_ENV (a test keeps them equal; steps does
+# not import the model's code, which it loads from the model itself).
+SERVING_LIMITS_ENV = ("IMDB_MAX_CALL_CHARS", "IMDB_MAX_REVIEW_CHARS")
 _REGISTERED = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))")
 
 
@@ -128,6 +131,7 @@ def run(
     ):
         model = resolve_model(cfg.model, registered_name)
         model_dir = _download(model, Path(tmp))
+        _without_serving_limits()
         log.info(
             "scoring %s with %s on engine=%s into %s",
             stream.where,
@@ -156,13 +160,17 @@ def _download(model: ModelRef, folder: Path) -> str:
         raise StageError(f"model {model.uri} does not resolve: {one_line(exc, 300)}") from None
 
 
+def _without_serving_limits() -> None:
+    """A server's request limits guard a server, not a batch: the model loaded here (and by
+    the Spark workers this process starts) must not read them."""
+    for name in SERVING_LIMITS_ENV:
+        if os.environ.pop(name, None) is not None:
+            log.info("%s is set here: not applied to a batch (it limits a server's requests)", name)
+
+
 def _score_locally(
     cfg: ScoreConfig, stream, model: ModelRef, model_dir: str, target, s3_endpoint_url: str
 ) -> Tally:
-    # A server's request limits (IMDB_MAX_*_CHARS) guard a server, not a batch job.
-    for name in ("IMDB_MAX_CALL_CHARS", "IMDB_MAX_REVIEW_CHARS"):
-        if os.environ.pop(name, None) is not None:
-            log.info("%s is set here; a batch is not held to a server's limits", name)
     loaded = mlflow.pyfunc.load_model(model_dir)
     schema = loaded.metadata.get_input_schema()
     text_column = schema.input_names()[0] if schema else scoring.TEXT_COLUMN

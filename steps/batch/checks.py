@@ -10,7 +10,6 @@ first one stops the run, nothing written.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +25,7 @@ POLICIES = ("skip", "refuse")
 # ASCII whitespace only, spelt so that Python and Java (Spark's rlike) read it alike.
 EMPTY_PATTERN = r"^[ \t\n\r\f\x0b]*$"
 NOT_UTF8_CHARACTERS = "\ufffd"  # what decoders put where bytes were not UTF-8
-_EMPTY = re.compile(EMPTY_PATTERN)
-_NOT_UTF8 = re.compile("[\udc80-\udcff\ufffd]")
-_SURROGATE = re.compile("[\udc80-\udcff]")
+_WHITESPACE = " \t\n\r\f\x0b"  # EMPTY_PATTERN's characters, for str.strip
 
 
 def classify(reviews: Sequence[Any], where: str, first_row: int) -> np.ndarray:
@@ -37,9 +34,9 @@ def classify(reviews: Sequence[Any], where: str, first_row: int) -> np.ndarray:
     kinds = np.zeros(len(reviews), dtype=np.int8)
     for i, review in enumerate(reviews):
         if isinstance(review, str):
-            if _EMPTY.match(review):
+            if not review.strip(_WHITESPACE):
                 kinds[i] = EMPTY
-            elif _NOT_UTF8.search(review):
+            elif not review.isascii() and (NOT_UTF8_CHARACTERS in review or _undecoded(review)):
                 kinds[i] = NOT_UTF8
         elif review is None or (isinstance(review, float) and np.isnan(review)):
             kinds[i] = NULL
@@ -51,12 +48,21 @@ def classify(reviews: Sequence[Any], where: str, first_row: int) -> np.ndarray:
     return kinds
 
 
+def _undecoded(text: str) -> bool:
+    """Whether `text` holds lone surrogates (bytes a reader could not decode and kept)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def replace_undecodable(reviews: Sequence[Any]) -> list[Any]:
     """The reviews with bytes kept as lone surrogates turned into U+FFFD (still NOT_UTF8 by the
     rule above), for consumers that only take valid text (Arrow, Spark)."""
     return [
         r.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        if isinstance(r, str) and _SURROGATE.search(r)
+        if isinstance(r, str) and not r.isascii() and _undecoded(r)
         else r
         for r in reviews
     ]

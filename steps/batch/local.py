@@ -22,6 +22,7 @@ from tqdm import tqdm
 from steps.batch import checks
 from steps.batch.output import ROW_COLUMN, TableWriter, scores_table
 from steps.data.sources.batches import ReviewStream
+from steps.stage.errors import StageError, one_line
 
 
 @dataclass
@@ -66,7 +67,14 @@ def score_stream(
                 if bad_rows == "refuse":
                     raise checks.refusal(stream.where, tally.bad)
             reviews = [chunk.reviews[i] for i in good]
-            answer = model.predict(pd.DataFrame({text_column: reviews}))
+            try:
+                answer = model.predict(pd.DataFrame({text_column: reviews}))
+            except Exception as exc:  # the model's own refusal (MlflowException) or a failure
+                last_row = first_row + len(kinds) - 1
+                raise StageError(
+                    f"{stream.where}: the model failed on rows {first_row:,}-{last_row:,}"
+                    f" ({one_line(exc, 300)}); nothing was written"
+                ) from None
             labels = answer["label"].to_numpy(dtype=object)
             writer.write(
                 scores_table(

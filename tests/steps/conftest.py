@@ -4,6 +4,8 @@ and a local HTTP server, from tests/local_services.py; one Spark session for the
 from __future__ import annotations
 
 import os
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +87,36 @@ def model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("score-model") / "model"
     packaging.save_model(pipeline, path)
     return path
+
+
+FAILING_MODEL = textwrap.dedent(
+    """
+    import mlflow
+
+    class Failing(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            raise ValueError("the model broke on purpose")
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def failing_model_dir(tmp_path_factory) -> Path:
+    """A pyfunc model whose predict always raises (its class ships in the model's code)."""
+    folder = tmp_path_factory.mktemp("failing-model")
+    code = folder / "failing_model.py"
+    code.write_text(FAILING_MODEL)
+    sys.path.insert(0, str(folder))
+    try:
+        import failing_model
+
+        mlflow.pyfunc.save_model(
+            folder / "model", python_model=failing_model.Failing(), code_paths=[str(code)]
+        )
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("failing_model", None)
+    return folder / "model"
 
 
 @pytest.fixture(scope="session")

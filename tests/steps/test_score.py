@@ -402,3 +402,36 @@ def test_mlflow_run_of_the_score_entry_point(project_copy, tracking_uri, model_d
     out = pd.read_csv(tmp_path / "scores.csv")
     assert out["id"].tolist() == list(range(1000, 1025))
     assert "scored 25 of 25 reviews" in done.stdout
+
+
+def test_a_servers_request_limits_in_the_environment_do_not_apply_to_a_batch(
+    tmp_path, model_dir, monkeypatch, run_score
+):
+    from pyfunc.model import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV
+
+    assert score.SERVING_LIMITS_ENV == (MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV)
+    monkeypatch.setenv(MAX_CALL_CHARS_ENV, "1000")  # a shell that also serves the model
+    monkeypatch.setenv(MAX_REVIEW_CHARS_ENV, "20")
+    reviews_with_ids(200, seed=75).to_parquet(tmp_path / "reviews.parquet", index=False)
+    result = run_score(
+        input=str(tmp_path / "reviews.parquet"),
+        output=str(tmp_path / "scores.parquet"),
+        model=str(model_dir),
+    )
+    assert result.tally.scored == 200  # ~15,000 characters in one predict call
+
+
+def test_a_model_that_fails_is_one_line_naming_the_rows(tmp_path, failing_model_dir, run_score):
+    reviews_with_ids(30, seed=76).to_parquet(tmp_path / "reviews.parquet", index=False)
+    with pytest.raises(StageError) as raised:
+        run_score(
+            input=str(tmp_path / "reviews.parquet"),
+            output=str(tmp_path / "scores.parquet"),
+            model=str(failing_model_dir),
+            chunk_rows=10,
+        )
+    assert str(raised.value) == (
+        f"{tmp_path / 'reviews.parquet'}: the model failed on rows 1-10 (the model broke on"
+        " purpose); nothing was written"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.parquet"]

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -139,39 +137,16 @@ def test_refused_bad_rows_write_nothing(spark, run_score, model_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv"]
 
 
-FAILING_MODEL = textwrap.dedent(
-    """
-    import mlflow
-
-    class Failing(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):
-            raise ValueError("the model broke on purpose")
-    """
-)
-
-
-def test_a_failed_job_leaves_the_old_output_whole(spark, run_score, tmp_path):
-    code = tmp_path / "failing_model.py"
-    code.write_text(FAILING_MODEL)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import failing_model
-
-        mlflow.pyfunc.save_model(
-            tmp_path / "failing", python_model=failing_model.Failing(), code_paths=[str(code)]
-        )
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("failing_model", None)
+def test_a_failed_job_leaves_the_old_output_whole(spark, run_score, failing_model_dir, tmp_path):
     reviews_with_ids(50, seed=84).to_parquet(tmp_path / "reviews.parquet", index=False)
     target = tmp_path / "scores.parquet"
     target.mkdir()
     (target / "part-00000.parquet").write_bytes(b"yesterday")
     settings = {"input": str(tmp_path / "reviews.parquet"), "output": str(target)}
     with pytest.raises(StageError, match="the output exists"):
-        run_score(**settings, engine="spark", model=str(tmp_path / "failing"))
+        run_score(**settings, engine="spark", model=str(failing_model_dir))
     with pytest.raises(StageError) as raised:
-        run_score(**settings, engine="spark", model=str(tmp_path / "failing"), overwrite=True)
+        run_score(**settings, engine="spark", model=str(failing_model_dir), overwrite=True)
     assert "scoring on Spark failed" in str(raised.value)
     assert "the model broke on purpose" in str(raised.value)
     assert [p.name for p in target.iterdir()] == ["part-00000.parquet"]
