@@ -203,7 +203,7 @@ def test_ci_requires_what_the_tests_can_skip():
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert read == {
         "IMDB_REQUIRE_SHARED_DATA", "IMDB_REQUIRE_SYSTEM_PACKAGES",
-        "IMDB_REQUIRE_PROMETHEUS", "IMDB_REQUIRE_DOCKER",
+        "IMDB_REQUIRE_PROMETHEUS", "IMDB_REQUIRE_DOCKER", "IMDB_REQUIRE_SPARK",
     }  # fmt: skip
     assert {v for v in read if re.search(rf"^export {v}=1\b", ci, re.M)} == read
     assert re.search(r"^\$sudo \.ci/start-dockerd$", ci, re.M)

@@ -9,7 +9,7 @@ import pytest
 from support import make_reviews
 
 from pyfunc import telemetry
-from pyfunc.model import InvalidReviews, SentimentModel
+from pyfunc.model import InvalidReviews, RequestLimits, SentimentModel
 from pyfunc.pipeline import build_pipeline, token_counts
 
 
@@ -85,11 +85,12 @@ def test_an_error_inside_the_model_is_logged_as_an_error(capfd):
 
 
 def test_rejections_carry_a_reason_for_the_metrics(pipeline):
-    model = SentimentModel(pipeline)
+    model = SentimentModel(pipeline, RequestLimits(max_call_chars=50, max_review_chars=20))
     cases = {
         "no_text_column": {"text": ["x"]},
         "not_a_string": [1.5],
-        "review_too_long": ["x" * 100_001],
+        "review_too_long": ["x" * 21],
+        "call_too_long": ["x" * 20] * 3,
         "unreadable_input": 42,
     }
     for reason, given in cases.items():

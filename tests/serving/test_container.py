@@ -23,9 +23,9 @@ import requests
 import yaml
 from docker_pod import Container, PeakRss, docker, memory_bytes, pod_template, run_args, start
 from docker_pod import startup_budget as budget_of
-from support import REPO_ROOT
+from support import REPO_ROOT, serving_limits
 
-from pyfunc.model import MAX_CALL_CHARS, TEXT_COLUMN
+from pyfunc.model import MAX_CALL_CHARS_ENV, TEXT_COLUMN
 from steps.stage.config import load_params
 from steps.tracking import registry
 
@@ -203,11 +203,12 @@ def survives(pod: Container, bodies: list[bytes]) -> tuple[list[requests.Respons
 def test_the_largest_body_nginx_lets_through_is_refused_by_the_model_in_memory(pod, make):
     """Full-length reviews up to nginx's limit: more than a call may hold, so the model answers
     400 saying so, and the container lives on under its memory limit."""
+    max_call_chars = int(serving_limits()[MAX_CALL_CHARS_ENV])  # as the pod sets it
     body = largest_body(make, REVIEWS[0] * 15)  # about 1,000 characters a review
-    assert len(body) > MAX_CALL_CHARS
+    assert len(body) > max_call_chars
     (response,), _ = survives(pod, [body])
     assert response.status_code == 400, response.text[:300]
-    assert f"{MAX_CALL_CHARS:,}" in response.json()["message"]
+    assert f"{max_call_chars:,}" in response.json()["message"]
 
 
 def test_two_largest_bodies_of_the_costliest_kind_at_once_fit_the_memory_limit(pod):

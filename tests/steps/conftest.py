@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 from local_services import REGION, ReviewServer, moto_s3_server
-from support import make_reviews, spark_missing
+from support import make_reviews, spark_missing, unavailable
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,7 @@ def spark():
     (IMDB_REQUIRE_SPARK=1, set by .ci/run)."""
     reason = spark_missing()
     if reason:
-        if os.environ.get("IMDB_REQUIRE_SPARK"):
-            pytest.fail(f"{reason}; IMDB_REQUIRE_SPARK is set, so this is an error")
-        pytest.skip(reason)
+        unavailable(reason, "IMDB_REQUIRE_SPARK")
     from steps.batch.spark import start_session
     from steps.stage.config import SparkConfig
 
@@ -125,7 +123,7 @@ def in_process(model_dir) -> Callable[[list[str]], pd.DataFrame]:
     model = mlflow.pyfunc.load_model(str(model_dir))
 
     def predict(reviews: list[str]) -> pd.DataFrame:
-        return model.predict(pd.DataFrame({"text": reviews}))
+        return model.predict(pd.DataFrame({"review": reviews}))
 
     return predict
 

@@ -89,7 +89,7 @@ def load_sql(
     chunk_rows: int = CHUNK_ROWS,
 ) -> Loaded:
     """Reviews from the rows `cfg.sql_query` returns over ODBC."""
-    where = describe(source)
+    where = shown(source)
     with tqdm(desc="rows", unit=" rows", disable=None) as bar:
         chunks = []
         for chunk in query_chunks(source, cfg, environ, chunk_rows):
