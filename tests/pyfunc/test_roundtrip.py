@@ -105,7 +105,7 @@ def test_mlflow_models_predict_scores_a_batch_over_the_servers_limits(pipeline, 
     packaging.save_model(pipeline, tmp_path / "model")
     reviews = ["A wonderful, brilliant film. ".ljust(1000, "!")] * 3000
     reviews += ["A dull and dreadful film. ".ljust(1000, ".")] * 3000
-    pd.DataFrame({"text": reviews}).to_csv(tmp_path / "reviews.csv", index=False)
+    pd.DataFrame({"review": reviews}).to_csv(tmp_path / "reviews.csv", index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_MAX_"))}
     done = subprocess.run(
         [

@@ -24,7 +24,7 @@ import model_server
 import prometheus_server
 import pytest
 import requests
-from support import free_port
+from support import free_port, serving_limits
 
 from pyfunc import telemetry
 from steps.tracking import registry
@@ -72,6 +72,7 @@ def monitored(champion_store, prometheus_tools, tmp_path_factory):
         telemetry.MODEL_NAME_ENV: MODEL_NAME,
         telemetry.MODEL_VERSION_ENV: version,
         telemetry.MULTIPROC_DIR_ENV: str(folder / "multiproc"),
+        **serving_limits(),  # as the pods set them: the "too long" requests are refused
     })  # fmt: skip
     server = model_server.start(
         registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS), free_port(),

@@ -201,7 +201,7 @@ def test_two_pipelines_started_together_each_register_their_own_model(
         assert train_run.data.metrics["train_reviews"] == alone.rows["train"]
         # The model is the one trained on that data: it learnt that source's marker word.
         model = mlflow.pyfunc.load_model(f"models:/imdb-sentiment/{version.version}")
-        score = model.predict(pd.DataFrame({"text": ["Zorblax zorblax zorblax."]}))["score"][0]
+        score = model.predict(pd.DataFrame({"review": ["Zorblax zorblax zorblax."]}))["score"][0]
         assert (score > 0.5) == (sources[source] == "positive"), (source, score)
     assert seen_sources == set(sources)
     assert json.loads((project_copy / "models" / "model.json").read_text())["run_id"] in {
