@@ -1,10 +1,9 @@
-"""Real services on 127.0.0.1 that tests read from and write to: moto's S3 server with IAM
-authentication enforced, and an HTTP server of registered bodies. Started by fixtures in
-tests/steps/conftest.py; every loop here is bounded."""
+"""A real service on 127.0.0.1 that tests read from and write to: moto's S3 server with IAM
+authentication enforced (the HTTP server of registered bodies is support.review_server). Started by
+fixtures in tests/steps/conftest.py; every loop here is bounded."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import socket
@@ -91,37 +90,3 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) ->
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"moto server did not listen on port {port} within {timeout} s")
-
-
-class ReviewServer(http.server.ThreadingHTTPServer):
-    """Serves registered bodies; `truncated` paths promise more bytes than they send."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.bodies: dict[str, bytes] = {}
-        self.truncated: set[str] = set()
-        self.requests: list[str] = []
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_port}{path}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: ReviewServer
-
-    def do_GET(self) -> None:
-        self.server.requests.append(self.path)
-        body = self.server.bodies.get(self.path)
-        if body is None:
-            self.send_error(404, "Not Found")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        sent = body[: len(body) // 2] if self.path in self.server.truncated else body
-        self.wfile.write(sent)
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:  # keep test output quiet
-        pass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-from local_services import REGION, ReviewServer, moto_s3_server
-from support import make_reviews, spark_missing, unavailable
+from local_services import REGION, moto_s3_server
+from support import make_reviews, review_server, spark_missing, unavailable
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +40,9 @@ def aws_env(monkeypatch, tmp_path, moto_s3):
 
 @pytest.fixture
 def server():
-    """An HTTP server on 127.0.0.1 serving `server.bodies[path]`."""
-    srv = ReviewServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    """An HTTP server on 127.0.0.1 serving `server.bodies[path]` (support.review_server)."""
+    with review_server() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="session")
