@@ -14,9 +14,12 @@ By default the model train saved in models/model (loaded as MLflow loads it anyw
   them as CSV/JSON (confusion.json, predictions.csv, roc.csv, precision_recall.csv) for DVC plots;
 - reports/misclassified.csv: the most confidently wrong test reviews (a review that starts like a
   spreadsheet formula, with = + - @ or a tab, gets a leading apostrophe: shown as text);
-- reports/behavioural.json: every behavioural case with its score and outcome.
+- reports/behavioural.json: every behavioural case with its score and outcome;
+- reports/analysis_sample.json: `analysis_sample` labelled test reviews (steps/measure/sample.py)
+  that deploy replays through a new slot before the switch.
 All of it is logged to the MLflow run (metrics as `test_*`, also linked to the logged model), the
-test split as the run's input dataset, the files as artifacts.
+test split as the run's input dataset, the files as artifacts; the analysis sample also goes to
+the run that logged the model, which every version registered from it names.
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_sc
 
 from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
-from steps.measure import behavioural, scoring
+from steps.measure import behavioural, sample, scoring
 from steps.measure.metrics import classification_metrics
 from steps.stage import cli, lock
 from steps.stage.config import EvaluateConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import atomic_path, write_csv, write_json
 from steps.stage.paths import (
+    ANALYSIS_SAMPLE_FILE,
     BEHAVIOURAL_FILE,
     EVALUATION_FILE,
     INGESTED_DIR,
@@ -167,6 +171,7 @@ def run(
     misclassified_file: Path = MISCLASSIFIED_FILE,
     behavioural_file: Path = BEHAVIOURAL_FILE,
     marker: Path = VALIDATED_MARKER,
+    sample_file: Path = ANALYSIS_SAMPLE_FILE,
 ) -> dict[str, Any]:
     """The whole stage inside the active MLflow run; returns the record written to
     evaluation_file (what was evaluated, the behavioural verdict) with the metrics under
@@ -222,6 +227,10 @@ def run(
     write_json(metrics_file, numbers)
     write_json(evaluation_file, record)
     written += [Path(behavioural_file), Path(metrics_file), Path(evaluation_file)]
+    if cfg.analysis_sample > 0:
+        written.append(
+            write_sample(reviews, labels, scores, cfg.analysis_sample, model, Path(sample_file))
+        )
     store.log_model_metrics({f"test_{k}": v for k, v in metrics.items()}, model.model_id, test_data)
     mlflow.log_metrics(check_metrics)
     mlflow.set_tags(
@@ -232,8 +241,32 @@ def run(
         }
     )
     for path in written:
-        mlflow.log_artifact(str(path), artifact_path="evaluation")
+        mlflow.log_artifact(str(path), artifact_path=sample.ARTIFACT_DIR)
     return {**record, "metrics": numbers}
+
+
+def write_sample(
+    reviews: list[str],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    size: int,
+    model: runs.TrainedModel,
+    path: Path,
+) -> Path:
+    """Write the analysis sample and log it to the model's own run too (where a registered
+    version points), so deploy finds it from the version alone."""
+    drawn = sample.draw(reviews, labels, scores, size, model_uri=model.model_uri)
+    with atomic_path(path) as tmp:
+        drawn.write(tmp)
+    model_run = model.run_id
+    active = mlflow.active_run()
+    if model_run and (active is None or active.info.run_id != model_run):
+        mlflow.MlflowClient().log_artifact(model_run, str(path), sample.ARTIFACT_DIR)
+    log.info(
+        "analysis sample: %d reviews (accuracy %.4f in-process, test %.4f)",
+        len(drawn.reviews), drawn.sample_accuracy, drawn.accuracy,
+    )  # fmt: skip
+    return path
 
 
 def _command(params: Params, cfg: EvaluateConfig, args: argparse.Namespace) -> None:

@@ -106,16 +106,6 @@ def _with_repairs(line: str, repairs: tuple[str, ...]) -> str:
     return "\n".join([*(f"repaired: {repair}" for repair in repairs), line])
 
 
-def repair_aliases(model_name: str) -> tuple[str, ...]:
-    """Remove `champion` / `previous` where they name a version that no longer exists."""
-    repairs = []
-    for alias in (registry.CHAMPION_ALIAS, registry.PREVIOUS_ALIAS):
-        if repair := registry.repair_alias(model_name, alias):
-            log.warning("repaired the registry: %s", repair)
-            repairs.append(repair)
-    return tuple(repairs)
-
-
 def decide(
     metric: str,
     candidate_value: float,
@@ -206,7 +196,7 @@ def promote(
     if cfg.metric not in METRICS:
         raise ConfigError(f"promote.metric must be one of {', '.join(METRICS)}, got {cfg.metric!r}")
     manual = version is not None
-    repairs = repair_aliases(model_name)
+    repairs = champion.repair(model_name)
     if manual:
         candidate = registry.get_version(model_name, version)
     else:
@@ -292,31 +282,9 @@ def _figures(
 
 
 def rollback(model_name: str) -> Rollback:
-    """Move `champion` back to `previous`, then drop `previous`; return (restored, demoted).
-
-    A champion set by hand since the tools last looked is noticed first, so `previous` is the
-    version that served before it. `previous` is removed afterwards so that a second rollback
-    cannot put back the version just rolled back from; promote by hand (`--version N`) to go
-    anywhere else.
-    """
-    repairs = repair_aliases(model_name)
-    champion.notice(model_name, by="rollback")
-    previous = registry.version_by_alias(model_name, registry.PREVIOUS_ALIAS)
-    if previous is None:
-        fixed = f" ({'; '.join(repairs)})" if repairs else ""
-        raise StageError(
-            f"{model_name} has no @{registry.PREVIOUS_ALIAS} version to roll back to{fixed}"
-            " (promote a version by hand instead: promote --version N)"
-        )
-    current = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
-    demoted = str(current.version) if current else None
-    restored = str(previous.version)
-    registry.set_alias(model_name, registry.CHAMPION_ALIAS, restored)
-    champion.record(model_name, restored)
-    registry.delete_alias(model_name, registry.PREVIOUS_ALIAS)
-    cards.add_history(model_name, restored, f"champion again by rollback (was {demoted})")
-    if demoted is not None and demoted != restored:
-        cards.add_history(model_name, demoted, f"rolled back to version {restored}")
+    """Move `champion` back to `previous`, then drop `previous` (steps/tracking/champion.py,
+    shared with deploy's automatic rollback); return what was restored and demoted."""
+    restored, demoted, repairs = champion.roll_back(model_name, by="rollback")
     return Rollback(model_name, restored, demoted, repairs)
 
 

@@ -79,6 +79,7 @@ class Kube:
         self.timeout = timeout
         self._apps = client.AppsV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
+        self._autoscaling = client.AutoscalingV2Api(api_client)
 
     @classmethod
     def connect(cls, namespace: str, context: str = "", timeout: float = 30.0) -> Kube:
@@ -174,6 +175,32 @@ class Kube:
                 _request_timeout=self.timeout,
             )
         return dict((service.spec and service.spec.selector) or {})
+
+    def autoscaler_target(self, name: str) -> str | None:
+        """GET the HorizontalPodAutoscaler; the Deployment it scales, or None if there is none."""
+        with self._call("read", "horizontalpodautoscaler", name):
+            try:
+                hpa = self._autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                    name, self.namespace, _request_timeout=self.timeout
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return hpa.spec.scale_target_ref.name
+
+    def patch_autoscaler(self, name: str, operations: list[dict[str, Any]]) -> str:
+        """JSON-patch the HorizontalPodAutoscaler; return the Deployment it now scales."""
+        with self._call("patch", "horizontalpodautoscaler", name):
+            hpa = self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+                name,
+                self.namespace,
+                operations,
+                field_manager=FIELD_MANAGER,
+                _content_type=JSON_PATCH,
+                _request_timeout=self.timeout,
+            )
+        return hpa.spec.scale_target_ref.name
 
     def proxy_post(
         self, service: str, port: str, path: str, payload: Any, timeout: float | None = None

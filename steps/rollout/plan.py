@@ -4,9 +4,11 @@ Pure: no I/O, no clock, no Kubernetes or MLflow objects. The executor (`deployer
 state, asks for a plan, prints it (`--dry-run` stops there) and executes the actions in order.
 
 The order is the safety argument: every action that touches the live Service (`SwitchLive`)
-comes after the idle slot has been rolled, waited for and smoke-tested, so a failure at any
-earlier step leaves the live slot serving exactly what it served before. `predict` replays a
-prefix of a plan on the state, which is how the executor says what is still serving when a
+comes after the idle slot has been rolled (at `preview_replicas` pods), waited for, smoke-tested,
+analysed and scaled to the live slot's count, so a failure at any earlier step leaves the live
+slot serving exactly what it served before. After the switch the live slot is watched
+(`WatchLive`: Prometheus) and only then is the old slot scaled to zero (`ScaleDown`). `predict`
+replays a prefix of a plan on the state, which is how the executor says what is still serving when a
 step fails, and how the tests check that claim for every step.
 """
 
@@ -30,6 +32,7 @@ class Slot:
     image: str
     version: int | None  # the model version its annotation records; None = never deployed
     ready: bool  # every desired replica updated and available
+    replicas: int = 1  # spec.replicas: the pods it is asked to run (0 = scaled down)
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,15 @@ class RollSlot:
     version: int
     image: str
     by_digest: bool = False  # the image is built and pushed first: roll to the pushed digest
+    replicas: int = 1  # the preview count it is rolled at
     step = "roll"
 
     def describe(self) -> str:
         digest = "@<digest of the push>" if self.by_digest else ""
-        return f"roll slot {self.slot} to {self.image}{digest} (model version {self.version})"
+        return (
+            f"roll slot {self.slot} to {self.image}{digest} (model version {self.version}) at"
+            f" {_pods(self.replicas)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,59 @@ class SmokeTest:
 
 
 @dataclass(frozen=True)
+class ScaleSlot:
+    slot: str
+    replicas: int
+    why: str
+    step = "scale"
+
+    def describe(self) -> str:
+        return f"scale slot {self.slot} to {_pods(self.replicas)} ({self.why})"
+
+
+@dataclass(frozen=True)
+class Analyse:
+    slot: str
+    version: int
+    step = "analysis"
+
+    def describe(self) -> str:
+        return (
+            f"pre-promotion analysis of slot {self.slot}: replay version {self.version}'s"
+            " labelled sample through the preview Service (labels as in-process, accuracy,"
+            " p99 latency)"
+        )
+
+
+@dataclass(frozen=True)
+class WatchLive:
+    slot: str
+    version: int
+    previous: str  # the slot to switch back to on a breach
+    step = "post-analysis"
+
+    def describe(self) -> str:
+        return (
+            f"post-promotion analysis of slot {self.slot} in Prometheus (error ratio, p99"
+            f" latency, positive share); on a breach switch back to slot {self.previous},"
+            " champion back to previous"
+        )
+
+
+@dataclass(frozen=True)
+class ScaleDown:
+    slot: str
+    delay: float
+    step = "scale-down"
+
+    def describe(self) -> str:
+        return (
+            f"after {self.delay:g}s, scale slot {self.slot} to zero pods (a rollback until then"
+            " is instant)"
+        )
+
+
+@dataclass(frozen=True)
 class SwitchLive:
     from_slot: str
     to_slot: str
@@ -146,7 +206,18 @@ class Record:
 
 
 Action = (
-    BuildImage | RollSlot | WaitReady | CheckReady | PointPreview | SmokeTest | SwitchLive | Record
+    BuildImage
+    | RollSlot
+    | WaitReady
+    | CheckReady
+    | PointPreview
+    | SmokeTest
+    | Analyse
+    | ScaleSlot
+    | SwitchLive
+    | Record
+    | WatchLive
+    | ScaleDown
 )
 
 
@@ -171,6 +242,16 @@ def other(slot: str) -> str:
     return SLOTS[1 - SLOTS.index(slot)]
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How a rollout is carried out beyond its order (from params.yaml deploy.*)."""
+
+    preview_replicas: int = 1  # pods of the idle slot while it is analysed
+    replay: bool = False  # pre-promotion analysis: replay the version's labelled sample
+    watch: bool = False  # post-promotion analysis in Prometheus
+    scale_down_delay: float | None = None  # then the old slot goes to zero; None = never
+
+
 def plan_deploy(
     cluster: ClusterState,
     registry: RegistryState,
@@ -179,6 +260,7 @@ def plan_deploy(
     build: bool,
     pinned: bool = False,
     force: bool = False,
+    policy: Policy = Policy(),
 ) -> Plan:
     """Plan the rollout of the registry's champion.
 
@@ -218,27 +300,43 @@ def plan_deploy(
         )
 
     actions: list[Action] = []
+    pods = idle_slot.replicas
     if runs_champion(idle_slot):
         kind = "resume"
         reason = f"idle slot {idle} already runs champion version {champion}"
+        if pods == 0:
+            pods = policy.preview_replicas
+            actions.append(ScaleSlot(idle, pods, "it was scaled down: the preview count first"))
     else:
         kind = "first-deploy" if live_slot.version is None else "promote"
         was = f"version {live_slot.version}" if live_slot.version is not None else "no model"
         reason = f"champion is version {champion}; live slot {live} runs {was}"
         if build:
             actions.append(BuildImage(champion, image))
-        actions.append(RollSlot(idle, champion, image, by_digest=build))
+        pods = policy.preview_replicas
+        actions.append(RollSlot(idle, champion, image, by_digest=build, replicas=pods))
     actions.append(WaitReady(idle))
     if cluster.preview != idle:
         actions.append(PointPreview(idle))
-    actions += [SmokeTest(idle, champion), SwitchLive(live, idle), PointPreview(live)]
+    actions.append(SmokeTest(idle, champion))
+    if policy.replay:
+        actions.append(Analyse(idle, champion))
+    serving_pods = max(live_slot.replicas, 1)
+    if pods != serving_pods:
+        actions += [ScaleSlot(idle, serving_pods, f"slot {live}'s count"), WaitReady(idle)]
+    actions += [SwitchLive(live, idle), PointPreview(live)]
     versions = {live: live_slot.version, idle: champion}
     actions.append(Record(versions, live=idle, held=None))
+    if policy.watch:
+        actions.append(WatchLive(idle, champion, previous=live))
+    if policy.scale_down_delay is not None:
+        actions.append(ScaleDown(live, policy.scale_down_delay))
     return Plan(kind, reason, tuple(actions))
 
 
 def plan_rollback(cluster: ClusterState) -> Plan:
-    """Plan an immediate switch of the live Service back to the idle slot.
+    """Plan a switch of the live Service back to the idle slot: at once while the idle slot
+    runs, else after scaling it up to the live slot's count and waiting for it.
 
     The version taken out of service is put on hold, so `--watch` does not roll it out again
     while the champion alias still names it.
@@ -251,9 +349,21 @@ def plan_rollback(cluster: ClusterState) -> Plan:
         f"live slot {live} (version {_v(live_slot.version)}) back to slot {idle}"
         f" (version {idle_slot.version})"
     )
+    if idle_slot.replicas == 0:
+        pods = max(live_slot.replicas, 1)
+        reason += (
+            f"; slot {idle} was scaled to zero after the last deploy, so it is scaled up to"
+            f" {_pods(pods)} and waited for before the switch (not instant)"
+        )
+        first: tuple[Action, ...] = (
+            ScaleSlot(idle, pods, f"slot {live}'s count"),
+            WaitReady(idle),
+        )
+    else:
+        first = (CheckReady(idle),)
     versions = {live: live_slot.version, idle: idle_slot.version}
-    actions: tuple[Action, ...] = (
-        CheckReady(idle),
+    actions = (
+        *first,
         SwitchLive(live, idle),
         PointPreview(live),
         Record(versions, live=idle, held=live_slot.version),
@@ -266,12 +376,16 @@ def predict(cluster: ClusterState, actions: Iterable[Action]) -> ClusterState:
     state = cluster
     for action in actions:
         match action:
-            case RollSlot(slot=slot, version=version, image=image):
-                slots = {**state.slots, slot: Slot(image, version, ready=False)}
-                state = dataclasses.replace(state, slots=slots)
+            case RollSlot(slot=slot, version=version, image=image, replicas=replicas):
+                state = _with_slot(state, slot, Slot(image, version, False, replicas))
+            case ScaleSlot(slot=slot, replicas=replicas):
+                changed = dataclasses.replace(state.slots[slot], replicas=replicas, ready=False)
+                state = _with_slot(state, slot, changed)
+            case ScaleDown(slot=slot) if slot != state.live:
+                changed = dataclasses.replace(state.slots[slot], replicas=0, ready=True)
+                state = _with_slot(state, slot, changed)
             case WaitReady(slot=slot):
-                slots = {**state.slots, slot: dataclasses.replace(state.slots[slot], ready=True)}
-                state = dataclasses.replace(state, slots=slots)
+                state = _with_slot(state, slot, dataclasses.replace(state.slots[slot], ready=True))
             case SwitchLive(to_slot=slot):
                 state = dataclasses.replace(state, live=slot)
             case PointPreview(slot=slot):
@@ -284,6 +398,14 @@ def serving(cluster: ClusterState) -> str:
     version = cluster.slots[cluster.live].version
     runs = f"version {version}" if version is not None else "no model version"
     return f"live slot {cluster.live} serves {runs}"
+
+
+def _with_slot(state: ClusterState, name: str, slot: Slot) -> ClusterState:
+    return dataclasses.replace(state, slots={**state.slots, name: slot})
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"
 
 
 def _record_if_stale(

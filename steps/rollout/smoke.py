@@ -8,6 +8,7 @@ the deployment, and reaches exactly the pods the preview Service selects.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -47,29 +48,27 @@ def in_process_predictions(uri: str, frame: Any) -> Any:
     """What the model says in-process, as the scoring server would put it in JSON."""
     from mlflow.pyfunc.scoring_server import predictions_to_json
 
-    raw = mlflow.pyfunc.load_model(uri).predict(frame)
+    raw = _load(mlflow.get_registry_uri(), uri).predict(frame)
     buffer = io.StringIO()
     predictions_to_json(raw, buffer)
     return json.loads(buffer.getvalue())["predictions"]
 
 
-def smoke_test(
-    kube: Kube, cfg: DeployConfig, service: str, model_name: str, version: int, slot: str
-) -> list[Any]:
-    """Send `cfg.smoke_reviews` to `service` (selecting `slot`); raise unless the labels equal
-    those of the registered `version` in-process. Returns the served labels."""
-    import pandas as pd
-
+def expected_labels(cfg: DeployConfig, model_name: str, version: int, reviews: list[str]) -> list:
+    """The labels the registered `version` gives `reviews` in-process."""
     uri = registry.model_uri(model_name, version)
-    frame = pd.DataFrame({cfg.text_column: list(cfg.smoke_reviews)})
     try:
-        predictions = in_process_predictions(uri, frame)
+        predictions = in_process_predictions(uri, _frame(cfg, reviews))
     except Exception as exc:  # the model's own code may raise anything; say so in one line
         raise StageError(
             f"{uri} failed in-process: {type(exc).__name__}: {one_line(exc)}"
         ) from None
-    expected = prediction_labels(predictions, cfg.label_field)
-    payload = {"dataframe_split": frame.to_dict(orient="split", index=False)}
+    return prediction_labels(predictions, cfg.label_field)
+
+
+def served_labels(kube: Kube, cfg: DeployConfig, service: str, reviews: list[str]) -> list:
+    """POST `reviews` to `service`'s /invocations through the API server; the labels served."""
+    payload = {"dataframe_split": _frame(cfg, reviews).to_dict(orient="split", index=False)}
     status, body = kube.proxy_post(service, cfg.port_name, "invocations", payload)
     text = body.decode("utf-8", "replace")
     if status != 200:
@@ -78,8 +77,25 @@ def smoke_test(
         served = prediction_labels(json.loads(text)["predictions"], cfg.label_field)
     except (ValueError, KeyError, TypeError):
         raise StageError(f"preview service {service} answered {text[:300]!r}") from None
-    if len(served) != len(expected):
-        raise StageError(f"{len(served)} predictions for {len(expected)} smoke reviews")
+    if len(served) != len(reviews):
+        raise StageError(f"{len(served)} predictions for {len(reviews)} reviews")
+    return served
+
+
+@functools.lru_cache(maxsize=1)
+def _load(registry_uri: str, uri: str) -> Any:
+    """A version loaded once: the smoke test and the replay ask for the same one in turn."""
+    return mlflow.pyfunc.load_model(uri)
+
+
+def smoke_test(
+    kube: Kube, cfg: DeployConfig, service: str, model_name: str, version: int, slot: str
+) -> list[Any]:
+    """Send `cfg.smoke_reviews` to `service` (selecting `slot`); raise unless the labels equal
+    those of the registered `version` in-process. Returns the served labels."""
+    reviews = list(cfg.smoke_reviews)
+    expected = expected_labels(cfg, model_name, version, reviews)
+    served = served_labels(kube, cfg, service, reviews)
     wrong = [i for i, (s, e) in enumerate(zip(served, expected, strict=True)) if s != e]
     if wrong:
         i = wrong[0]
@@ -91,3 +107,9 @@ def smoke_test(
         )
     log.info("smoke test passed: %d reviews, labels %s", len(served), served)
     return served
+
+
+def _frame(cfg: DeployConfig, reviews: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({cfg.text_column: list(reviews)})

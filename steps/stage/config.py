@@ -126,6 +126,8 @@ class EvaluateConfig:
     """Most confidently wrong test reviews written to reports/misclassified.csv."""
     min_check_pass_rate: float
     """Share of each behavioural suite's cases that must hold."""
+    analysis_sample: int
+    """Test reviews kept with the model for deploy's pre-promotion replay (0 = none)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,32 @@ class CompareConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """What deploy checks before the live switch (preview Service) and after it (Prometheus)."""
+
+    replay: bool
+    """Before the switch, replay the version's labelled sample through the preview Service."""
+    max_accuracy_drop: float
+    """Largest fall of the replayed sample's accuracy below the version's evaluated accuracy."""
+    replay_p99_seconds: float
+    """Largest p99 of one replayed review's round trip through the preview Service, seconds."""
+    prometheus_url: str
+    """Prometheus queried after the switch ("" = $IMDB_PROMETHEUS_URL; neither = no queries)."""
+    duration: float
+    """Seconds the live slot is watched in Prometheus after the switch (0 = not watched)."""
+    interval: float
+    """Seconds between two rounds of Prometheus queries after the switch."""
+    window: float
+    """Seconds of samples each query rates over (several scrape intervals)."""
+    max_error_ratio: float
+    """Largest share of the live slot's calls that may fail inside the model."""
+    max_p99_seconds: float
+    """Largest p99 time inside the model of the live slot's calls, seconds."""
+    max_positive_share_shift: float
+    """Largest distance of the live slot's positive share from the evaluated one."""
+
+
+@dataclass(frozen=True)
 class DeployConfig:
     """Blue/green deployment on Kubernetes, driven by the registry's `champion` alias."""
 
@@ -200,6 +228,12 @@ class DeployConfig:
     """Seconds between registry polls with --watch."""
     context: str
     """kubeconfig context ("" = current context, or in-cluster config in a pod)."""
+    preview_replicas: int
+    """Pods the idle slot runs while analysed; scaled to the live slot's count before the switch."""
+    scale_down_delay: float | None
+    """Seconds after a passed analysis until the old slot goes to 0 replicas (null = never)."""
+    analysis: AnalysisConfig
+    """Pre- and post-promotion analysis."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ EVALUATION_FILE = REPORTS_DIR / "evaluation.json"  # what evaluate scored, and t
 PLOTS_DIR = REPORTS_DIR / "plots"  # evaluate's PNGs and the CSV/JSON data behind them
 MISCLASSIFIED_FILE = REPORTS_DIR / "misclassified.csv"
 BEHAVIOURAL_FILE = REPORTS_DIR / "behavioural.json"  # every behavioural case and its outcome
+ANALYSIS_SAMPLE_FILE = REPORTS_DIR / "analysis_sample.json"  # deploy replays it (measure/sample.py)
 MONITOR_REPORT_DIR = REPORTS_DIR / "monitor"  # monitor's drift report, replaced as a whole
 MONITOR_JSON_NAME = "report.json"
 MONITOR_HTML_NAME = "report.html"
@@ -41,6 +42,8 @@ MONITOR_HTML_NAME = "report.html"
 MODELS_DIR = Path("models")
 MODEL_DIR = MODELS_DIR / "model"  # the trained pyfunc model (mlflow.pyfunc.save_model)
 TRAINED_MODEL_INFO_FILE = MODELS_DIR / "model.json"  # train's run id and logged model URI
+
+K8S_DIR = Path("k8s")  # the manifests `make deploy-plan` plans against without a cluster
 
 TRACKING_DB = Path("mlflow.db")
 ARTIFACTS_DIR = Path("mlartifacts")

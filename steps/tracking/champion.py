@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from steps.stage.errors import StageError
 from steps.tracking import cards, registry
 
 log = logging.getLogger(__name__)
@@ -85,3 +86,43 @@ def notice(name: str, by: str, client: MlflowClient | None = None) -> HandMove |
     cards.add_history(name, before, f"replaced as champion by hand (noticed by {by})")
     log.warning("%s", move.summary(name))
     return move
+
+
+def repair(name: str) -> tuple[str, ...]:
+    """Remove `champion` / `previous` where they name a version that no longer exists."""
+    repairs = []
+    for alias in (registry.CHAMPION_ALIAS, registry.PREVIOUS_ALIAS):
+        if repair := registry.repair_alias(name, alias):
+            log.warning("repaired the registry: %s", repair)
+            repairs.append(repair)
+    return tuple(repairs)
+
+
+def roll_back(name: str, by: str) -> tuple[str, str | None, tuple[str, ...]]:
+    """Move `champion` back to `previous`, then drop `previous`; (restored, demoted, repairs).
+
+    A champion set by hand since the tools last looked is noticed first, so `previous` is the
+    version that served before it. `previous` is removed afterwards so that a second rollback
+    cannot put back the version just rolled back from; promote by hand (`--version N`) to go
+    anywhere else. `by` names the stage rolling back, for the cards: "rollback" (`promote
+    --rollback`) or "deploy" (after a failed analysis).
+    """
+    repairs = repair(name)
+    notice(name, by=by)
+    previous = registry.version_by_alias(name, registry.PREVIOUS_ALIAS)
+    if previous is None:
+        fixed = f" ({'; '.join(repairs)})" if repairs else ""
+        raise StageError(
+            f"{name} has no @{registry.PREVIOUS_ALIAS} version to roll back to{fixed}"
+            " (promote a version by hand instead: promote --version N)"
+        )
+    current = registry.version_by_alias(name, registry.CHAMPION_ALIAS)
+    demoted = str(current.version) if current else None
+    restored = str(previous.version)
+    registry.set_alias(name, registry.CHAMPION_ALIAS, restored)
+    record(name, restored)
+    registry.delete_alias(name, registry.PREVIOUS_ALIAS)
+    cards.add_history(name, restored, f"champion again by {by} (was {demoted})")
+    if demoted is not None and demoted != restored:
+        cards.add_history(name, demoted, f"rolled back to version {restored}")
+    return restored, demoted, repairs

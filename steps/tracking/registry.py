@@ -36,6 +36,7 @@ CANDIDATE_VALUE_TAG = "promotion.candidate_value"
 CHAMPION_VALUE_TAG = "promotion.champion_value"
 # On the registered model: the champion version the tools last saw (see `notice_champion`).
 RECORDED_CHAMPION_TAG = "champion.recorded"
+ANALYSIS_TAG_PREFIX = "analysis."  # analysis.<field>: deploy's checks before and after the switch
 
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
 

@@ -54,6 +54,21 @@ def test_a_nested_field_is_set_from_the_command_line_by_its_dotted_name():
     assert cfg.engine == PARAMS.score.engine
 
 
+def test_a_nested_deploy_field_is_set_by_its_dotted_name_and_an_unknown_one_refused():
+    from steps.stage.config import override
+    from steps.stage.errors import ConfigError
+
+    _, cfg, _ = cli.parse(
+        "deploy",
+        ["--params", str(PROJECT_ROOT / "params.yaml"), "--analysis.duration", "7.5"],
+    )
+    assert cfg.analysis.duration == 7.5
+    assert cfg.analysis.interval == PARAMS.deploy.analysis.interval
+    assert cfg.namespace == PARAMS.deploy.namespace
+    with pytest.raises(ConfigError, match=r"unknown parameter 'analysis\.nope'"):
+        override(PARAMS.deploy, {"analysis.nope": "1"}, origin="deploy parameters")
+
+
 def test_help_from_the_command_line_needs_no_params_file(tmp_path):
     """`--help` works anywhere; in the project it also shows params.yaml's values."""
     here = subprocess.run(

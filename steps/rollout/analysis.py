@@ -1,0 +1,281 @@
+"""Analysis of a new slot before and after it takes traffic (deploy.analysis.* bounds).
+
+Before the switch (`replay`): the labelled sample stored with the version at evaluation
+(steps/measure/sample.py) goes through the preview Service one review per request, through the
+API server's service proxy like the smoke test. The served labels must equal the registered
+version's in-process labels, their accuracy must be within `max_accuracy_drop` of the accuracy
+evaluation measured, and the p99 round trip under `replay_p99_seconds`.
+
+After the switch (`watch_live`): every `interval` seconds for `duration` seconds, Prometheus is
+asked for the live slot's error ratio, p99 time inside the model and positive share over the
+last `window` seconds (the series pyfunc/telemetry.py exports, labelled by `slot`), against
+`max_error_ratio`, `max_p99_seconds` and `max_positive_share_shift` from the evaluated share. Fail
+safe: Prometheus unreachable, an error answer or no series is a failed analysis, as is an
+analysis that never saw a call to judge. A round without calls (NaN) is inconclusive.
+
+Either way a failure is an `AnalysisFailed` naming the check and its numbers; the executor
+(deployer.py) decides what to undo.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import requests
+
+from steps.measure import sample as samples
+from steps.rollout import smoke
+from steps.rollout.kube import Kube
+from steps.stage.config import AnalysisConfig, DeployConfig
+from steps.stage.errors import StageError, one_line
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_URL_ENV = "IMDB_PROMETHEUS_URL"
+# The served model's metric prefix (pyfunc.telemetry.PREFIX; a test keeps them equal). Not
+# imported from there: only train imports pyfunc (tests/test_architecture.py).
+PREFIX = "imdb_sentiment"
+
+# PromQL over one slot's series; {slot} and {window} are filled in.
+QUERIES = {
+    "error_ratio": (
+        f'sum(rate({PREFIX}_calls_total{{{{slot="{{slot}}",outcome="error"}}}}[{{window}}]))'
+        f' / sum(rate({PREFIX}_calls_total{{{{slot="{{slot}}"}}}}[{{window}}]))'
+    ),
+    "p99_seconds": (
+        "histogram_quantile(0.99, sum by (le)"
+        f' (rate({PREFIX}_predict_seconds_bucket{{{{slot="{{slot}}"}}}}[{{window}}])))'
+    ),
+    "positive_share": (
+        f'sum(rate({PREFIX}_reviews_total{{{{slot="{{slot}}",label="positive"}}}}[{{window}}]))'
+        f' / sum(rate({PREFIX}_reviews_total{{{{slot="{{slot}}"}}}}[{{window}}]))'
+    ),
+}
+
+
+class AnalysisFailed(StageError):
+    """An analysis found a breach (or could not judge): which check, and its numbers."""
+
+    def __init__(self, check: str, message: str, figures: dict[str, float] | None = None):
+        super().__init__(message)
+        self.check = check
+        self.figures = dict(figures or {})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A passed analysis: what it measured."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+# -- before the switch ---------------------------------------------------------------------
+
+
+def replay(
+    kube: Kube,
+    cfg: DeployConfig,
+    service: str,
+    model_name: str,
+    version: int,
+    sample: samples.Sample,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Verdict:
+    """Replay the version's sample through `service`; raise AnalysisFailed on a breach."""
+    bounds = cfg.analysis
+    expected = smoke.expected_labels(cfg, model_name, version, sample.reviews)
+    served, seconds = [], []
+    for i, review in enumerate(sample.reviews):
+        started = clock()
+        try:
+            (label,) = smoke.served_labels(kube, cfg, service, [review])
+        except StageError as exc:
+            raise AnalysisFailed(
+                "replay", f"replayed review {i + 1}/{len(sample.reviews)}: {exc}"
+            ) from None
+        seconds.append(clock() - started)
+        served.append(label)
+    accuracy = float(np.mean([s == t for s, t in zip(served, sample.labels, strict=True)]))
+    p99 = float(np.percentile(seconds, 99))
+    figures = {
+        "reviews": float(len(served)),
+        "accuracy": accuracy,
+        "evaluated_accuracy": sample.accuracy,
+        "p99_seconds": p99,
+    }
+    wrong = [i for i, (s, e) in enumerate(zip(served, expected, strict=True)) if s != e]
+    if wrong:
+        i = wrong[0]
+        raise AnalysisFailed(
+            "labels",
+            f"served labels differ from version {version} in-process on {len(wrong)}/"
+            f"{len(served)} sample reviews, e.g. {sample.reviews[i][:50]!r}: served"
+            f" {served[i]!r}, expected {expected[i]!r}",
+            figures,
+        )
+    floor = sample.accuracy - bounds.max_accuracy_drop
+    if accuracy < floor:
+        raise AnalysisFailed(
+            "accuracy",
+            f"accuracy {accuracy:.4f} on {len(served)} sample reviews is below {floor:.4f}"
+            f" (evaluated {sample.accuracy:.4f} - max_accuracy_drop {bounds.max_accuracy_drop:g})",
+            figures,
+        )
+    if p99 > bounds.replay_p99_seconds:
+        raise AnalysisFailed(
+            "latency",
+            f"p99 round trip {p99:.3f}s over {len(served)} sample reviews is over"
+            f" replay_p99_seconds {bounds.replay_p99_seconds:g}",
+            figures,
+        )
+    log.info(
+        "pre-promotion analysis passed: %d reviews, accuracy %.4f (evaluated %.4f), p99 %.3fs",
+        len(served), accuracy, sample.accuracy, p99,
+    )  # fmt: skip
+    return Verdict(figures)
+
+
+# -- after the switch ----------------------------------------------------------------------
+
+
+def prometheus_url(bounds: AnalysisConfig, environ: dict | None = None) -> str:
+    """deploy.analysis.prometheus_url, else $IMDB_PROMETHEUS_URL, else "" (none)."""
+    environ = os.environ if environ is None else environ
+    return (bounds.prometheus_url or environ.get(PROMETHEUS_URL_ENV, "")).strip().rstrip("/")
+
+
+def shown_url(url: str) -> str:
+    """The URL without credentials, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Prometheus:
+    """Instant queries against Prometheus's HTTP API (GET /api/v1/query)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def value(self, name: str, expr: str) -> float:
+        """The single value of `expr` (NaN when no calls fell in the window); AnalysisFailed
+        when Prometheus cannot be asked, refuses the query or has no series for it."""
+        where = shown_url(self.url)
+        try:
+            answer = requests.get(
+                f"{self.url}/api/v1/query", params={"query": expr}, timeout=self.timeout
+            )
+            body = answer.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise AnalysisFailed(
+                "prometheus", f"Prometheus at {where} did not answer ({one_line(exc)[:200]})"
+            ) from None
+        if answer.status_code != 200 or body.get("status") != "success":
+            raise AnalysisFailed(
+                "prometheus",
+                f"Prometheus at {where} refused the {name} query: HTTP {answer.status_code}"
+                f" {one_line(str(body.get('error', '')))[:200]}",
+            )
+        result = body.get("data", {}).get("result", [])
+        if not result:
+            raise AnalysisFailed(
+                "prometheus",
+                f"Prometheus at {where} has no series for {name} ({expr}): is it scraping"
+                " the slot's metrics port?",
+            )
+        return float(result[0]["value"][1])
+
+
+def watch_live(
+    prometheus: Prometheus,
+    bounds: AnalysisConfig,
+    slot: str,
+    expected_share: float | None,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> Verdict:
+    """Query the live slot every `interval` s for `duration` s; raise AnalysisFailed on a breach.
+
+    `expected_share` is the positive share evaluation measured (None: that check is skipped).
+    """
+    window = f"{max(1, round(bounds.window))}s"
+    limits = {
+        "error_ratio": bounds.max_error_ratio,
+        "p99_seconds": bounds.max_p99_seconds,
+        "positive_share": bounds.max_positive_share_shift,
+    }
+    deadline = clock() + bounds.duration
+    judged, rounds, figures = 0, 0, {}
+    while True:
+        sleep(max(0.0, min(bounds.interval, deadline - clock())))
+        rounds += 1
+        figures = {
+            name: prometheus.value(name, query.format(slot=slot, window=window))
+            for name, query in QUERIES.items()
+        }
+        if any(math.isnan(value) for value in figures.values()):
+            log.info("post-promotion round %d: no calls to slot %s in %s", rounds, slot, window)
+        else:
+            judged += 1
+            _judge(figures, limits, slot, window, expected_share)
+            log.info(
+                "post-promotion round %d: slot %s error ratio %.4f, p99 %.3fs, positive %.3f",
+                rounds, slot, figures["error_ratio"], figures["p99_seconds"],
+                figures["positive_share"],
+            )  # fmt: skip
+        if clock() >= deadline:
+            break
+    if not judged:
+        raise AnalysisFailed(
+            "no-traffic",
+            f"no calls to slot {slot} in any of {rounds} rounds over {bounds.duration:g}s:"
+            " nothing to judge",
+            figures,
+        )
+    return Verdict({**figures, "rounds": float(rounds), "judged": float(judged)})
+
+
+def _judge(
+    figures: dict[str, float],
+    limits: dict[str, float],
+    slot: str,
+    window: str,
+    expected_share: float | None,
+) -> None:
+    where = f"slot {slot}, last {window}"
+    if figures["error_ratio"] > limits["error_ratio"]:
+        raise AnalysisFailed(
+            "error_ratio",
+            f"error ratio {figures['error_ratio']:.4f} over max_error_ratio"
+            f" {limits['error_ratio']:g} ({where})",
+            figures,
+        )
+    if figures["p99_seconds"] > limits["p99_seconds"]:
+        raise AnalysisFailed(
+            "p99_latency",
+            f"p99 time in the model {figures['p99_seconds']:.3f}s over max_p99_seconds"
+            f" {limits['p99_seconds']:g} ({where})",
+            figures,
+        )
+    if expected_share is not None:
+        shift = abs(figures["positive_share"] - expected_share)
+        if shift > limits["positive_share"]:
+            raise AnalysisFailed(
+                "positive_share",
+                f"positive share {figures['positive_share']:.3f} is {shift:.3f} from the"
+                f" evaluated {expected_share:.3f}, over max_positive_share_shift"
+                f" {limits['positive_share']:g} ({where})",
+                {**figures, "evaluated_positive_share": expected_share},
+            )
