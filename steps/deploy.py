@@ -24,11 +24,13 @@ from mlflow.tracking import MlflowClient
 
 from steps.rollout.deployer import Deployer, heartbeat
 from steps.rollout.image import build_and_push
-from steps.rollout.kube import Kube
+from steps.rollout.kube import Kube, KubeError
+from steps.rollout.manifests import ManifestKube
 from steps.rollout.plan import Plan
 from steps.stage import cli
 from steps.stage.config import DeployConfig, Params
 from steps.stage.errors import ConfigError, StageError
+from steps.stage.paths import K8S_DIR
 from steps.tracking import store
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _command(params: Params, cfg: DeployConfig, args: argparse.Namespace) -> None:
     check_options(rollback=args.rollback, watch=args.watch, image=args.image)  # before connecting
-    kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
+    kube = connect(cfg, dry_run=args.dry_run)
     sleep = heartbeat(Path(args.heartbeat)) if args.heartbeat else time.sleep
     builder = functools.partial(build_and_push, cfg=params.image)
     deployer = Deployer(cfg, params.register.model_name, kube, MlflowClient(), builder, sleep=sleep)
@@ -100,10 +102,23 @@ def _command(params: Params, cfg: DeployConfig, args: argparse.Namespace) -> Non
     }  # fmt: skip
     if args.dry_run:  # a plan that is only printed changes nothing worth a run
         run(deployer, **options)
+        if isinstance(kube, ManifestKube):
+            print(kube.assumptions(), flush=True)
         return
     with store.stage_run("deploy"):
         store.log_config(cfg, prefix="deploy.")
         run(deployer, **options)
+
+
+def connect(cfg: DeployConfig, dry_run: bool) -> Kube | ManifestKube:
+    """The cluster; for a dry run without any Kubernetes configuration, the manifests in k8s/
+    (what a first rollout would do, its assumptions printed under the plan)."""
+    try:
+        return Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
+    except KubeError as exc:
+        if not dry_run:
+            raise
+        return ManifestKube(K8S_DIR, cfg.namespace, why=str(exc).split(":", 1)[0])
 
 
 def main(argv: list[str] | None = None) -> int:

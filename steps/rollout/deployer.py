@@ -3,11 +3,18 @@ ordered actions, and carries them out.
 
 One reconcile reads both Deployments and Services (kube.py) and the registry, plans, prints the
 plan and runs it: build and push the image (image.py), roll the idle slot (to the digest the
-registry gave the pushed tag, `repository:tag@sha256:...`), wait for it, smoke-test
-it through the preview Service (smoke.py), switch the live Service, record the slots in the
-registry (aliases `blue` / `green`, tag `deploy.live_slot`). Any failure stops there with one
+registry gave the pushed tag, `repository:tag@sha256:...`), wait for it, smoke-test it through
+the preview Service (smoke.py), replay the version's labelled sample through it (analysis.py),
+scale it to the live slot's count, switch the live Service, record the slots in the registry
+(aliases `blue` / `green`, tag `deploy.live_slot`), watch the new live slot in Prometheus and,
+`scale_down_delay` seconds later, scale the old slot to zero. Any failure stops there with one
 line naming the step; the live Service is only ever patched after the idle slot passed its smoke
-test.
+test and analysis.
+
+A failed analysis is undone here: before the switch, the idle slot goes back to the pod count it
+was found at; after it, the live Service goes back to the previous slot (still running),
+`champion` back to `previous`, and the version is held. Either way the version gets `analysis.*`
+tags saying which check failed and its numbers.
 """
 
 from __future__ import annotations
@@ -24,27 +31,35 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from steps.measure import sample as samples
+from steps.rollout import analysis
 from steps.rollout import plan as planner
+from steps.rollout.analysis import AnalysisFailed
 from steps.rollout.kube import Kube
 from steps.rollout.plan import (
+    Analyse,
     BuildImage,
     CheckReady,
     ClusterState,
     Plan,
     PlanError,
     PointPreview,
+    Policy,
     Record,
     RegistryState,
     RollSlot,
+    ScaleDown,
+    ScaleSlot,
     Slot,
     SmokeTest,
     SwitchLive,
     WaitReady,
+    WatchLive,
 )
 from steps.rollout.smoke import smoke_test
 from steps.stage.config import DeployConfig
 from steps.stage.errors import StageError, error_line, one_line
-from steps.tracking import registry
+from steps.tracking import champion, registry
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +70,8 @@ MODEL_URI_ANNOTATION = "imdb-sentiment/model-uri"
 WORKERS_ENV = "MLFLOW_MODELS_WORKERS"
 LIVE_SLOT_TAG = "deploy.live_slot"
 HELD_TAG = "deploy.rolled_back_version"
+ANALYSIS_TAG = registry.ANALYSIS_TAG_PREFIX  # analysis.<field> on the version analysed
+TAG_TEXT_LIMIT = 4000  # a registry tag holds 5,000 characters
 
 # (model URI, image tag) -> the pushed image pinned by digest (image.build_and_push with config).
 Builder = Callable[[str, str], str]
@@ -111,6 +128,8 @@ class Deployer:
         self.clock = clock
         self._plans_logged = 0
         self._pushed: dict[str, str] = {}  # tag -> tag@digest, from this deployer's builds
+        self._said_no_prometheus = False
+        self.prometheus_url = analysis.prometheus_url(cfg.analysis)
 
     # state
 
@@ -129,6 +148,7 @@ class Deployer:
                 image=rollout.images[self.cfg.container],
                 version=_version(rollout.annotations.get(VERSION_ANNOTATION), name),
                 ready=rollout.ready,
+                replicas=rollout.desired,
             )
         live = self._selected_slot(self.cfg.app, required=True)
         preview = self._selected_slot(preview_service(self.cfg), required=False)
@@ -137,6 +157,9 @@ class Deployer:
     def registry_state(self) -> RegistryState:
         """The champion and what deploy last recorded on the registered model."""
         model = registry.registered_model(self.model_name, self.client)
+        if model is None and getattr(self.kube, "assumed", None) is not None:
+            self.kube.assumed.append(f"no {self.model_name!r} in the registry: champion version 1")
+            return RegistryState(champion=1, aliases={}, live_slot=None, held=None)
         if model is None:
             raise StageError(
                 f"no model named {self.model_name!r} in the registry: run register and promote"
@@ -157,6 +180,29 @@ class Deployer:
 
     # plans
 
+    def policy(self) -> Policy:
+        """How a rollout is carried out, from deploy.* (the watch only with a Prometheus)."""
+        bounds = self.cfg.analysis
+        if self.cfg.preview_replicas < 1:
+            raise StageError(
+                f"deploy.preview_replicas must be at least 1, got {self.cfg.preview_replicas}"
+            )
+        watch = bounds.duration > 0 and bool(self.prometheus_url)
+        if bounds.duration > 0 and not self.prometheus_url and not self._said_no_prometheus:
+            self._said_no_prometheus = True
+            print(
+                "note: no Prometheus configured (deploy.analysis.prometheus_url or"
+                f" ${analysis.PROMETHEUS_URL_ENV}): no post-promotion analysis, only the checks"
+                " before the switch",
+                flush=True,
+            )
+        return Policy(
+            preview_replicas=self.cfg.preview_replicas,
+            replay=bounds.replay,
+            watch=watch,
+            scale_down_delay=self.cfg.scale_down_delay,
+        )
+
     def plan(self, image: str | None = None, force: bool = False) -> tuple[Plan, ClusterState]:
         cluster, recorded = self.cluster_state(), self.registry_state()
         target = image
@@ -166,6 +212,7 @@ class Deployer:
             plan = planner.plan_deploy(
                 cluster, recorded, target or "",
                 build=image is None and self.cfg.build, pinned=image is not None, force=force,
+                policy=self.policy(),
             )  # fmt: skip
         except PlanError as exc:
             raise StageError(f"plan: {exc}") from None
@@ -187,6 +234,10 @@ class Deployer:
             )
             try:
                 self._run(action)
+            except AnalysisFailed as exc:
+                undone = self._undo(action, exc, cluster)
+                still = planner.serving(planner.predict(cluster, done + undone))
+                raise StageError(f"step {action.step} failed: {exc}; {still}") from None
             except StageError as exc:
                 still = planner.serving(planner.predict(cluster, done))
                 raise StageError(f"step {action.step} failed: {exc}; {still}") from None
@@ -220,16 +271,26 @@ class Deployer:
                 smoke_test(
                     self.kube, self.cfg, preview_service(self.cfg), self.model_name, version, slot
                 )
+            case Analyse(slot=slot, version=version):
+                self.analyse(version)
+            case ScaleSlot():
+                self.scale(action)
             case SwitchLive(from_slot=from_slot, to_slot=to_slot):
                 self.switch_live(from_slot, to_slot)
             case Record():
                 self.record(action)
+            case WatchLive(slot=slot, version=version):
+                self.watch_live(slot, version)
+            case ScaleDown(slot=slot, delay=delay):
+                self.scale_down(slot, delay)
 
     # actions
 
     def roll(self, action: RollSlot) -> None:
         """Point the slot's Deployment at the image, with the model version in its metadata."""
         name = deployment_name(self.cfg, action.slot)
+        # The autoscaler's floor first, or it would lift the preview count straight back up.
+        self.set_floor(action.slot, action.replicas)
         # Read just before patching: the build may have taken minutes (and the HPA may have
         # scaled the slot meanwhile); the patch carries this resourceVersion as its guard.
         current = self.kube.deployment(name)
@@ -258,10 +319,11 @@ class Deployer:
                 "annotations": annotations,
             },
             "spec": {
+                "replicas": action.replicas,
                 "template": {
                     "metadata": {"labels": {VERSION_LABEL: version}, "annotations": annotations},
                     "spec": {"containers": [container]},
-                }
+                },
             },
         }
 
@@ -286,6 +348,124 @@ class Deployer:
                 shown = rollout.progress()
                 log.info("%s: %s", name, shown)
             self.sleep(self.cfg.poll_interval)
+
+    def set_floor(self, slot: str, replicas: int) -> None:
+        """Set the slot's HorizontalPodAutoscaler's minReplicas (none there: nothing to do)."""
+        name = deployment_name(self.cfg, slot)
+        if self.kube.autoscaler_min(name) not in (None, replicas):
+            self.kube.set_autoscaler_min(name, replicas)
+            log.info("autoscaler %s: minReplicas %d", name, replicas)
+
+    def scale(self, action: ScaleSlot) -> None:
+        """Set a slot's pod count; the preview count lowers its autoscaler's floor to match,
+        the serving count restores the floor the other slot's autoscaler has."""
+        if action.preview:
+            self.set_floor(action.slot, action.replicas)
+        else:
+            floor = self.kube.autoscaler_min(deployment_name(self.cfg, planner.other(action.slot)))
+            if floor is not None:
+                self.set_floor(action.slot, floor)
+        name = deployment_name(self.cfg, action.slot)
+        self.kube.patch_deployment(name, {"spec": {"replicas": action.replicas}})
+        log.info("%s: %d replicas (%s)", name, action.replicas, action.why)
+
+    def analyse(self, version: int) -> None:
+        """Pre-promotion analysis: the version's labelled sample through the preview Service."""
+        try:
+            sample = self.sample(version)
+        except StageError as exc:
+            raise AnalysisFailed("sample", str(exc)) from None
+        verdict = analysis.replay(
+            self.kube, self.cfg, preview_service(self.cfg), self.model_name, version, sample
+        )
+        self.tag(version, "pre", "passed", verdict.figures)
+
+    def watch_live(self, slot: str, version: int) -> None:
+        """Post-promotion analysis of the live slot in Prometheus for deploy.analysis.duration."""
+        try:
+            expected = self.sample(version).positive_share
+        except StageError as exc:
+            log.warning("no evaluated positive share to compare with: %s", exc)
+            expected = None
+        prometheus = analysis.Prometheus(self.prometheus_url, self.cfg.request_timeout)
+        log.info(
+            "watching slot %s in Prometheus at %s for %gs",
+            slot, analysis.shown_url(self.prometheus_url), self.cfg.analysis.duration,
+        )  # fmt: skip
+        verdict = analysis.watch_live(
+            prometheus, self.cfg.analysis, slot, expected, self.sleep, self.clock
+        )
+        self.tag(version, "post", "passed", verdict.figures)
+
+    def scale_down(self, slot: str, delay: float) -> None:
+        """After `delay` s, scale the old slot to zero pods, unless it is live again by then.
+
+        Its HorizontalPodAutoscaler keeps its floor: an HPA does not scale a target at zero.
+        """
+        log.info(
+            "old slot %s goes to zero pods in %gs (until then a rollback is instant)", slot, delay
+        )
+        self.sleep(delay)
+        if self._selected_slot(self.cfg.app, required=True) == slot:
+            log.warning("slot %s is live again (a rollback?): left running", slot)
+            return
+        name = deployment_name(self.cfg, slot)
+        self.kube.patch_deployment(name, {"spec": {"replicas": 0}})
+        log.info("%s: scaled to zero pods", name)
+
+    def sample(self, version: int) -> samples.Sample:
+        """The analysis sample evaluation logged in the run that logged the version."""
+        found = registry.get_version(self.model_name, version, self.client)
+        if not found.run_id:
+            raise StageError(f"{self.model_name} version {version} names no run")
+        return samples.load(found.run_id, f"{self.model_name} version {version}")
+
+    def tag(self, version: int, phase: str, outcome: str, figures: dict[str, float]) -> None:
+        """analysis.<phase> = outcome, analysis.<phase>.<figure> = value on the version."""
+        tags: dict[str, Any] = {f"{ANALYSIS_TAG}{phase}": outcome}
+        tags |= {f"{ANALYSIS_TAG}{phase}.{k}": v for k, v in figures.items()}
+        registry.set_version_tags(self.model_name, version, tags, self.client)
+
+    def _undo(self, action: planner.Action, failure: AnalysisFailed, cluster: ClusterState) -> list:
+        """Tag why the analysis failed and undo what it judged; the actions that undid it."""
+        match action:
+            case Analyse(slot=slot, version=version):
+                self.tag_failure(version, "pre", failure)
+                found = cluster.slots[slot].replicas
+                undo = ScaleSlot(slot, found, "as it was found before the failed analysis")
+                print(f"analysis failed: no switch; slot {slot} back to {found} pods", flush=True)
+                self.scale(undo)
+                return [undo]
+            case WatchLive(slot=slot, version=version, previous=previous):
+                self.tag_failure(version, "post", failure)
+                print(
+                    f"post-promotion analysis failed: switching the live Service back to slot"
+                    f" {previous}, champion back to previous",
+                    flush=True,
+                )
+                self.switch_live(slot, previous)
+                self.point_preview(slot)
+                now = self.cluster_state()
+                self.record(Record({s: v.version for s, v in now.slots.items()}, previous, version))
+                try:
+                    restored, _, _ = champion.roll_back(self.model_name, by="deploy")
+                    log.info("champion is version %s again", restored)
+                except StageError as exc:
+                    print(f"warning: champion not moved back: {exc}", file=sys.stderr, flush=True)
+                return [SwitchLive(slot, previous), PointPreview(slot)]
+        return []
+
+    def tag_failure(self, version: int, phase: str, failure: AnalysisFailed) -> None:
+        self.tag(version, phase, "failed", failure.figures)
+        registry.set_version_tags(
+            self.model_name,
+            version,
+            {
+                f"{ANALYSIS_TAG}{phase}.failed_check": failure.check,
+                f"{ANALYSIS_TAG}{phase}.reason": str(failure)[:TAG_TEXT_LIMIT],
+            },
+            self.client,
+        )
 
     def point_preview(self, slot: str) -> None:
         service = preview_service(self.cfg)

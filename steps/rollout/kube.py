@@ -176,8 +176,8 @@ class Kube:
             )
         return dict((service.spec and service.spec.selector) or {})
 
-    def autoscaler_target(self, name: str) -> str | None:
-        """GET the HorizontalPodAutoscaler; the Deployment it scales, or None if there is none."""
+    def autoscaler_min(self, name: str) -> int | None:
+        """GET the HorizontalPodAutoscaler; its minReplicas, or None if there is no such HPA."""
         with self._call("read", "horizontalpodautoscaler", name):
             try:
                 hpa = self._autoscaling.read_namespaced_horizontal_pod_autoscaler(
@@ -187,10 +187,11 @@ class Kube:
                 if exc.status == 404:
                     return None
                 raise
-        return hpa.spec.scale_target_ref.name
+        return hpa.spec.min_replicas if hpa.spec.min_replicas is not None else 1
 
-    def patch_autoscaler(self, name: str, operations: list[dict[str, Any]]) -> str:
-        """JSON-patch the HorizontalPodAutoscaler; return the Deployment it now scales."""
+    def set_autoscaler_min(self, name: str, replicas: int) -> int:
+        """JSON-patch the HorizontalPodAutoscaler's minReplicas; return it as now stored."""
+        operations = [{"op": "replace", "path": "/spec/minReplicas", "value": replicas}]
         with self._call("patch", "horizontalpodautoscaler", name):
             hpa = self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
                 name,
@@ -200,7 +201,7 @@ class Kube:
                 _content_type=JSON_PATCH,
                 _request_timeout=self.timeout,
             )
-        return hpa.spec.scale_target_ref.name
+        return hpa.spec.min_replicas
 
     def proxy_post(
         self, service: str, port: str, path: str, payload: Any, timeout: float | None = None

@@ -134,6 +134,7 @@ class ScaleSlot:
     slot: str
     replicas: int
     why: str
+    preview: bool = False  # the preview count (its autoscaler's floor follows), else serving
     step = "scale"
 
     def describe(self) -> str:
@@ -306,7 +307,9 @@ def plan_deploy(
         reason = f"idle slot {idle} already runs champion version {champion}"
         if pods == 0:
             pods = policy.preview_replicas
-            actions.append(ScaleSlot(idle, pods, "it was scaled down: the preview count first"))
+            actions.append(
+                ScaleSlot(idle, pods, "it was scaled down: the preview count first", preview=True)
+            )
     else:
         kind = "first-deploy" if live_slot.version is None else "promote"
         was = f"version {live_slot.version}" if live_slot.version is not None else "no model"
