@@ -190,11 +190,10 @@ class Deployer:
         watch = bounds.duration > 0 and bool(self.prometheus_url)
         if bounds.duration > 0 and not self.prometheus_url and not self._said_no_prometheus:
             self._said_no_prometheus = True
-            print(
-                "note: no Prometheus configured (deploy.analysis.prometheus_url or"
-                f" ${analysis.PROMETHEUS_URL_ENV}): no post-promotion analysis, only the checks"
-                " before the switch",
-                flush=True,
+            log.warning(
+                "no Prometheus configured (deploy.analysis.prometheus_url or $%s): no"
+                " post-promotion analysis, only the checks before the switch",
+                analysis.PROMETHEUS_URL_ENV,
             )
         return Policy(
             preview_replicas=self.cfg.preview_replicas,

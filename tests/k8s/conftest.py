@@ -35,12 +35,18 @@ def manifests() -> list[dict]:
 
 
 @pytest.fixture
-def deploy_cfg():
-    """params.yaml's deploy section with waits short enough for tests."""
+def deploy_cfg(monkeypatch):
+    """params.yaml's deploy section with waits short enough for tests; no analysis and no
+    scale-down (the tests of those turn them on), no Prometheus from the environment."""
     import dataclasses
 
+    monkeypatch.delenv("IMDB_PROMETHEUS_URL", raising=False)
     cfg = load_params(PROJECT_ROOT / "params.yaml").deploy
-    return dataclasses.replace(cfg, rollout_timeout=5.0, poll_interval=0.01, watch_interval=0.0)
+    analysis = dataclasses.replace(cfg.analysis, replay=False, duration=0.0, prometheus_url="")
+    return dataclasses.replace(
+        cfg, rollout_timeout=5.0, poll_interval=0.01, watch_interval=0.0,
+        scale_down_delay=None, analysis=analysis,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

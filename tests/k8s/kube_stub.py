@@ -10,6 +10,8 @@ semantics where they matter to deploy:
   spec changes, as in the API server.
 - v1 Services: GET, PATCH with `application/json-patch+json` (RFC 6902 add/replace/remove/test;
   a failed `test` is 422, as the API server answers).
+- autoscaling/v2 HorizontalPodAutoscalers: GET, PATCH with `application/json-patch+json`. No
+  autoscaling happens: like an HPA whose target is at zero, they only hold their floor.
 - the service proxy: POST /api/v1/namespaces/{ns}/services/{name}:{port}/proxy/{path} is
   forwarded to the pods the Service selects, which here are real `mlflow models serve`
   processes: `images` maps an image to the URL of the server that "runs" it.
@@ -46,6 +48,9 @@ MERGE_KEYS = {"containers": "name", "env": "name", "ports": "name", "volumeMount
 DEPLOYMENT = re.compile(
     r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)(?P<status>/status)?$"
 )
+AUTOSCALER = re.compile(
+    r"^/apis/autoscaling/v2/namespaces/(?P<ns>[^/]+)/horizontalpodautoscalers/(?P<name>[^/]+)$"
+)
 SERVICE = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/services/(?P<name>[^/:]+)$")
 PROXY = re.compile(
     r"^/api/v1/namespaces/(?P<ns>[^/]+)/services/(?P<name>[^/:]+)(?::(?P<port>[^/]+))?"
@@ -76,6 +81,7 @@ class FakeCluster:
         self.rollout_reads = rollout_reads
         self.deployments: dict[str, dict] = {}
         self.services: dict[str, dict] = {}
+        self.autoscalers: dict[str, dict] = {}
         self.images: dict[str, str] = {}  # image -> URL of a real model server
         self.requests: list[Request] = []
         self.lock = threading.RLock()
@@ -94,10 +100,11 @@ class FakeCluster:
                 obj["status"] = {}
                 self._settle(obj, old_available=0)
                 self.deployments[obj["metadata"]["name"]] = obj
-            elif doc["kind"] == "Service":
+            elif doc["kind"] in ("Service", "HorizontalPodAutoscaler"):
                 obj = copy.deepcopy(doc)
                 obj["metadata"]["resourceVersion"] = self._next_rv()
-                self.services[obj["metadata"]["name"]] = obj
+                store = self.services if doc["kind"] == "Service" else self.autoscalers
+                store[obj["metadata"]["name"]] = obj
 
     def set_running(self, deployment: str, image: str, annotations: dict[str, str]) -> None:
         """Seed a Deployment as if an earlier rollout of `image` had completed."""
@@ -117,6 +124,12 @@ class FakeCluster:
 
     def selector(self, service: str) -> dict[str, str]:
         return dict(self.services[service]["spec"]["selector"])
+
+    def replicas(self, deployment: str) -> int:
+        return self.deployments[deployment]["spec"]["replicas"]
+
+    def floor(self, autoscaler: str) -> int:
+        return self.autoscalers[autoscaler]["spec"]["minReplicas"]
 
     def image(self, deployment: str) -> str:
         return self.deployments[deployment]["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -150,6 +163,19 @@ class FakeCluster:
                     return _json(200, obj)
                 if method == "PATCH":
                     return _json(200, self._patch_service(obj, content_type, body))
+            elif match := AUTOSCALER.match(path):
+                self._check_namespace(match["ns"])
+                name = match["name"]
+                obj = self._get("horizontalpodautoscalers", self.autoscalers, name, "autoscaling")
+                if method == "GET":
+                    return _json(200, obj)
+                if method == "PATCH":
+                    if content_type != JSON_PATCH:
+                        raise ApiError(415, "UnsupportedMediaType", f"expected {JSON_PATCH}")
+                    patched = _json_patch(obj, body)
+                    patched["metadata"]["resourceVersion"] = self._next_rv()
+                    self.autoscalers[name] = patched
+                    return _json(200, patched)
             else:
                 raise ApiError(404, "NotFound", f"the stub does not serve {path}")
         raise ApiError(405, "MethodNotAllowed", f"{method} {path} is not supported by the stub")

@@ -45,7 +45,9 @@ def no_builder(uri: str, image: str) -> None:
     raise AssertionError(f"nothing should be built here ({uri} -> {image})")
 
 
-def expected_roll_patch(cfg, name: str, version: int, image: str, resource_version: str) -> dict:
+def expected_roll_patch(
+    cfg, name: str, version: int, image: str, resource_version: str, replicas: int = 1
+) -> dict:
     annotations = {
         VERSION_ANNOTATION: str(version),
         MODEL_URI_ANNOTATION: f"models:/{name}/{version}",
@@ -57,6 +59,7 @@ def expected_roll_patch(cfg, name: str, version: int, image: str, resource_versi
             "annotations": annotations,
         },
         "spec": {
+            "replicas": replicas,
             "template": {
                 "metadata": {"labels": {"model-version": str(version)}, "annotations": annotations},
                 "spec": {
@@ -128,12 +131,21 @@ def test_blue_to_green_switch_then_rollback(cluster, registry, model_servers, ci
     assert plan.kind == "promote"
     assert "done: live slot green serves version 2" in capsys.readouterr().out
     deployment_patches = cluster.patches("deployments")
-    assert len(deployment_patches) == 1
+    assert len(deployment_patches) == 2
     patch = deployment_patches[0]
     assert patch.path == f"/apis/apps/v1/namespaces/{ci_cfg.namespace}/deployments/{GREEN}"
     assert patch.content_type == STRATEGIC
     assert patch.query["fieldManager"] == [FIELD_MANAGER]
     assert patch.body == expected_roll_patch(ci_cfg, name, 2, v2, green_rv)
+    # Rolled at the preview count (its autoscaler's floor lowered first, or the HPA would lift
+    # it straight back), then scaled to the live slot's count with the floor restored.
+    assert deployment_patches[1].body == {"spec": {"replicas": 2}}
+    assert cluster.replicas(GREEN) == cluster.replicas(BLUE) == 2
+    assert [r.body for r in cluster.patches("horizontalpodautoscalers")] == [
+        [{"op": "replace", "path": "/spec/minReplicas", "value": 1}],
+        [{"op": "replace", "path": "/spec/minReplicas", "value": 2}],
+    ]
+    assert cluster.floor(GREEN) == 2
     service_patches = [
         (r.path.rsplit("/", 1)[1], r.content_type, r.body) for r in cluster.patches("services")
     ]
@@ -205,7 +217,7 @@ def test_first_deploy_on_fresh_manifests(cluster, registry, model_servers, ci_cf
     plan = make_deployer(ci_cfg, name, builder=no_builder).reconcile()
 
     assert plan.kind == "first-deploy"
-    assert [r.path.rsplit("/", 1)[1] for r in cluster.patches("deployments")] == [GREEN]
+    assert [r.path.rsplit("/", 1)[1] for r in cluster.patches("deployments")] == [GREEN, GREEN]
     assert cluster.image(BLUE) == "localhost:5000/imdb-sentiment:unset"  # untouched
     assert cluster.selector(LIVE)["slot"] == "green"
     assert aliases(client, name) == {"champion": "1", "green": "1"}
@@ -239,7 +251,7 @@ def test_idle_slot_failing_readiness_leaves_live_untouched(
 
     message = str(failure.value)
     assert message.startswith(
-        "step wait failed: imdb-sentiment-green not ready after 0.3s: 1/2 updated"
+        "step wait failed: imdb-sentiment-green not ready after 0.3s: 1/1 updated, 0/1 available"
     )
     assert message.endswith("live slot blue serves version 1")
     assert "\n" not in message
@@ -305,8 +317,9 @@ def test_image_flag_skips_the_build(
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # a build would fail here
 
     code, out, err = run_cli(
-        ["--image", pinned, "--rollout_timeout", "5", "--poll_interval", "0.01"], capsys
-    )
+        ["--image", pinned, "--rollout_timeout", "5", "--poll_interval", "0.01",
+         "--analysis.replay", "false", "--scale_down_delay", "null"], capsys,
+    )  # fmt: skip
 
     assert code == 0, err
     assert "[build]" not in out
