@@ -71,7 +71,7 @@ def expected_roll_patch(
                         }
                     ]
                 },
-            }
+            },
         },
     }
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 import pytest
 
 from steps.rollout.plan import (
+    Analyse,
     BuildImage,
     CheckReady,
     ClusterState,
     PlanError,
     PointPreview,
+    Policy,
     Record,
     RegistryState,
     RollSlot,
+    ScaleDown,
+    ScaleSlot,
     Slot,
     SmokeTest,
     SwitchLive,
     WaitReady,
+    WatchLive,
     plan_deploy,
     plan_rollback,
     predict,
@@ -209,3 +214,76 @@ def test_render_lists_the_steps():
     assert (
         deploy(state(blue=2), registry(2, blue=2, live="blue")).render().endswith("(nothing to do)")
     )
+
+
+FULL = Policy(preview_replicas=1, replay=True, watch=True, scale_down_delay=5.0)
+
+
+def sized(cluster: ClusterState, **replicas: int) -> ClusterState:
+    slots = {k: Slot(v.image, v.version, v.ready, replicas.get(k, v.replicas)) for k, v in
+             cluster.slots.items()}  # fmt: skip
+    return ClusterState(live=cluster.live, preview=cluster.preview, slots=slots)
+
+
+def test_full_policy_previews_small_analyses_scales_up_switches_watches_then_scales_down():
+    cluster = sized(state(blue=1), blue=3, green=3)
+    plan = deploy(cluster, registry(2), build=False, policy=FULL)
+    assert plan.actions == (
+        RollSlot("green", 2, image(2), replicas=1),
+        WaitReady("green"),
+        SmokeTest("green", 2),
+        Analyse("green", 2),
+        ScaleSlot("green", 3, "slot blue's count"),
+        WaitReady("green"),
+        SwitchLive("blue", "green"),
+        PointPreview("blue"),
+        Record({"blue": 1, "green": 2}, live="green", held=None),
+        WatchLive("green", 2, previous="blue"),
+        ScaleDown("blue", 5.0),
+    )
+    after = predict(cluster, plan.actions)
+    assert after.live == "green" and after.slots["blue"].replicas == 0
+    assert after.slots["green"].replicas == 3
+    # Until the analyses pass, the live slot serves what it served, at its full count.
+    analysed = plan.actions.index(WatchLive("green", 2, previous="blue"))
+    assert predict(cluster, plan.actions[:analysed]).slots["blue"].replicas == 3
+
+
+def test_every_failure_before_the_switch_leaves_the_live_slot_serving_at_full_count():
+    cluster = sized(state(blue=1), blue=2, green=2)
+    plan = deploy(cluster, registry(2), build=False, policy=FULL)
+    switch = plan.actions.index(SwitchLive("blue", "green"))
+    assert plan.actions.index(Analyse("green", 2)) < switch
+    for n in range(switch):
+        before = predict(cluster, plan.actions[:n])
+        assert before.live == "blue" and before.slots["blue"] == cluster.slots["blue"]
+
+
+def test_a_rollout_into_a_scaled_down_slot_that_runs_the_champion_restores_pods_first():
+    cluster = sized(state(blue=2, green=3), blue=2, green=0)
+    plan = deploy(cluster, registry(3), build=False, policy=FULL)
+    assert plan.kind == "resume"
+    assert plan.actions[:2] == (
+        ScaleSlot("green", 1, "it was scaled down: the preview count first", preview=True),
+        WaitReady("green"),
+    )
+    assert ScaleSlot("green", 2, "slot blue's count") in plan.actions
+
+
+def test_rollback_into_a_scaled_down_slot_scales_it_up_and_waits_and_says_so():
+    cluster = sized(state(live="green", preview="blue", blue=1, green=2), blue=0, green=2)
+    plan = plan_rollback(cluster)
+    assert plan.actions[:3] == (
+        ScaleSlot("blue", 2, "slot green's count"),
+        WaitReady("blue"),
+        SwitchLive("green", "blue"),
+    )
+    assert "scaled to zero after the last deploy" in plan.reason and "not instant" in plan.reason
+    # Within the delay (still running) it is instant, as before.
+    running = plan_rollback(sized(cluster, blue=2))
+    assert running.actions[0] == CheckReady("blue")
+
+
+def test_scale_down_never_touches_the_live_slot():
+    cluster = sized(state(blue=1, green=2), blue=2, green=2)
+    assert predict(cluster, [ScaleDown("blue", 0.0)]).slots["blue"].replicas == 2
