@@ -15,7 +15,7 @@ from support import make_reviews, mark_validated, write_ingested
 from pyfunc import model as pyfunc_model
 from steps import evaluate, train
 from steps.data import dataset
-from steps.measure import behavioural, scoring
+from steps.measure import behavioural, sample, scoring
 from steps.measure.metrics import classification_metrics
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
@@ -52,6 +52,7 @@ def _outputs(tmp):
         "plots_dir": reports / "plots",
         "misclassified_file": reports / "misclassified.csv",
         "behavioural_file": reports / "behavioural.json",
+        "sample_file": reports / "analysis_sample.json",
     }
 
 
@@ -103,6 +104,7 @@ def test_evaluate_writes_metrics_plots_and_examples(trained):
         "evaluation/metrics.json",
         "evaluation/evaluation.json",
         "evaluation/misclassified.csv",
+        "evaluation/analysis_sample.json",
     } <= logged
     # The test split is the run's input dataset, and the test metrics are the model's too.
     (test_input,) = logged_run.inputs.dataset_inputs
@@ -112,6 +114,34 @@ def test_evaluate_writes_metrics_plots_and_examples(trained):
     assert model_metrics["test_accuracy"].value == metrics["accuracy"]
     assert model_metrics["test_accuracy"].dataset_name == "imdb-reviews-test"
     assert model_metrics["val_accuracy"].dataset_name == "imdb-reviews-validation"
+    # The analysis sample deploy replays: logged in the run that logged the model (where every
+    # version registered from it points), stratified so its accuracy is the test accuracy.
+    model_run = trained["info"]["run_id"]
+    assert model_run != run.info.run_id
+    drawn = sample.load(model_run, "the trained model")
+    assert drawn == sample.Sample(**json.loads(out["sample_file"].read_text()))
+    assert len(drawn.reviews) == min(cfg.analysis_sample, metrics["n_reviews"])
+    assert drawn.accuracy == metrics["accuracy"]
+    assert abs(drawn.sample_accuracy - drawn.accuracy) <= 0.02
+    assert set(drawn.labels) == {"positive", "negative"}
+
+
+def test_the_analysis_sample_keeps_every_stratum_and_its_accuracy():
+    reviews = [f"review {i}" for i in range(1000)]
+    labels = ["positive" if i % 2 else "negative" for i in range(1000)]
+    scores = np.array([0.9 if (i % 2) != (i % 10 == 0) else 0.1 for i in range(1000)])
+    drawn = sample.draw(reviews, labels, scores, 100)
+    assert drawn.accuracy == 0.9 and drawn.sample_accuracy == 0.9
+    assert len(drawn.reviews) == 100 and drawn.labels.count("positive") == 50
+    assert drawn.positive_share == 0.6  # the wrong tenth are negatives called positive
+    assert sample.draw(reviews, labels, scores, 100) == drawn  # the same draw every time
+
+
+def test_a_version_without_an_analysis_sample_is_one_clear_error(tracking_uri):
+    with mlflow.start_run() as run:
+        mlflow.log_text("{}", "evaluation/other.json")
+    with pytest.raises(StageError, match=r"^version 7 has no analysis sample .*evaluate and"):
+        sample.load(run.info.run_id, "version 7")
 
 
 def test_evaluate_without_a_trained_model_says_to_run_train(trained, tmp_path):
