@@ -10,6 +10,7 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
+from steps.measure.sample import ARTIFACT_DIR, FILE_NAME, Sample
 from steps.rollout.deployer import VERSION_ANNOTATION, Deployer, image_ref
 from steps.rollout.kube import Kube
 from steps.stage.paths import PROJECT_ROOT
@@ -43,9 +44,46 @@ MODEL_CODE = textwrap.dedent("""
 
     mlflow.models.set_model(KeywordModel())
 """)
-# Version 2 no longer knows "best", so it and version 1 disagree on a smoke review.
-VERSION_WORDS = {1: ["wonderful", "best", "loved"], 2: ["wonderful", "loved"]}
+# Version 2 no longer knows "best", so it and version 1 disagree on a smoke review. Version 3
+# also knows "superb": it agrees with version 2 on every smoke review, not on every review.
+VERSION_WORDS = {
+    1: ["wonderful", "best", "loved"],
+    2: ["wonderful", "loved"],
+    3: ["wonderful", "loved", "superb"],
+}
 PIP_REQUIREMENTS = [f"mlflow=={mlflow.__version__}", "pandas"]  # skips requirement inference
+
+
+# Labelled reviews for the analysis sample of a version: version 2 gets "superb" and "best" wrong.
+SAMPLE_REVIEWS = {
+    "A superb film.": "positive",
+    "Loved it.": "positive",
+    "Wonderful cast.": "positive",
+    "Dull.": "negative",
+    "Awful plot.": "negative",
+    "The best of the year.": "positive",
+}
+
+
+def log_sample(client, name: str, version: int, tmp: Path, **figures: float) -> Sample:
+    """Log an analysis sample of SAMPLE_REVIEWS in the run of `version`, as evaluate does;
+    `figures` override what evaluation "measured" (accuracy, positive_share)."""
+    words = VERSION_WORDS[version]
+    predicted = [
+        "positive" if any(w in r.lower() for w in words) else "negative" for r in SAMPLE_REVIEWS
+    ]
+    right = [p == t for p, t in zip(predicted, SAMPLE_REVIEWS.values(), strict=True)]
+    drawn = Sample(
+        reviews=list(SAMPLE_REVIEWS), labels=list(SAMPLE_REVIEWS.values()),
+        accuracy=figures.get("accuracy", sum(right) / len(right)),
+        positive_share=figures.get("positive_share", predicted.count("positive") / len(right)),
+        sample_accuracy=sum(right) / len(right), model_uri=None,
+    )  # fmt: skip
+    path = tmp / FILE_NAME
+    drawn.write(path)
+    run_id = client.get_model_version(name, str(version)).run_id
+    client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    return drawn
 
 
 def kustomization_documents(directory: Path = K8S_DIR) -> list[dict]:

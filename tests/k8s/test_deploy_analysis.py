@@ -1,0 +1,242 @@
+"""Pre-promotion analysis, scale-down and the fail-safe side of post-promotion analysis, through
+the real `kubernetes` client against the stub API server, with real `mlflow models serve`
+processes behind the service proxy and a real SQLite registry.
+
+The post-promotion analysis against a real Prometheus is in test_deploy_prometheus.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import pytest
+from deploy_support import log_sample
+from mlflow import MlflowClient
+from support import free_port
+
+from steps.rollout import analysis
+from steps.rollout.deployer import HELD_TAG, LIVE_SLOT_TAG, Deployer, image_ref
+from steps.rollout.kube import Kube
+from steps.stage.config import load_params
+from steps.stage.errors import StageError
+
+from test_deploy_cluster import BLUE, GREEN, LIVE, aliases, no_builder, seed  # isort: skip
+
+PROXY_INVOCATIONS = "/proxy/invocations"
+
+
+def make_deployer(cfg, name: str) -> Deployer:
+    kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
+    return Deployer(cfg, name, kube, MlflowClient(), builder=no_builder)
+
+
+@pytest.fixture
+def replay_cfg(deploy_cfg):
+    """Images pushed by CI, the labelled sample replayed before the switch."""
+    bounds = dataclasses.replace(deploy_cfg.analysis, replay=True, replay_p99_seconds=30.0)
+    return dataclasses.replace(deploy_cfg, build=False, analysis=bounds)
+
+
+def promote_two(cluster, registry, model_servers, cfg, served_by: int = 2) -> tuple:
+    """Blue runs version 1; champion is 2, whose image is answered by `served_by`'s server."""
+    client, name = registry
+    seed(cluster, cfg, BLUE, 1, model_servers[1])
+    cluster.images[image_ref(cfg, 2)] = model_servers[served_by]
+    client.set_registered_model_alias(name, "champion", "2")
+    return client, name
+
+
+def version_tags(client, name: str, version: int) -> dict[str, str]:
+    tags = client.get_model_version(name, str(version)).tags
+    return {k: v for k, v in tags.items() if k.startswith("analysis.")}
+
+
+def assert_not_switched(cluster, client, name: str) -> None:
+    """No switch: the live Service untouched, green back at the count it was found at."""
+    assert cluster.patches("services") == []
+    assert cluster.selector(LIVE)["slot"] == "blue"
+    assert cluster.replicas(GREEN) == 2 and cluster.floor(GREEN) == 2
+    assert "green" not in aliases(client, name)
+
+
+def test_a_good_version_passes_the_replay_and_is_switched(
+    cluster, registry, model_servers, replay_cfg, tmp_path
+):
+    client, name = promote_two(cluster, registry, model_servers, replay_cfg)
+    sample = log_sample(client, name, 2, tmp_path)
+
+    make_deployer(replay_cfg, name).reconcile()
+
+    assert cluster.selector(LIVE)["slot"] == "green"
+    proxied = [r for r in cluster.requests if r.path.endswith(PROXY_INVOCATIONS)]
+    # One smoke request, then the sample one review per request, all before the switch.
+    assert [r.body["dataframe_split"]["data"] for r in proxied[1:]] == [
+        [[review]] for review in sample.reviews
+    ]
+    tags = version_tags(client, name, 2)
+    assert tags["analysis.pre"] == "passed"
+    assert float(tags["analysis.pre.accuracy"]) == pytest.approx(4 / 6)
+    assert float(tags["analysis.pre.reviews"]) == 6
+
+
+@pytest.mark.parametrize(
+    ("served_by", "figures", "bounds", "check", "message"),
+    [
+        # A stale image under version 2's tag (version 3's pods): it passes the smoke test,
+        # but not the sample.
+        (3, {}, {}, "labels",
+         "served labels differ from version 2 in-process on 1/6 sample reviews, e.g."
+         " 'A superb film.': served 'positive', expected 'negative'"),
+        # Evaluation measured more than the sample gets now.
+        (2, {"accuracy": 0.9}, {}, "accuracy",
+         "accuracy 0.6667 on 6 sample reviews is below 0.8800 (evaluated 0.9000 -"
+         " max_accuracy_drop 0.02)"),
+        (2, {}, {"replay_p99_seconds": 1e-6}, "latency", "p99 round trip "),
+    ],
+    ids=["labels", "accuracy", "latency"],
+)  # fmt: skip
+def test_a_failed_replay_means_no_switch_the_slot_scaled_back_and_a_tag(
+    cluster, registry, model_servers, replay_cfg, tmp_path, served_by, figures, bounds, check,
+    message,
+):  # fmt: skip
+    client, name = promote_two(cluster, registry, model_servers, replay_cfg, served_by)
+    log_sample(client, name, 2, tmp_path, **figures)
+    cfg = dataclasses.replace(
+        replay_cfg, analysis=dataclasses.replace(replay_cfg.analysis, **bounds)
+    )
+
+    with pytest.raises(StageError) as failure:
+        make_deployer(cfg, name).reconcile()
+
+    text = str(failure.value)
+    assert text.startswith(f"step analysis failed: {message}"), text
+    assert text.endswith("; live slot blue serves version 1") and "\n" not in text
+    assert_not_switched(cluster, client, name)
+    tags = version_tags(client, name, 2)
+    assert tags["analysis.pre"] == "failed"
+    assert tags["analysis.pre.failed_check"] == check
+    assert tags["analysis.pre.reason"].startswith(message)
+
+
+def test_a_version_without_a_sample_is_not_switched(cluster, registry, model_servers, replay_cfg):
+    client, name = promote_two(cluster, registry, model_servers, replay_cfg)
+
+    with pytest.raises(StageError, match=r"^step analysis failed: imdb-sentiment version 2 has no"):
+        make_deployer(replay_cfg, name).reconcile()
+
+    assert_not_switched(cluster, client, name)
+    assert version_tags(client, name, 2)["analysis.pre.failed_check"] == "sample"
+
+
+def test_old_slot_scaled_to_zero_after_the_delay_then_rollback_scales_it_up_first(
+    cluster, registry, model_servers, deploy_cfg, capsys
+):
+    cfg = dataclasses.replace(deploy_cfg, build=False, scale_down_delay=0.05)
+    client, name = promote_two(cluster, registry, model_servers, cfg)
+
+    make_deployer(cfg, name).reconcile()
+
+    assert cluster.selector(LIVE)["slot"] == "green"
+    assert cluster.replicas(BLUE) == 0 and cluster.replicas(GREEN) == 2
+    # The HPA is left alone: at zero replicas it does not scale its target.
+    assert cluster.floor(BLUE) == 2
+    assert cluster.patches("deployments")[-1].body == {"spec": {"replicas": 0}}
+    capsys.readouterr()
+
+    plan = make_deployer(cfg, name).rollback()
+
+    out = capsys.readouterr().out
+    assert "slot blue was scaled to zero after the last deploy, so it is scaled up to 2 pods" in out
+    assert "not instant" in out
+    assert cluster.replicas(BLUE) == 2 and cluster.selector(LIVE)["slot"] == "blue"
+    assert [a.step for a in plan.actions][:3] == ["scale", "wait", "switch"]
+    assert client.get_registered_model(name).tags[HELD_TAG] == "2"
+    # Version 1 answers through the live Service again ("best" is one of its words only).
+    kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
+    payload = {"dataframe_split": {"columns": ["text"], "data": [["The best film."]]}}
+    status, body = kube.proxy_post(LIVE, cfg.port_name, "invocations", payload)
+    assert status == 200 and json.loads(body)["predictions"][0]["label"] == "positive"
+
+
+def test_next_rollout_into_a_scaled_down_slot_restores_its_floor_first(
+    cluster, registry, model_servers, deploy_cfg
+):
+    cfg = dataclasses.replace(deploy_cfg, build=False, scale_down_delay=0.0)
+    client, name = promote_two(cluster, registry, model_servers, cfg)
+    make_deployer(cfg, name).reconcile()
+    assert cluster.replicas(BLUE) == 0
+    cluster.images[image_ref(cfg, 3)] = model_servers[3]
+    client.set_registered_model_alias(name, "champion", "3")
+    cluster.requests.clear()
+
+    make_deployer(cfg, name).reconcile()
+
+    assert cluster.selector(LIVE)["slot"] == "blue"
+    assert cluster.replicas(BLUE) == 2 and cluster.floor(BLUE) == 2
+    assert cluster.replicas(GREEN) == 0
+    hpa = [
+        (r.path.rsplit("/", 1)[1], r.body[0]["value"])
+        for r in cluster.patches("horizontalpodautoscalers")
+    ]
+    assert hpa == [(BLUE, 1), (BLUE, 2)]
+
+
+def test_no_prometheus_is_said_once_and_only_the_checks_before_run(
+    cluster, registry, model_servers, deploy_cfg, caplog
+):
+    cfg = dataclasses.replace(
+        deploy_cfg, build=False, analysis=dataclasses.replace(deploy_cfg.analysis, duration=5.0)
+    )
+    _, name = promote_two(cluster, registry, model_servers, cfg)
+    deployer = make_deployer(cfg, name)
+
+    with caplog.at_level(logging.WARNING):
+        first = deployer.reconcile()
+        deployer.reconcile()
+
+    assert "post-analysis" not in [a.step for a in first.actions]
+    said = [r for r in caplog.records if "no Prometheus configured" in r.getMessage()]
+    assert len(said) == 1
+    assert cluster.selector(LIVE)["slot"] == "green"
+
+
+def test_an_unreachable_prometheus_fails_safe_and_rolls_back(
+    cluster, registry, model_servers, deploy_cfg, tmp_path, capsys
+):
+    """Fail safe: no answer from Prometheus is a failed analysis, not a pass."""
+    bounds = dataclasses.replace(
+        deploy_cfg.analysis, duration=0.2, interval=0.1,
+        prometheus_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+    )  # fmt: skip
+    cfg = dataclasses.replace(deploy_cfg, build=False, scale_down_delay=0.0, analysis=bounds)
+    client, name = promote_two(cluster, registry, model_servers, cfg)
+    client.set_registered_model_alias(name, "previous", "1")  # as promote leaves it
+    log_sample(client, name, 2, tmp_path)
+
+    with pytest.raises(StageError) as failure:
+        make_deployer(cfg, name).reconcile()
+
+    text = str(failure.value)
+    assert text.startswith("step post-analysis failed: Prometheus at http://127.0.0.1:")
+    assert text.endswith("; live slot blue serves version 1")
+    assert "switching the live Service back to slot blue" in capsys.readouterr().out
+    assert cluster.selector(LIVE)["slot"] == "blue"
+    assert cluster.replicas(BLUE) == 2  # never scaled down: the analysis did not pass
+    model = client.get_registered_model(name)
+    assert model.aliases["champion"] == 1 and "previous" not in model.aliases
+    assert model.tags[HELD_TAG] == "2" and model.tags[LIVE_SLOT_TAG] == "blue"
+    tags = version_tags(client, name, 2)
+    assert tags["analysis.post"] == "failed"
+    assert tags["analysis.post.failed_check"] == "prometheus"
+
+
+def test_prometheus_url_from_the_environment_and_credentials_never_shown(monkeypatch):
+    bounds = dataclasses.replace(load_params().deploy.analysis, prometheus_url="")
+    monkeypatch.setenv(analysis.PROMETHEUS_URL_ENV, "https://bob:s3cret@prom.example:9090/")
+    url = analysis.prometheus_url(bounds)
+    assert url == "https://bob:s3cret@prom.example:9090"
+    assert analysis.shown_url(url) == "https://***@prom.example:9090"
+    given = dataclasses.replace(bounds, prometheus_url="http://127.0.0.1:9090")
+    assert analysis.prometheus_url(given) == "http://127.0.0.1:9090"
