@@ -65,10 +65,13 @@ SAMPLE_REVIEWS = {
 }
 
 
-def log_sample(client, name: str, version: int, tmp: Path, **figures: float) -> Sample:
-    """Log an analysis sample of SAMPLE_REVIEWS in the run of `version`, as evaluate does;
-    `figures` override what evaluation "measured" (accuracy, positive_share)."""
-    words = VERSION_WORDS[version]
+def log_sample(
+    client, name: str, version: int, tmp: Path, words: list[str] | None = None, **figures: float
+) -> Sample:
+    """Log an analysis sample of SAMPLE_REVIEWS in the run of `version` (whose model knows
+    `words`: VERSION_WORDS[version] by default), as evaluate does; `figures` override what
+    evaluation "measured" (accuracy, positive_share)."""
+    words = words or VERSION_WORDS[version]
     predicted = [
         "positive" if any(w in r.lower() for w in words) else "negative" for r in SAMPLE_REVIEWS
     ]
@@ -79,7 +82,8 @@ def log_sample(client, name: str, version: int, tmp: Path, **figures: float) -> 
         positive_share=figures.get("positive_share", predicted.count("positive") / len(right)),
         sample_accuracy=sum(right) / len(right), model_uri=None,
     )  # fmt: skip
-    path = tmp / FILE_NAME
+    path = tmp / str(version) / FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     drawn.write(path)
     run_id = client.get_model_version(name, str(version)).run_id
     client.log_artifact(run_id, str(path), ARTIFACT_DIR)
