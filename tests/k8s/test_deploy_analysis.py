@@ -16,6 +16,7 @@ from deploy_support import log_sample
 from mlflow import MlflowClient
 from support import free_port
 
+from steps import deploy
 from steps.rollout import analysis
 from steps.rollout.deployer import HELD_TAG, LIVE_SLOT_TAG, Deployer, image_ref
 from steps.rollout.kube import Kube
@@ -240,3 +241,39 @@ def test_prometheus_url_from_the_environment_and_credentials_never_shown(monkeyp
     assert analysis.shown_url(url) == "https://***@prom.example:9090"
     given = dataclasses.replace(bounds, prometheus_url="http://127.0.0.1:9090")
     assert analysis.prometheus_url(given) == "http://127.0.0.1:9090"
+
+
+def test_the_queries_name_the_series_the_model_exports():
+    from pyfunc import telemetry
+
+    assert analysis.PREFIX == telemetry.PREFIX
+    for query in analysis.QUERIES.values():
+        expr = query.format(slot="green", window="60s")
+        assert 'slot="green"' in expr and "[60s]" in expr and telemetry.PREFIX in expr
+
+
+def test_plan_without_a_cluster_comes_from_the_manifests_and_says_what_it_assumed(
+    registry, deploy_cfg, tmp_path, monkeypatch, capsys
+):
+    client, name = registry
+    client.set_registered_model_alias(name, "champion", "2")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    code = deploy.main(["--dry-run"])
+    out, err = capsys.readouterr()
+
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "plan: first-deploy: champion is version 2; live slot blue runs no model"
+    assert (
+        "  2. [roll] roll slot green to localhost:5000/imdb-sentiment:2 (model version 2) at 1 pod"
+        in lines
+    )
+    assumed = [line for line in lines if line.startswith("assumed: ")]
+    assert assumed[0].startswith("assumed: no cluster (no usable Kubernetes configuration")
+    assert "assumed: each slot runs its autoscaler's minReplicas (2), settled and ready" in assumed
+    assert "assumed: no model version deployed yet (a first rollout)" in assumed
+    # Anything but a plan still needs a cluster.
+    assert deploy.main([]) == 1
+    assert "no usable Kubernetes configuration" in capsys.readouterr().err
