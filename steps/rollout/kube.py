@@ -166,14 +166,7 @@ class Kube:
     def patch_service(self, name: str, operations: list[dict[str, Any]]) -> dict[str, str]:
         """JSON-patch the Service (RFC 6902 operations); return its new selector."""
         with self._call("patch", "service", name):
-            service = self._core.patch_namespaced_service(
-                name,
-                self.namespace,
-                operations,
-                field_manager=FIELD_MANAGER,
-                _content_type=JSON_PATCH,
-                _request_timeout=self.timeout,
-            )
+            service = self._json_patch(self._core.patch_namespaced_service, name, operations)
         return dict((service.spec and service.spec.selector) or {})
 
     def autoscaler_min(self, name: str) -> int | None:
@@ -193,15 +186,21 @@ class Kube:
         """JSON-patch the HorizontalPodAutoscaler's minReplicas; return it as now stored."""
         operations = [{"op": "replace", "path": "/spec/minReplicas", "value": replicas}]
         with self._call("patch", "horizontalpodautoscaler", name):
-            hpa = self._autoscaling.patch_namespaced_horizontal_pod_autoscaler(
-                name,
-                self.namespace,
-                operations,
-                field_manager=FIELD_MANAGER,
-                _content_type=JSON_PATCH,
-                _request_timeout=self.timeout,
+            hpa = self._json_patch(
+                self._autoscaling.patch_namespaced_horizontal_pod_autoscaler, name, operations
             )
         return hpa.spec.min_replicas
+
+    def _json_patch(self, patch: Any, name: str, operations: list[dict[str, Any]]) -> Any:
+        """One of the client's patch_namespaced_* calls with a JSON patch, as this adapter's."""
+        return patch(
+            name,
+            self.namespace,
+            operations,
+            field_manager=FIELD_MANAGER,
+            _content_type=JSON_PATCH,
+            _request_timeout=self.timeout,
+        )
 
     def proxy_post(
         self, service: str, port: str, path: str, payload: Any, timeout: float | None = None
