@@ -277,3 +277,20 @@ def test_plan_without_a_cluster_comes_from_the_manifests_and_says_what_it_assume
     # Anything but a plan still needs a cluster.
     assert deploy.main([]) == 1
     assert "no usable Kubernetes configuration" in capsys.readouterr().err
+
+
+def test_scale_down_leaves_a_slot_that_is_live_again_running(
+    cluster, registry, model_servers, deploy_cfg, caplog
+):
+    cfg = dataclasses.replace(deploy_cfg, build=False)
+    _, name = promote_two(cluster, registry, model_servers, cfg)
+    deployer = make_deployer(cfg, name)
+    deployer.reconcile()  # green live, blue still running (no scale-down configured)
+    deployer.rollback()  # blue live again, as a person would during the delay
+    cluster.requests.clear()
+
+    with caplog.at_level(logging.WARNING):
+        deployer.scale_down("blue", 0.0)
+
+    assert cluster.patches() == [] and cluster.replicas(BLUE) == 2
+    assert "slot blue is live again (a rollback?): left running" in caplog.text

@@ -31,6 +31,7 @@ from support import free_port
 
 from pyfunc import telemetry
 from steps import deploy
+from steps.rollout import analysis
 from steps.rollout.deployer import HELD_TAG, image_ref
 from steps.rollout.kube import Kube
 from steps.stage.config import load_params
@@ -263,3 +264,20 @@ def test_a_slow_version_is_switched_back_and_champion_moves_back(
     assert float(tags["analysis.post.p99_seconds"]) > MAX_P99
     # A watching deployer now sees champion = 1, which blue runs: nothing to roll out again.
     assert make_deployer(cfg, name).reconcile().kind == "noop"
+
+
+@pytest.mark.parametrize("prometheus", [2], indirect=True)
+def test_no_series_or_no_calls_is_a_failed_analysis_not_a_pass(prometheus, deploy_cfg):
+    bounds = watch_cfg(deploy_cfg, prometheus.url).analysis
+    bounds = dataclasses.replace(bounds, duration=2.0, interval=0.5)
+    client = analysis.Prometheus(prometheus.url, timeout=10)
+
+    with pytest.raises(analysis.AnalysisFailed) as none:
+        analysis.watch_live(client, bounds, "purple", 0.5, time.sleep, time.monotonic)
+    assert none.value.check == "prometheus" and "has no series for error_ratio" in str(none.value)
+
+    # Green is scraped, but nobody calls it: every round is inconclusive, so the whole is failed.
+    with pytest.raises(analysis.AnalysisFailed) as idle:
+        analysis.watch_live(client, bounds, "green", 0.5, time.sleep, time.monotonic)
+    assert idle.value.check == "no-traffic"
+    assert str(idle.value).startswith("no calls to slot green in any of ")
