@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from steps.rollout.deployer import Deployer, heartbeat
 from steps.rollout.image import build_and_push
-from steps.rollout.kube import Kube, KubeError
+from steps.rollout.kube import Kube, NoKubeConfig
 from steps.rollout.manifests import ManifestKube
 from steps.rollout.plan import Plan
 from steps.stage import cli
@@ -115,10 +115,13 @@ def connect(cfg: DeployConfig, dry_run: bool) -> Kube | ManifestKube:
     (what a first rollout would do, its assumptions printed under the plan)."""
     try:
         return Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
-    except KubeError as exc:
+    except NoKubeConfig as exc:
         if not dry_run:
             raise
-        return ManifestKube(K8S_DIR, cfg.namespace, why=str(exc).split(":", 1)[0])
+        try:
+            return ManifestKube(K8S_DIR, cfg.namespace, why=str(exc).split(":", 1)[0])
+        except StageError as missing:
+            raise NoKubeConfig(f"{exc}; and no manifests to plan from: {missing}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

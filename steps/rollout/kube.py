@@ -37,6 +37,10 @@ class KubeError(StageError):
     """A Kubernetes API call failed (unreachable, unauthorised, not found, conflict...)."""
 
 
+class NoKubeConfig(KubeError):
+    """No Kubernetes configuration at all: no kubeconfig file, no in-cluster service account."""
+
+
 @dataclass(frozen=True)
 class Rollout:
     """A Deployment's spec and status, as much as deploy needs of them."""
@@ -113,7 +117,7 @@ class Kube:
                 " (kubectl config view)"
             ) from None
         except (ConfigException, OSError) as exc:
-            raise KubeError(
+            raise NoKubeConfig(
                 f"no usable Kubernetes configuration in {where} ({one_line(exc)}): set KUBECONFIG,"
                 " create ~/.kube/config or run in a pod with a service account"
             ) from None

@@ -156,7 +156,7 @@ def test_old_slot_scaled_to_zero_after_the_delay_then_rollback_scales_it_up_firs
     assert client.get_registered_model(name).tags[HELD_TAG] == "2"
     # Version 1 answers through the live Service again ("best" is one of its words only).
     kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
-    payload = {"dataframe_split": {"columns": ["text"], "data": [["The best film."]]}}
+    payload = {"dataframe_split": {"columns": [cfg.text_column], "data": [["The best film."]]}}
     status, body = kube.proxy_post(LIVE, cfg.port_name, "invocations", payload)
     assert status == 200 and json.loads(body)["predictions"][0]["label"] == "positive"
 

@@ -72,7 +72,7 @@ WATCHED_MODEL = textwrap.dedent("""
             from pyfunc.telemetry import watch
 
             with watch(self.telemetry) as call:
-                texts = model_input["text"].astype(str).tolist()
+                texts = model_input["review"].astype(str).tolist()
                 time.sleep(self.delay)
                 hits = np.array([any(w in t.lower() for w in self.words) for t in texts])
                 labels = np.where(hits, "positive", "negative")
@@ -175,7 +175,12 @@ class LiveTraffic:
         for i in range(self.limit):
             if self.stop.is_set():
                 return
-            payload = {"dataframe_split": {"columns": ["text"], "data": TRAFFIC[i % 2 : i % 2 + 1]}}
+            payload = {
+                "dataframe_split": {
+                    "columns": [self.cfg.text_column],
+                    "data": TRAFFIC[i % 2 : i % 2 + 1],
+                }
+            }
             status, _ = self.kube.proxy_post(LIVE, self.cfg.port_name, "invocations", payload)
             self.answers.append(status)
             time.sleep(0.02)
