@@ -59,7 +59,7 @@ from steps.rollout.plan import (
 from steps.rollout.smoke import smoke_test
 from steps.stage.config import DeployConfig
 from steps.stage.errors import StageError, error_line, one_line
-from steps.tracking import champion, registry
+from steps.tracking import cards, champion, registry
 
 log = logging.getLogger(__name__)
 
@@ -419,11 +419,17 @@ class Deployer:
             raise StageError(f"{self.model_name} version {version} names no run")
         return samples.load(found.run_id, f"{self.model_name} version {version}")
 
-    def tag(self, version: int, phase: str, outcome: str, figures: dict[str, float]) -> None:
-        """analysis.<phase> = outcome, analysis.<phase>.<figure> = value on the version."""
+    def tag(
+        self, version: int, phase: str, outcome: str, figures: dict[str, float], why: str = ""
+    ) -> None:
+        """analysis.<phase> = outcome, analysis.<phase>.<figure> = value on the version (tags,
+        for code and the UI's filters), and one line in its card's history."""
         tags: dict[str, Any] = {f"{ANALYSIS_TAG}{phase}": outcome}
         tags |= {f"{ANALYSIS_TAG}{phase}.{k}": v for k, v in figures.items()}
         registry.set_version_tags(self.model_name, version, tags, self.client)
+        shown = ", ".join(f"{k} {registry.tag_value(v)}" for k, v in figures.items())
+        line = f"deploy: {phase}-promotion analysis {outcome}" + (f" ({shown})" if shown else "")
+        cards.add_history(self.model_name, version, line + (f": {why}" if why else ""), self.client)
 
     def _undo(self, action: planner.Action, failure: AnalysisFailed, cluster: ClusterState) -> list:
         """Tag why the analysis failed and undo what it judged; the actions that undid it."""
@@ -455,7 +461,7 @@ class Deployer:
         return []
 
     def tag_failure(self, version: int, phase: str, failure: AnalysisFailed) -> None:
-        self.tag(version, phase, "failed", failure.figures)
+        """The failed check and why, besides `tag`'s figures."""
         registry.set_version_tags(
             self.model_name,
             version,
@@ -465,6 +471,7 @@ class Deployer:
             },
             self.client,
         )
+        self.tag(version, phase, "failed", failure.figures, why=str(failure))
 
     def point_preview(self, slot: str) -> None:
         service = preview_service(self.cfg)

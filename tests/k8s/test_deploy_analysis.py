@@ -119,6 +119,8 @@ def test_a_failed_replay_means_no_switch_the_slot_scaled_back_and_a_tag(
     assert tags["analysis.pre"] == "failed"
     assert tags["analysis.pre.failed_check"] == check
     assert tags["analysis.pre.reason"].startswith(message)
+    card = client.get_model_version(name, "2").description
+    assert "deploy: pre-promotion analysis failed (" in card and message in card
 
 
 def test_a_version_without_a_sample_is_not_switched(cluster, registry, model_servers, replay_cfg):
@@ -231,6 +233,11 @@ def test_an_unreachable_prometheus_fails_safe_and_rolls_back(
     tags = version_tags(client, name, 2)
     assert tags["analysis.post"] == "failed"
     assert tags["analysis.post.failed_check"] == "prometheus"
+    # The cards say it too: the demoted version why, the restored one that it serves again.
+    card = client.get_model_version(name, "2").description
+    assert "deploy: post-promotion analysis failed: Prometheus at http://127.0.0.1:" in card
+    assert "rolled back to version 1" in card
+    assert "champion again by deploy (was 2)" in client.get_model_version(name, "1").description
 
 
 def test_prometheus_url_from_the_environment_and_credentials_never_shown(monkeypatch):
