@@ -335,7 +335,7 @@ def test_deployer_probes_read_the_heartbeat_the_watcher_writes(deployer_manifest
     assert beats == [30.0] and subprocess.run(alive, capture_output=True).returncode == 0
 
 
-def test_deployer_network_policy_allows_dns_the_api_server_and_the_tracking_server_only(
+def test_deployer_network_policy_allows_dns_the_api_server_tracking_and_prometheus_only(
     deployer_manifests,
 ):
     (policy,) = by_kind(deployer_manifests, "NetworkPolicy").values()
@@ -345,14 +345,14 @@ def test_deployer_network_policy_allows_dns_the_api_server_and_the_tracking_serv
     assert policy["metadata"]["namespace"] == CFG.namespace
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == []
-    dns, api_server, tracking = policy["spec"]["egress"]
+    dns, api_server, tracking, prometheus = policy["spec"]["egress"]
     (resolver,) = dns["to"]
     assert resolver["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     assert resolver["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "kube-system"
     }
     assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
-    for rule, ports in ((api_server, {443, 6443}), (tracking, {443})):
+    for rule, ports in ((api_server, {443, 6443}), (tracking, {443}), (prometheus, {9090})):
         (peer,) = rule["to"]
         assert set(peer) == {"ipBlock"} and peer["ipBlock"]["cidr"].endswith("/32")  # one host
         assert {p["port"] for p in rule["ports"]} == ports
@@ -360,3 +360,5 @@ def test_deployer_network_policy_allows_dns_the_api_server_and_the_tracking_serv
     example = (DEPLOYER_DIR / ".env.example").read_text()
     uri = re.search(r"^MLFLOW_TRACKING_URI=(\S+)$", example, re.M).group(1)
     assert uri.startswith("https://")  # port 443, as the tracking rule allows
+    prometheus_url = re.search(r"^IMDB_PROMETHEUS_URL=(\S+)$", example, re.M).group(1)
+    assert prometheus_url.endswith(":9090")  # as the Prometheus rule allows
