@@ -11,9 +11,9 @@ import dataclasses
 import json
 import logging
 
+import deploy_support
 import pytest
-from deploy_support import log_sample
-from mlflow import MlflowClient
+from deploy_support import log_sample, seed
 from support import free_port
 
 from steps import deploy
@@ -23,14 +23,14 @@ from steps.rollout.kube import Kube
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
 
-from test_deploy_cluster import BLUE, GREEN, LIVE, aliases, no_builder, seed  # isort: skip
+from test_deploy_cluster import BLUE, GREEN, LIVE, aliases, no_builder  # isort: skip
 
 PROXY_INVOCATIONS = "/proxy/invocations"
 
 
 def make_deployer(cfg, name: str) -> Deployer:
-    kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
-    return Deployer(cfg, name, kube, MlflowClient(), builder=no_builder)
+    """A deployer on the stub that must build nothing (CI pushed the images)."""
+    return deploy_support.make_deployer(cfg, name, builder=no_builder)
 
 
 @pytest.fixture
@@ -274,8 +274,8 @@ def test_plan_without_a_cluster_comes_from_the_manifests_and_says_what_it_assume
     lines = out.splitlines()
     assert lines[0] == "plan: first-deploy: champion is version 2; live slot blue runs no model"
     assert (
-        "  2. [roll] roll slot green to localhost:5000/imdb-sentiment:2 (model version 2) at 1 pod"
-        in lines
+        "  2. [roll] roll slot green to localhost:5000/imdb-sentiment:2@<digest of the push>"
+        " (model version 2) at 1 pod" in lines
     )
     assumed = [line for line in lines if line.startswith("assumed: ")]
     assert assumed[0].startswith("assumed: no cluster (no usable Kubernetes configuration")

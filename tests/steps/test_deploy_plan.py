@@ -88,7 +88,7 @@ def test_promote_to_a_new_version():
     ]
     assert plan.actions[1] == RollSlot("blue", 3, image(3), by_digest=True)
     assert plan.actions[1].describe() == (
-        f"roll slot blue to {image(3)}@<digest of the push> (model version 3)"
+        f"roll slot blue to {image(3)}@<digest of the push> (model version 3) at 1 pod"
     )
     assert plan.actions[4] == SwitchLive("green", "blue")
     assert plan.actions[-1] == Record({"green": 2, "blue": 3}, live="blue", held=None)
