@@ -13,7 +13,7 @@ import logging
 
 import deploy_support
 import pytest
-from deploy_support import log_sample, seed
+from deploy_support import BLUE, GREEN, LIVE, log_sample, seed
 from support import free_port
 
 from steps import deploy
@@ -23,7 +23,7 @@ from steps.rollout.kube import Kube
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
 
-from test_deploy_cluster import BLUE, GREEN, LIVE, aliases, no_builder  # isort: skip
+from test_deploy_cluster import aliases, no_builder  # isort: skip
 
 PROXY_INVOCATIONS = "/proxy/invocations"
 

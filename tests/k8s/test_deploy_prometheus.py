@@ -25,7 +25,7 @@ import mlflow
 import model_server
 import prometheus_server
 import pytest
-from deploy_support import PIP_REQUIREMENTS, log_sample, seed
+from deploy_support import BLUE, GREEN, LIVE, PIP_REQUIREMENTS, log_sample, seed
 from mlflow import MlflowClient
 from support import free_port
 
@@ -37,7 +37,6 @@ from steps.rollout.kube import Kube
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
 
-from test_deploy_cluster import BLUE, GREEN, LIVE  # isort: skip
 from test_deploy_analysis import make_deployer, version_tags  # isort: skip
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]

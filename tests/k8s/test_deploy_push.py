@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 import yaml
-from deploy_support import GREEN, K8S_DIR, LIVE, STRATEGIC, make_deployer
+from deploy_support import BLUE, GREEN, K8S_DIR, LIVE, STRATEGIC, make_deployer
 from docker_pod import docker, run_args, start, startup_budget
 
 from steps.rollout import image
@@ -55,7 +55,8 @@ def test_the_slot_is_rolled_to_the_digest_of_the_pushed_tag(
         assert f"[roll] roll slot green to {tag}@<digest of the push> (model version 1)" in out
         assert "done: live slot green serves version 1" in out
         assert plan.kind == "first-deploy"
-        (patch,) = cluster.patches("deployments")
+        patch, scale = cluster.patches("deployments")  # rolled at the preview count, then up
+        assert scale.body == {"spec": {"replicas": cluster.replicas(BLUE)}}
         assert patch.content_type == STRATEGIC and patch.path.endswith(f"/deployments/{GREEN}")
         (container_patch,) = patch.body["spec"]["template"]["spec"]["containers"]
         assert container_patch["image"] == ref  # pinned by digest
