@@ -3,8 +3,8 @@ build, tag, push (and the digest the registry gave the pushed tag).
 
 The CLI rather than a Python client: `mlflow models build-docker` itself shells out to `docker`,
 so whatever engine, context and credentials it uses, these calls use too. Long commands (build,
-push) echo their output indented on stderr; a failure becomes one line, the last meaningful line
-the command printed.
+push) echo their output as log lines of `steps.rollout.docker.output` (a library prints nothing
+itself); a failure becomes one line, the last meaningful line the command printed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from steps.stage.errors import StageError, one_line
 
 log = logging.getLogger(__name__)
+echo = logging.getLogger(f"{__name__}.output")  # a long command's output, line by line
 
 DOCKER = "docker"
 ENGINE_TIMEOUT = 15.0  # seconds for `docker version` to reach the engine
@@ -133,7 +133,7 @@ def run_echoed(
         raise StageError(f"{what}: {command[0]!r} not found on PATH") from None
     with process:
         for line in process.stdout:
-            sys.stderr.write(f"  | {line}")
+            echo.info("| %s", line.rstrip("\n"))
             lines.append(line.rstrip("\n"))
             if text := ANSI_ESCAPE.sub("", line).strip():
                 tail.append(text)

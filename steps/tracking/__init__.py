@@ -1,2 +1,3 @@
 """MLflow tracking and the Model Registry: where runs go and the run each stage logs into
-(store), and registered versions, aliases and tags (registry)."""
+(store), the project's runs (runs), registered versions, aliases and tags (registry), which
+version serves (champion), the versions' cards (cards) and what deploy records (deployments)."""

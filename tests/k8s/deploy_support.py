@@ -10,9 +10,11 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 
+from steps import deploy
 from steps.measure.sample import ARTIFACT_DIR, FILE_NAME, Sample
-from steps.rollout.deployer import VERSION_ANNOTATION, Deployer, image_ref
+from steps.rollout.deployer import Deployer
 from steps.rollout.kube import Kube
+from steps.rollout.slots import VERSION_ANNOTATION, image_ref
 from steps.stage.paths import PROJECT_ROOT
 
 K8S_DIR = PROJECT_ROOT / "k8s"
@@ -100,9 +102,10 @@ def kustomization_documents(directory: Path = K8S_DIR) -> list[dict]:
 
 
 def make_deployer(cfg, name: str, **kwargs) -> Deployer:
-    """A deployer on the cluster $KUBECONFIG names (the stub, in these tests)."""
+    """A deployer on the cluster $KUBECONFIG names (the stub, in these tests), whose events the
+    entry point shows as `deploy` does."""
     kube = Kube.connect(cfg.namespace, cfg.context, cfg.request_timeout)
-    return Deployer(cfg, name, kube, MlflowClient(), **kwargs)
+    return Deployer(cfg, name, kube, MlflowClient(), report=deploy.say, **kwargs)
 
 
 def seed(cluster, cfg, slot_deployment: str, version: int, server: str | None = None) -> str:

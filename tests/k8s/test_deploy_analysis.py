@@ -18,10 +18,12 @@ from support import free_port
 
 from steps import deploy
 from steps.rollout import analysis
-from steps.rollout.deployer import HELD_TAG, LIVE_SLOT_TAG, Deployer, image_ref
+from steps.rollout.deployer import Deployer
 from steps.rollout.kube import Kube
+from steps.rollout.slots import image_ref
 from steps.stage.config import load_params
 from steps.stage.errors import ConfigError, StageError
+from steps.tracking.deployments import HELD_TAG, LIVE_SLOT_TAG
 
 from test_deploy_cluster import aliases, no_builder  # isort: skip
 
@@ -68,7 +70,7 @@ def test_a_good_version_passes_the_replay_and_is_switched(
     client, name = promote_two(cluster, registry, model_servers, replay_cfg)
     sample = log_sample(client, name, 2, tmp_path)
 
-    make_deployer(replay_cfg, name).reconcile()
+    deploy.reconcile(make_deployer(replay_cfg, name))
 
     assert cluster.selector(LIVE)["slot"] == "green"
     proxied = [r for r in cluster.requests if r.path.endswith(PROXY_INVOCATIONS)]
@@ -109,7 +111,7 @@ def test_a_failed_replay_means_no_switch_the_slot_scaled_back_and_a_tag(
     )
 
     with pytest.raises(StageError) as failure:
-        make_deployer(cfg, name).reconcile()
+        deploy.reconcile(make_deployer(cfg, name))
 
     text = str(failure.value)
     assert text.startswith(f"step analysis failed: {message}"), text
@@ -127,7 +129,7 @@ def test_a_version_without_a_sample_is_not_switched(cluster, registry, model_ser
     client, name = promote_two(cluster, registry, model_servers, replay_cfg)
 
     with pytest.raises(StageError, match=r"^step analysis failed: imdb-sentiment version 2 has no"):
-        make_deployer(replay_cfg, name).reconcile()
+        deploy.reconcile(make_deployer(replay_cfg, name))
 
     assert_not_switched(cluster, client, name)
     assert version_tags(client, name, 2)["analysis.pre.failed_check"] == "sample"
@@ -139,7 +141,7 @@ def test_old_slot_scaled_to_zero_after_the_delay_then_rollback_scales_it_up_firs
     cfg = dataclasses.replace(deploy_cfg, build=False, scale_down_delay=0.05)
     client, name = promote_two(cluster, registry, model_servers, cfg)
 
-    make_deployer(cfg, name).reconcile()
+    deploy.reconcile(make_deployer(cfg, name))
 
     assert cluster.selector(LIVE)["slot"] == "green"
     assert cluster.replicas(BLUE) == 0 and cluster.replicas(GREEN) == 2
@@ -148,7 +150,7 @@ def test_old_slot_scaled_to_zero_after_the_delay_then_rollback_scales_it_up_firs
     assert cluster.patches("deployments")[-1].body == {"spec": {"replicas": 0}}
     capsys.readouterr()
 
-    plan = make_deployer(cfg, name).rollback()
+    plan = deploy.roll_back(make_deployer(cfg, name))
 
     out = capsys.readouterr().out
     assert "slot blue was scaled to zero after the last deploy, so it is scaled up to 2 pods" in out
@@ -168,13 +170,13 @@ def test_next_rollout_into_a_scaled_down_slot_restores_its_floor_first(
 ):
     cfg = dataclasses.replace(deploy_cfg, build=False, scale_down_delay=0.0)
     client, name = promote_two(cluster, registry, model_servers, cfg)
-    make_deployer(cfg, name).reconcile()
+    deploy.reconcile(make_deployer(cfg, name))
     assert cluster.replicas(BLUE) == 0
     cluster.images[image_ref(cfg, 3)] = model_servers[3]
     client.set_registered_model_alias(name, "champion", "3")
     cluster.requests.clear()
 
-    make_deployer(cfg, name).reconcile()
+    deploy.reconcile(make_deployer(cfg, name))
 
     assert cluster.selector(LIVE)["slot"] == "blue"
     assert cluster.replicas(BLUE) == 2 and cluster.floor(BLUE) == 2
@@ -196,8 +198,8 @@ def test_no_prometheus_is_said_once_and_only_the_checks_before_run(
     deployer = make_deployer(cfg, name)
 
     with caplog.at_level(logging.WARNING):
-        first = deployer.reconcile()
-        deployer.reconcile()
+        first = deploy.reconcile(deployer)
+        deploy.reconcile(deployer)
 
     assert "post-analysis" not in [a.step for a in first.actions]
     said = [r for r in caplog.records if "no Prometheus configured" in r.getMessage()]
@@ -219,7 +221,7 @@ def test_an_unreachable_prometheus_fails_safe_and_rolls_back(
     log_sample(client, name, 2, tmp_path)
 
     with pytest.raises(StageError) as failure:
-        make_deployer(cfg, name).reconcile()
+        deploy.reconcile(make_deployer(cfg, name))
 
     text = str(failure.value)
     assert text.startswith("step post-analysis failed: Prometheus at http://127.0.0.1:")
@@ -292,8 +294,8 @@ def test_scale_down_leaves_a_slot_that_is_live_again_running(
     cfg = dataclasses.replace(deploy_cfg, build=False)
     _, name = promote_two(cluster, registry, model_servers, cfg)
     deployer = make_deployer(cfg, name)
-    deployer.reconcile()  # green live, blue still running (no scale-down configured)
-    deployer.rollback()  # blue live again, as a person would during the delay
+    deploy.reconcile(deployer)  # green live, blue still running (no scale-down configured)
+    deploy.roll_back(deployer)  # blue live again, as a person would during the delay
     cluster.requests.clear()
 
     with caplog.at_level(logging.WARNING):

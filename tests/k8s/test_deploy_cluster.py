@@ -26,15 +26,10 @@ from mlflow import MlflowClient
 from support import free_port, stage_env
 
 from steps import deploy
-from steps.rollout.deployer import (
-    HELD_TAG,
-    LIVE_SLOT_TAG,
-    MODEL_URI_ANNOTATION,
-    VERSION_ANNOTATION,
-    image_ref,
-)
 from steps.rollout.kube import FIELD_MANAGER, Kube, KubeError
+from steps.rollout.slots import MODEL_URI_ANNOTATION, VERSION_ANNOTATION, image_ref
 from steps.stage.errors import StageError
+from steps.tracking.deployments import HELD_TAG, LIVE_SLOT_TAG
 
 
 def by_kind(documents: list[dict], kind: str) -> dict[str, dict]:
@@ -126,7 +121,7 @@ def test_blue_to_green_switch_then_rollback(cluster, registry, model_servers, ci
     client.set_registered_model_alias(name, "champion", "2")
     green_rv = cluster.deployments[GREEN]["metadata"]["resourceVersion"]
 
-    plan = make_deployer(ci_cfg, name, builder=no_builder).reconcile()
+    plan = deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder))
 
     assert plan.kind == "promote"
     assert "done: live slot green serves version 2" in capsys.readouterr().out
@@ -173,7 +168,7 @@ def test_blue_to_green_switch_then_rollback(cluster, registry, model_servers, ci
 
     calls = list(cluster.requests)
     cluster.requests.clear()
-    plan = make_deployer(ci_cfg, name, builder=no_builder).rollback()
+    plan = deploy.roll_back(make_deployer(ci_cfg, name, builder=no_builder))
     calls += cluster.requests
 
     assert plan.kind == "rollback"
@@ -199,10 +194,10 @@ def test_blue_to_green_switch_then_rollback(cluster, registry, model_servers, ci
 
     # The champion still names version 2, but the rollback holds it: no redeploy by itself...
     cluster.requests.clear()
-    assert make_deployer(ci_cfg, name, builder=no_builder).reconcile().kind == "held"
+    assert deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder)).kind == "held"
     assert cluster.patches() == []
     # ...until forced: green already runs it, so no roll, just wait, smoke-test and switch.
-    plan = make_deployer(ci_cfg, name, builder=no_builder).reconcile(force=True)
+    plan = deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder), force=True)
     assert plan.kind == "resume"
     assert cluster.patches("deployments") == []
     assert cluster.selector(LIVE)["slot"] == "green"
@@ -214,7 +209,7 @@ def test_first_deploy_on_fresh_manifests(cluster, registry, model_servers, ci_cf
     cluster.images[image_ref(ci_cfg, 1)] = model_servers[1]
     client.set_registered_model_alias(name, "champion", "1")
 
-    plan = make_deployer(ci_cfg, name, builder=no_builder).reconcile()
+    plan = deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder))
 
     assert plan.kind == "first-deploy"
     assert [r.path.rsplit("/", 1)[1] for r in cluster.patches("deployments")] == [GREEN, GREEN]
@@ -228,14 +223,14 @@ def test_noop_when_live_slot_runs_champion(cluster, registry, ci_cfg):
     seed(cluster, ci_cfg, BLUE, 1)
     client.set_registered_model_alias(name, "champion", "1")
 
-    plan = make_deployer(ci_cfg, name, builder=no_builder).reconcile()
+    plan = deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder))
 
     assert plan.kind == "noop"
     assert cluster.patches() == []
     assert {r.method for r in cluster.requests} == {"GET"}
     # The registry had not recorded the slots yet: the no-op records them, touching no object.
     assert aliases(client, name) == {"champion": "1", "blue": "1"}
-    assert make_deployer(ci_cfg, name, builder=no_builder).reconcile().actions == ()
+    assert deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder)).actions == ()
 
 
 def test_idle_slot_failing_readiness_leaves_live_untouched(
@@ -247,7 +242,7 @@ def test_idle_slot_failing_readiness_leaves_live_untouched(
     cfg = dataclasses.replace(ci_cfg, rollout_timeout=0.3)
 
     with pytest.raises(StageError) as failure:
-        make_deployer(cfg, name, builder=no_builder).reconcile()
+        deploy.reconcile(make_deployer(cfg, name, builder=no_builder))
 
     message = str(failure.value)
     assert message.startswith(
@@ -268,7 +263,7 @@ def test_smoke_test_mismatch_leaves_live_untouched(cluster, registry, model_serv
     client.set_registered_model_alias(name, "champion", "2")
 
     with pytest.raises(StageError) as failure:
-        make_deployer(ci_cfg, name, builder=no_builder).reconcile()
+        deploy.reconcile(make_deployer(ci_cfg, name, builder=no_builder))
 
     assert str(failure.value) == (
         "step smoke-test failed: slot green disagrees with model version 2 in-process on 1/4"
@@ -377,7 +372,7 @@ def test_watch_reconciles_when_champion_moves(cluster, registry, model_servers, 
     cfg = dataclasses.replace(ci_cfg, watch_interval=7.0)  # told apart from rollout polls
     deployer = make_deployer(cfg, name, builder=no_builder, sleep=sleep)
 
-    assert deployer.watch(max_iterations=4) is None
+    assert deploy.watch_champion(deployer, max_iterations=4) is None
 
     plans = [line.split(":")[1].strip() for line in capsys.readouterr().out.splitlines()
              if line.startswith("plan: ")]  # fmt: skip
@@ -388,12 +383,42 @@ def test_watch_reconciles_when_champion_moves(cluster, registry, model_servers, 
     )
 
 
+def test_watch_says_a_failed_reconcile_in_one_line_and_goes_on(
+    cluster, registry, model_servers, ci_cfg, capsys
+):
+    client, name = registry
+    seed(cluster, ci_cfg, BLUE, 1, model_servers[1])
+    cluster.images[image_ref(ci_cfg, 2)] = model_servers[1]  # a stale image: smoke test fails
+    client.set_registered_model_alias(name, "champion", "2")
+
+    def sleep(seconds: float) -> None:  # between the first polls: the user moves champion back
+        if seconds == 7.0:
+            client.set_registered_model_alias(name, "champion", "1")
+
+    cfg = dataclasses.replace(ci_cfg, watch_interval=7.0)
+    deployer = make_deployer(cfg, name, builder=no_builder, sleep=sleep)
+
+    assert deploy.watch_champion(deployer, max_iterations=3) is None  # its last one passed
+
+    out, err = capsys.readouterr()
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: deploy: step smoke-test failed: slot green disagrees with")
+    assert line.endswith("; live slot blue serves version 1")
+    plans = [line.split(":")[1].strip() for line in out.splitlines() if line.startswith("plan: ")]
+    assert plans == ["promote", "noop"]  # went on: champion 1 is what blue runs
+    # A watch whose last reconcile failed fails the command, saying why.
+    client.set_registered_model_alias(name, "champion", "2")
+    with pytest.raises(StageError, match=r"^the last reconcile failed \(step smoke-test failed"):
+        deploy.run(deployer, watch=True, max_iterations=1)
+    assert cluster.selector(LIVE)["slot"] == "blue"
+
+
 def test_switch_is_conditional_on_the_planned_slot(cluster, ci_cfg):
     deployer = make_deployer(ci_cfg, "imdb-sentiment")
     with pytest.raises(
         KubeError, match=r"patch service .*/imdb-sentiment: HTTP 422 .*testing value"
     ):
-        deployer.switch_live("green", "blue")  # the live Service selects blue, not green
+        deployer.slots.switch_live("green", "blue")  # the live Service selects blue, not green
     assert cluster.selector(LIVE)["slot"] == "blue"
 
 

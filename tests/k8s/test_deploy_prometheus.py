@@ -32,10 +32,11 @@ from support import free_port
 from pyfunc import telemetry
 from steps import deploy
 from steps.rollout import analysis
-from steps.rollout.deployer import HELD_TAG, image_ref
 from steps.rollout.kube import Kube
+from steps.rollout.slots import image_ref
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
+from steps.tracking.deployments import HELD_TAG
 
 from test_deploy_analysis import make_deployer, version_tags  # isort: skip
 
@@ -216,7 +217,7 @@ def test_a_good_version_passes_and_the_old_slot_goes_to_zero(
     start_on_blue(cluster, cfg, watched, client, name, candidate=2)
 
     with LiveTraffic(cfg) as traffic:
-        plan = make_deployer(cfg, name).reconcile()
+        plan = deploy.reconcile(make_deployer(cfg, name))
 
     assert [a.step for a in plan.actions][-2:] == ["post-analysis", "scale-down"]
     assert set(traffic.answers) == {200}
@@ -267,7 +268,7 @@ def test_a_slow_version_is_switched_back_and_champion_moves_back(
     assert tags["analysis.post.failed_check"] == "p99_latency"
     assert float(tags["analysis.post.p99_seconds"]) > MAX_P99
     # A watching deployer now sees champion = 1, which blue runs: nothing to roll out again.
-    assert make_deployer(cfg, name).reconcile().kind == "noop"
+    assert deploy.reconcile(make_deployer(cfg, name)).kind == "noop"
 
 
 @pytest.mark.parametrize("prometheus", [2], indirect=True)

@@ -14,6 +14,7 @@ import yaml
 from deploy_support import BLUE, GREEN, K8S_DIR, LIVE, STRATEGIC, make_deployer
 from docker_pod import docker, run_args, start, startup_budget
 
+from steps import deploy
 from steps.rollout import image
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
@@ -44,7 +45,7 @@ def test_the_slot_is_rolled_to_the_digest_of_the_pushed_tag(
         return ref
 
     try:
-        plan = make_deployer(cfg, name, builder=build_push_and_run).reconcile()
+        plan = deploy.reconcile(make_deployer(cfg, name, builder=build_push_and_run))
 
         ((tag, ref),) = pushed
         assert tag == f"{docker_registry.host}/{cfg.image_repository}:1"

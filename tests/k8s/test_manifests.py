@@ -27,8 +27,8 @@ from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomizati
 from support import serving_limits
 
 from steps import deploy
-from steps.rollout import base_image, deployer, image
-from steps.rollout.plan import SLOTS
+from steps.rollout import base_image, image, slots
+from steps.rollout.actions import SLOTS
 from steps.stage import cli
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
@@ -102,10 +102,10 @@ def test_the_serving_set_is_complete(manifests):
 
 def test_slots_and_services_match_params_and_each_other(manifests):
     deployments = by_kind(manifests, "Deployment")
-    assert set(deployments) == {deployer.deployment_name(CFG, s) for s in SLOTS}
+    assert set(deployments) == {slots.deployment_name(CFG, s) for s in SLOTS}
     for slot in SLOTS:
-        d = deployments[deployer.deployment_name(CFG, slot)]
-        assert d["spec"]["selector"]["matchLabels"] == {"app": CFG.app, deployer.SLOT_LABEL: slot}
+        d = deployments[slots.deployment_name(CFG, slot)]
+        assert d["spec"]["selector"]["matchLabels"] == {"app": CFG.app, slots.SLOT_LABEL: slot}
         assert (
             d["spec"]["selector"]["matchLabels"].items()
             <= d["spec"]["template"]["metadata"]["labels"].items()
@@ -114,15 +114,15 @@ def test_slots_and_services_match_params_and_each_other(manifests):
         assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         c = container(d)
         assert c["name"] == CFG.container
-        assert c["image"].rsplit(":", 1)[0] == deployer.image_ref(CFG, 1).rsplit(":", 1)[0]
+        assert c["image"].rsplit(":", 1)[0] == slots.image_ref(CFG, 1).rsplit(":", 1)[0]
         env = {e["name"]: e.get("value") for e in c["env"]}
-        assert env[deployer.WORKERS_ENV] == str(CFG.workers)
+        assert env[slots.WORKERS_ENV] == str(CFG.workers)
     # Apart from their slot, the two Deployments are the same object.
-    blue, green = (yaml.safe_dump(deployments[deployer.deployment_name(CFG, s)]) for s in SLOTS)
+    blue, green = (yaml.safe_dump(deployments[slots.deployment_name(CFG, s)]) for s in SLOTS)
     assert blue.replace("blue", "green") == green
 
     services = by_kind(manifests, "Service")
-    live, preview = services[CFG.app], services[deployer.preview_service(CFG)]
+    live, preview = services[CFG.app], services[slots.preview_service(CFG)]
     assert live["spec"]["selector"] == {"app": CFG.app, "slot": "blue"}
     assert preview["spec"]["selector"] == {"app": CFG.app, "slot": "green"}
     for service in (live, preview):
@@ -137,9 +137,7 @@ def test_port_and_probes_line_up_with_the_mlflow_image(manifests):
     assert int(listen) == serving_container.DEFAULT_NGINX_SERVER_PORT
     assert "ping" in routes and "invocations" in routes
     # The entrypoint reads the worker count from this variable, else one per CPU.
-    assert f'"{deployer.WORKERS_ENV}", cpu_count' in inspect.getsource(
-        serving_container._serve_pyfunc
-    )
+    assert f'"{slots.WORKERS_ENV}", cpu_count' in inspect.getsource(serving_container._serve_pyfunc)
     for d in by_kind(manifests, "Deployment").values():
         c = container(d)
         port = c["ports"][0]  # then the model's metrics port (tests/k8s/test_monitoring.py)
@@ -325,7 +323,7 @@ def test_deployer_probes_read_the_heartbeat_the_watcher_writes(deployer_manifest
     startup, alive = _probe_command(c["startupProbe"], local), _probe_command(liveness, local)
     assert subprocess.run(startup, capture_output=True).returncode != 0  # no beat yet
     beats: list[float] = []
-    sleep = deployer.heartbeat(local, sleep=beats.append)  # what `--heartbeat` wires in
+    sleep = deploy.heartbeat(local, sleep=beats.append)  # what `--heartbeat` wires in
     assert subprocess.run(startup, capture_output=True).returncode == 0
     assert subprocess.run(alive, capture_output=True).returncode == 0
     stale = time.time() - threshold - 60

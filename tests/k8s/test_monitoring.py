@@ -18,7 +18,7 @@ import yaml
 from deploy_support import K8S_DIR, kustomization_documents
 
 from pyfunc import telemetry
-from steps.rollout import deployer
+from steps.rollout import slots
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
 
@@ -83,10 +83,10 @@ def test_each_slot_exposes_metrics_labelled_with_its_slot_and_version(deployment
     }
     # The slot and the model version come from the pod's own labels (downward API).
     slot_ref = variables[telemetry.SLOT_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert slot_ref == f"metadata.labels['{deployer.SLOT_LABEL}']"
-    assert deployer.SLOT_LABEL in template["metadata"]["labels"]
+    assert slot_ref == f"metadata.labels['{slots.SLOT_LABEL}']"
+    assert slots.SLOT_LABEL in template["metadata"]["labels"]
     version_ref = variables[telemetry.MODEL_VERSION_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert version_ref == f"metadata.labels['{deployer.VERSION_LABEL}']"
+    assert version_ref == f"metadata.labels['{slots.VERSION_LABEL}']"
     assert variables[telemetry.MODEL_NAME_ENV]["value"] == PARAMS.register.model_name
     assert variables[telemetry.PREDICTION_LOG_ENV]["value"] == "1"
     # The workers' metric files live on a volume of their own (the root is read-only).

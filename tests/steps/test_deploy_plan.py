@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.rollout.plan import (
+from steps.rollout.actions import (
     Analyse,
     BuildImage,
     CheckReady,
@@ -22,11 +22,8 @@ from steps.rollout.plan import (
     SwitchLive,
     WaitReady,
     WatchLive,
-    plan_deploy,
-    plan_rollback,
-    predict,
-    serving,
 )
+from steps.rollout.plan import plan_deploy, plan_rollback, predict, serving
 
 REPO = "localhost:5000/imdb-sentiment"
 PLACEHOLDER = f"{REPO}:unset"
