@@ -23,8 +23,9 @@ from code_graph import has_code, transitive_files
 from support import PROJECT_FILES, REPO_ROOT, free_port, make_reviews
 
 from steps.stage import chain
-from steps.stage.config import Params, section_fields
+from steps.stage.config import Params
 from steps.stage.paths import INGESTED_DIR, UNLABELED_FILE_NAME
+from steps.stage.schema import section_fields
 
 # The stages that turn files into files. register and promote change the Model Registry, not
 # files, so they stay `mlflow run` entry points (main runs them after these).
