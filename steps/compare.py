@@ -27,11 +27,12 @@ from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps.stage import cli
-from steps.stage.config import CompareConfig, Params, section_fields
+from steps.entry import cli
+from steps.stage.config import CompareConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import atomic_path
 from steps.stage.paths import COMPARE_PLOT, COMPARE_TABLE
+from steps.stage.schema import section_fields
 from steps.tracking import runs as project
 from steps.tracking import store
 

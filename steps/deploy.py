@@ -24,13 +24,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from steps.entry import cli
 from steps.rollout.actions import ClusterState, Plan
 from steps.rollout.deployer import Deployer, Event, Kind, Report
 from steps.rollout.image import build_and_push
 from steps.rollout.kube import Kube, NoKubeConfig
 from steps.rollout.manifests import ManifestKube
 from steps.rollout.plan import serving
-from steps.stage import cli
 from steps.stage.config import DeployConfig, Params
 from steps.stage.errors import ConfigError, StageError, error_line
 from steps.stage.paths import K8S_DIR

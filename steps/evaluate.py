@@ -38,9 +38,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_sc
 
 from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
+from steps.entry import cli
 from steps.measure import behavioural, sample, scoring
 from steps.measure.metrics import classification_metrics
-from steps.stage import cli, lock
+from steps.stage import lock
 from steps.stage.config import EvaluateConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import atomic_path, write_csv, write_json
@@ -176,8 +177,6 @@ def run(
     """The whole stage inside the active MLflow run; returns the record written to
     evaluation_file (what was evaluated, the behavioural verdict) with the metrics under
     `metrics` (metrics_file: numbers only, for `dvc metrics show`)."""
-    if cfg.batch_size < 1:
-        raise StageError(f"evaluate.batch_size must be at least 1, got {cfg.batch_size}")
     manifest = dataset.read_manifest(ingested_dir)
     frame = dataset.read_validated_split("test", ingested_dir, marker)  # the data first
     loaded = load_model(model.location)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from steps.entry import cli
 from steps.rollout import base_image, docker, image
-from steps.stage import cli
 from steps.stage.config import ImageConfig, Params
 from steps.stage.errors import ConfigError, StageError
 from steps.tracking import registry

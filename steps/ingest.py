@@ -37,9 +37,10 @@ from steps.data.dataset import (
     file_digests,
     read_manifest,
 )
-from steps.stage import cli, lock
+from steps.entry import cli
+from steps.stage import lock
 from steps.stage.config import IngestConfig, Params
-from steps.stage.errors import ConfigError, SourceError, StageError
+from steps.stage.errors import SourceError, StageError
 from steps.stage.files import atomic_dir, sweep_stale, write_json
 from steps.stage.paths import (
     DOWNLOAD_DIR,
@@ -66,8 +67,6 @@ def run(
 ) -> Outcome:
     """Read `cfg.source`, normalise it into train/test splits and write `out_dir` atomically."""
     started = time.monotonic()
-    if not 0 < cfg.test_size < 1:
-        raise ConfigError(f"ingest.test_size must be between 0 and 1, got {cfg.test_size}")
     where = sources.describe(cfg.source)
     for folder in {Path(out_dir).parent, Path(download_dir)}:
         sweep_stale(folder)  # litter of an ingest or download that was killed

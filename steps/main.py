@@ -5,15 +5,18 @@ bare when only one stage has it (`--source`, `--C`) or qualified (`--train.seed`
 goes to the stage that owns it. Caching is the stages' own business (ingest reuses a verified
 download, validate a matching marker); main just runs them.
 
-Before any stage starts, main checks what it can: the params file, the keys, and that no value it
-would pass on carries a credential (MLflow would log it; steps/stage/chain.py). `--check` does only
-that and exits (`make run` does it before `mlflow run` logs anything). The whole pipeline holds the
-pipeline lock (steps/stage/lock.py): a second pipeline in the same checkout waits or refuses.
+Before any stage starts (and before the tracking store is touched), main checks everything a stage
+would check of its parameters: the params file, each stage's overrides applied exactly as that
+stage applies them (keys, types, choices, bounds), and that no value it would pass on carries a
+credential (MLflow would log it; steps/stage/chain.py). `--check` does only that and exits (`make
+run` does it before `mlflow run` logs anything). The whole pipeline holds the pipeline lock
+(steps/stage/lock.py): a second pipeline in the same checkout waits or refuses.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Mapping
@@ -21,10 +24,13 @@ from collections.abc import Mapping
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from steps.stage import chain, cli, lock
-from steps.stage.config import Params, TrainConfig, load_params, section_fields
+from steps.entry import cli
+from steps.stage import chain, lock
+from steps.stage.coercion import override, unknown_key
+from steps.stage.config import Params, TrainConfig, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError
 from steps.stage.paths import PARAMS_FILE
+from steps.stage.schema import flat_fields, section_fields
 from steps.stage.secrets import find_password, shown
 from steps.tracking import registry, store
 
@@ -32,11 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
-    """Turn `--KEY VALUE` pairs into {stage: {field: value}}; unknown or ambiguous keys fail."""
-    owners: dict[str, list[str]] = {}
-    for section, cls in section_fields(Params).items():
-        for name in section_fields(cls):
-            owners.setdefault(name, []).append(section)
+    """Turn `--KEY VALUE` pairs into {stage: {field: value}}; unknown or ambiguous keys fail.
+
+    KEY is a key of a pipeline stage's params.yaml section, bare when only one stage has it or
+    qualified (`train.seed`); a nested section's keys carry their dots (`spark.master`)."""
+    keys = {stage: flat_fields(section_fields(Params)[stage]) for stage in chain.PIPELINE}
     routed: dict[str, dict[str, str]] = {}
     if len(pairs) % 2:
         raise ConfigError(f"main parameters: {pairs[-1]!r} has no value")
@@ -44,34 +50,52 @@ def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
         if not flag.startswith("--"):
             raise ConfigError(f"main parameters: expected --KEY VALUE, got {flag!r}")
         key = flag[2:]
-        section, _, name = key.rpartition(".")
-        if section:
-            if section not in owners.get(name, []):
-                raise ConfigError(f"main parameters: unknown parameter {key!r}")
-            sections = [section]
-        else:
-            sections = owners.get(name, [])
-            if not sections:
-                raise ConfigError(f"main parameters: unknown parameter {key!r}")
-            if len(sections) > 1:
-                choices = " or ".join(f"{s}.{name}" for s in sections)
-                raise ConfigError(f"main parameters: {key!r} is ambiguous, use {choices}")
-        for owner in sections:
-            routed.setdefault(owner, {})[name] = value
+        section, _, name = key.partition(".")
+        if section in keys:
+            if name not in keys[section]:
+                raise ConfigError(
+                    f"main parameters: {unknown_key('parameter', key, keys[section], section)}"
+                )
+            routed.setdefault(section, {})[name] = value
+            continue
+        owners = [stage for stage in chain.PIPELINE if key in keys[stage]]
+        if not owners:
+            raise ConfigError(f"main parameters: {_unknown(key, keys)}")
+        if len(owners) > 1:
+            choices = " or ".join(f"{s}.{key}" for s in owners)
+            raise ConfigError(f"main parameters: {key!r} is ambiguous, use {choices}")
+        routed.setdefault(owners[0], {})[key] = value
     return routed
 
 
+def _unknown(key: str, keys: Mapping[str, Mapping[str, object]]) -> str:
+    """An unknown bare key: the known keys of the stage that has the closest one (else all)."""
+    owner = {name: stage for stage in reversed(chain.PIPELINE) for name in keys[stage]}
+    close = difflib.get_close_matches(key, owner, n=1)
+    if close:
+        return unknown_key("parameter", key, keys[owner[close[0]]], owner[close[0]])
+    return unknown_key("parameter", key, owner)
+
+
 def check(params_file: str, overrides: dict[str, dict[str, str]]) -> Params:
-    """What can be checked before any stage starts: the params file, the stages overridden,
-    and that no value that would be passed on or logged carries a credential."""
+    """What each stage would refuse, before any stage starts: the params file, each stage's
+    overrides applied as the stage applies them, and no value that would be passed on or logged
+    carrying a credential."""
     params = load_params(params_file)
     unknown_stages = set(overrides) - set(chain.PIPELINE)
     if unknown_stages:
         raise ConfigError(
             f"main parameters: {', '.join(sorted(unknown_stages))} is not a stage of main"
         )
+    refused = []
     for stage in chain.PIPELINE:
         chain.refuse_credentials(stage, overrides.get(stage, {}))
+        try:  # the same call, with the same origin, as the stage's command line (entry/cli.py)
+            override(getattr(params, stage), overrides.get(stage, {}), f"{stage} parameters")
+        except ConfigError as exc:
+            refused.append(str(exc))
+    if refused:
+        raise ConfigError("; ".join(refused))
     if found := find_password(params.ingest.source):
         raise CredentialRefused(
             f"{params_file}: ingest.source {shown(params.ingest.source)}: a password in the"
@@ -130,28 +154,28 @@ def roll_up(children: Mapping[str, str], client: MlflowClient | None = None) -> 
 def main(argv: list[str] | None = None) -> int:
     cli.setup_logging()
     keys = "\n".join(
-        f"  {stage}: {', '.join(section_fields(section_fields(Params)[stage]))}"
+        f"  {stage}: {', '.join(flat_fields(section_fields(Params)[stage]))}"
         for stage in chain.PIPELINE
     )
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
+        origin="main parameters",
         prog="python -m steps.main",
         description="Run the whole pipeline: " + " -> ".join(chain.PIPELINE),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any other --KEY VALUE overrides params.yaml for the stage that owns KEY (a key"
         " two stages share as --STAGE.KEY); `python -m steps.<stage> --help` says what each"
-        f" key does and its current value:\n{keys}",
+        f" key does, what it accepts and its current value:\n{keys}",
     )
     parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file")
     parser.add_argument(
         "--check", action="store_true",
-        help="only check the params file and the overrides (keys, no credentials), run nothing",
+        help="only check the params file and the overrides as each stage would, run nothing",
     )  # fmt: skip
-    args, rest = parser.parse_known_args(argv)
     try:
-        load_params(args.params)  # fail on a bad params file before any stage starts
+        args, rest = parser.parse_known_args(argv)
         overrides = route_overrides(rest)
+        check(args.params, overrides)  # before the tracking store is touched
         if args.check:
-            check(args.params, overrides)
             print(f"main: {args.params} and the overrides are fine")
             return 0
         store.configure()

@@ -21,7 +21,7 @@ import sys
 import mlflow
 from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
 
-from steps.stage import cli
+from steps.entry import cli
 from steps.stage.config import Params, RegisterConfig
 from steps.stage.errors import StageError
 from steps.stage.secrets import shown

@@ -27,12 +27,12 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from steps.data import sources
+from steps.entry import cli
 from steps.measure import scoring
 from steps.monitoring import drift
 from steps.monitoring.profile import read_profile
 from steps.monitoring.report import write_report
 from steps.monitoring.text import lengths
-from steps.stage import cli
 from steps.stage.config import IngestConfig, MonitorConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import DOWNLOAD_DIR, MONITOR_HTML_NAME, MONITOR_REPORT_DIR
@@ -91,8 +91,6 @@ def run(
     download_dir: Path = DOWNLOAD_DIR,
 ) -> Monitored:
     """Compare the batch with the model's training profile; write the report; return it all."""
-    if cfg.chunk_size < 1:
-        raise StageError(f"monitor.chunk_size must be at least 1, got {cfg.chunk_size}")
     batch = read_batch(cfg.batch, ingest, download_dir)
     where = sources.describe(cfg.batch.strip())
     if len(batch) < cfg.min_reviews:

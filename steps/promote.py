@@ -32,19 +32,16 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
 from steps.data import dataset
+from steps.entry import cli
 from steps.measure import scoring
 from steps.measure.metrics import classification_metrics
-from steps.stage import cli, lock
+from steps.stage import lock
 from steps.stage.config import Params, PromoteConfig
 from steps.stage.errors import ConfigError, StageError
 from steps.stage.paths import INGESTED_DIR, VALIDATED_MARKER
 from steps.tracking import cards, champion, registry, store
 
 log = logging.getLogger(__name__)
-
-
-# The metrics of steps.measure.metrics promotion can decide on: every one is "higher is better".
-METRICS = ("accuracy", "f1", "roc_auc")
 
 
 @dataclass(frozen=True)
@@ -193,8 +190,6 @@ def promote(
 
     With `version` given this is a promotion by hand: the gate is reported but not applied.
     """
-    if cfg.metric not in METRICS:
-        raise ConfigError(f"promote.metric must be one of {', '.join(METRICS)}, got {cfg.metric!r}")
     manual = version is not None
     repairs = champion.repair(model_name)
     if manual:

@@ -29,12 +29,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from steps.data import dataset
+from steps.entry import cli
 from steps.measure import behavioural
-from steps.stage import cli, lock
-from steps.stage.config import Params, RegisterConfig, TrainConfig, section_fields
+from steps.stage import lock
+from steps.stage.config import Params, RegisterConfig, TrainConfig
 from steps.stage.errors import StageError
 from steps.stage.files import read_json
 from steps.stage.paths import EVALUATION_FILE, INGESTED_DIR, METRICS_FILE
+from steps.stage.schema import section_fields
 from steps.tracking import cards, registry, runs, store
 
 log = logging.getLogger(__name__)

@@ -31,19 +31,19 @@ from pathlib import Path
 
 import mlflow
 
-from steps.batch import checks, output
+from steps.batch import output
 from steps.batch.local import Tally, score_stream
 from steps.data.sources.batches import Columns, open_reviews
+from steps.entry import cli
 from steps.measure import scoring
-from steps.stage import cli
-from steps.stage.config import IngestConfig, Params, ScoreConfig, override
+from steps.stage.coercion import override
+from steps.stage.config import IngestConfig, Params, ScoreConfig
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import DOWNLOAD_DIR
 from steps.tracking import registry, store
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "spark")
 SPARK_MASTER_ENV = "SPARK_MASTER"
 # pyfunc.model's MAX_CALL_CHARS_ENV and MAX_REVIEW_CHARS_ENV (a test keeps them equal; steps does
 # not import the model's code, which it loads from the model itself).
@@ -111,11 +111,6 @@ def run(
     download_dir: Path = DOWNLOAD_DIR,
 ) -> Scored:
     """Score `cfg.input` into `cfg.output` with `cfg.model` on `cfg.engine`."""
-    if cfg.engine not in ENGINES:
-        raise StageError(f"score.engine must be {' or '.join(ENGINES)}, got {cfg.engine!r}")
-    checks.check_policy(cfg.bad_rows)
-    if cfg.chunk_rows < 1:
-        raise StageError(f"score.chunk_rows must be at least 1, got {cfg.chunk_rows}")
     target = output.target_of(cfg.output)
     if cfg.engine == "spark" and target.kind != "parquet":
         raise StageError(f"{target.uri}: engine=spark writes Parquet: end the output in .parquet")

@@ -42,7 +42,8 @@ from steps.data.dataset import (
     read_marker,
     write_marker,
 )
-from steps.stage import cli, lock
+from steps.entry import cli
+from steps.stage import lock
 from steps.stage.config import Params, ValidateConfig
 from steps.stage.errors import StageError, ValidationFailed
 from steps.stage.files import atomic_dir, sha256_file, write_json

@@ -413,3 +413,22 @@ def review_server() -> Iterator[ReviewServer]:
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+
+
+def project_files(root: Path) -> set[str]:
+    """Every file under a project copy (relative paths), bytecode caches left out: what a stage
+    that must write nothing would change."""
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def own_code_env() -> dict[str, str]:
+    """The environment for an entry point started in a project copy with `python -m`: the copy's
+    own code and default tracking store (mlflow.db there), the caller's MLflow settings gone."""
+    steering = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(steering)}
+    env.pop("PYTHONPATH", None)
+    return env

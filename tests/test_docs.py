@@ -11,7 +11,8 @@ import re
 import pytest
 from support import REPO_ROOT
 
-from steps.stage.config import Params, section_fields
+from steps.stage.config import Params
+from steps.stage.schema import section_fields
 
 DOCS = [
     REPO_ROOT / "README.md",

@@ -23,8 +23,9 @@ from code_graph import has_code, transitive_files
 from support import PROJECT_FILES, REPO_ROOT, free_port, make_reviews
 
 from steps.stage import chain
-from steps.stage.config import Params, section_fields
+from steps.stage.config import Params
 from steps.stage.paths import INGESTED_DIR, UNLABELED_FILE_NAME
+from steps.stage.schema import section_fields
 
 # The stages that turn files into files. register and promote change the Model Registry, not
 # files, so they stay `mlflow run` entry points (main runs them after these).
@@ -173,11 +174,8 @@ class Pipeline:
     first_repro: str
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Pipeline:
-    """The project copied into a fresh git repo, params pointed at small data, `dvc repro` done."""
-    root = tmp_path_factory.mktemp("dvc")
-    repo = root / "repo"
+def copy_project(repo: Path) -> Path:
+    """The project's files (and DVC's) copied into `repo`, not yet a git repository."""
     repo.mkdir()
     for name in PROJECT_FILES + DVC_FILES:
         src, dest = REPO_ROOT / name, repo / name
@@ -186,14 +184,12 @@ def pipeline(tmp_path_factory) -> Pipeline:
             shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest)
-    source = root / "reviews.csv"
-    make_reviews(ROWS, seed=1).to_csv(source, index=False)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["ingest"].update(source=str(source), sha256="")
-    params["validate"]["min_rows"] = MIN_ROWS
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return repo
 
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+
+def repo_env(root: Path, tracking_uri: str) -> dict[str, str]:
+    """git and dvc in a scratch repository: this venv first on PATH, MLflow at `tracking_uri`,
+    none of the caller's MLflow, DagsHub, AWS, DVC or git settings."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -211,6 +207,43 @@ def pipeline(tmp_path_factory) -> Pipeline:
         AWS_CONFIG_FILE=str(root / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(root / "no-aws-credentials"),
     )
+    return env
+
+
+@pytest.mark.slow
+def test_exp_run_with_a_refused_value_stops_at_the_first_stage_with_nothing_written(tmp_path):
+    """`dvc exp run -S train.val_split=grupped` edits params.yaml and reproduces: the first stage
+    to run (ingest) loads the whole file and refuses in one line; nothing is ingested or logged."""
+    repo = copy_project(tmp_path / "repo")
+    db = tmp_path / "mlflow.db"
+    env = repo_env(tmp_path, f"sqlite:///{db}")
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "project"], repo, env)
+    done = run(["dvc", "exp", "run", "-S", "train.val_split=grupped"], repo, env, check=False)
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert stages_run(said) == ["ingest"]
+    line = "error: ingest: params.yaml: train.val_split must be grouped or random, got 'grupped'"
+    assert line in said.splitlines(), said[-3000:]
+    # DVC makes the outs' parent folder (data/) before it starts the stage; nothing is in it.
+    assert list((repo / "data").rglob("*")) == [] and not db.exists()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Pipeline:
+    """The project copied into a fresh git repo, params pointed at small data, `dvc repro` done."""
+    root = tmp_path_factory.mktemp("dvc")
+    repo = copy_project(root / "repo")
+    source = root / "reviews.csv"
+    make_reviews(ROWS, seed=1).to_csv(source, index=False)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ingest"].update(source=str(source), sha256="")
+    params["validate"]["min_rows"] = MIN_ROWS
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    env = repo_env(root, tracking_uri)
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "project"], repo, env)

@@ -21,7 +21,6 @@ from steps.stage.errors import StageError
 OK, NULL, EMPTY, NOT_UTF8 = 0, 1, 2, 3
 KINDS = {NULL: "null", EMPTY: "empty", NOT_UTF8: "not_utf8"}  # what each is counted as
 SAID = {NULL: "null", EMPTY: "empty", NOT_UTF8: "not UTF-8"}  # how a message says it
-POLICIES = ("skip", "refuse")
 # ASCII whitespace only, spelt so that Python and Java (Spark's rlike) read it alike.
 EMPTY_PATTERN = r"^[ \t\n\r\f\x0b]*$"
 NOT_UTF8_CHARACTERS = "\ufffd"  # what decoders put where bytes were not UTF-8
@@ -100,8 +99,3 @@ def refusal(where: str, bad: BadRows, policy_key: str = "score.bad_rows") -> Sta
         f" {bad.summary()}; {policy_key} is"
         " refuse, so nothing was written: fix them, or skip them with -P bad_rows=skip"
     )
-
-
-def check_policy(policy: str) -> None:
-    if policy not in POLICIES:
-        raise StageError(f"score.bad_rows must be {' or '.join(POLICIES)}, got {policy!r}")

@@ -122,16 +122,9 @@ def start_session(cfg: SparkConfig) -> tuple[Any, bool]:
 
 
 def extra_settings(conf: tuple[str, ...]) -> dict[str, str]:
-    """score.spark.conf's key=value entries."""
-    settings = {}
-    for entry in conf:
-        if not entry.strip():
-            continue
-        key, equals, value = entry.partition("=")
-        if not equals or not key.strip():
-            raise StageError(f"score.spark.conf entries are key=value, got {entry!r}")
-        settings[key.strip()] = value.strip()
-    return settings
+    """score.spark.conf's key=value entries (their form is checked with the field, config.py)."""
+    pairs = (entry.partition("=") for entry in conf if entry.strip())
+    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def frame_of(spark: Any, stream: ReviewStream, columns: Columns) -> tuple[Any, str, str | None]:

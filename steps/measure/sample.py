@@ -51,8 +51,6 @@ def draw(
     seed: int = 0,
 ) -> Sample:
     """`size` reviews stratified by (label, right or wrong), with the test split's figures."""
-    if size < 1:
-        raise StageError(f"evaluate.analysis_sample must be at least 1 here, got {size}")
     predicted = np.where(np.asarray(scores) > 0.5, POSITIVE, NEGATIVE)
     truth = np.asarray(labels)
     right = predicted == truth

@@ -59,7 +59,7 @@ from steps.rollout.kube import Kube
 from steps.rollout.slots import Slots, image_ref, preview_service
 from steps.rollout.smoke import smoke_test
 from steps.stage.config import DeployConfig
-from steps.stage.errors import ConfigError, StageError
+from steps.stage.errors import StageError
 from steps.tracking import champion, deployments, registry
 
 log = logging.getLogger(__name__)
@@ -156,21 +156,6 @@ class Deployer:
     def policy(self) -> Policy:
         """How a rollout is carried out, from deploy.* (the watch only with a Prometheus)."""
         bounds = self.cfg.analysis
-        wrong = [
-            f"{key} must be {rule}, got {value}"
-            for key, value, rule, ok in (
-                ("preview_replicas", self.cfg.preview_replicas, "at least 1",
-                 self.cfg.preview_replicas >= 1),
-                ("scale_down_delay", self.cfg.scale_down_delay, "null or at least 0",
-                 self.cfg.scale_down_delay is None or self.cfg.scale_down_delay >= 0),
-                ("analysis.duration", bounds.duration, "at least 0", bounds.duration >= 0),
-                ("analysis.interval", bounds.interval, "over 0", bounds.interval > 0),
-                ("analysis.window", bounds.window, "at least 1", bounds.window >= 1),
-            )
-            if not ok
-        ]  # fmt: skip
-        if wrong:
-            raise ConfigError(f"deploy parameters: {'; '.join(wrong)}")
         watch = bounds.duration > 0 and bool(self.prometheus_url)
         if bounds.duration > 0 and not self.prometheus_url and not self._said_no_prometheus:
             self._said_no_prometheus = True

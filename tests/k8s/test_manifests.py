@@ -27,9 +27,9 @@ from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomizati
 from support import serving_limits
 
 from steps import deploy
+from steps.entry import cli
 from steps.rollout import base_image, image, slots
 from steps.rollout.actions import SLOTS
-from steps.stage import cli
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
 

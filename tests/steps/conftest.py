@@ -124,7 +124,8 @@ def in_process(model_dir) -> Callable[[list[str]], pd.DataFrame]:
 def run_score(tmp_path) -> Callable[..., Any]:
     """`score.run` with params.yaml's score section overridden by keyword (spark.master=...)."""
     from steps import score
-    from steps.stage.config import load_params, override
+    from steps.stage.coercion import override
+    from steps.stage.config import load_params
     from steps.stage.paths import PROJECT_ROOT
 
     params = load_params(PROJECT_ROOT / "params.yaml")

@@ -216,7 +216,7 @@ def test_bad_input_leaves_no_files(dirs, source):
 @pytest.mark.parametrize("test_size", [0.0, 1.0, 1.5])
 def test_test_size_must_be_a_fraction(dirs, test_size):
     with pytest.raises(
-        ConfigError, match=rf"ingest.test_size must be between 0 and 1, got {test_size}"
+        ConfigError, match=rf"test_size must be over 0 and under 1, got {test_size}"
     ):
         dirs.run(_cfg("unused", test_size=test_size))
 

@@ -264,9 +264,9 @@ def test_bad_evaluation_data_is_one_clear_error(local_store, tmp_path, cfg):
     bad = PromoteConfig(metric="accuracy", min_gain=0.0, eval_data=str(path))
     with pytest.raises(StageError, match=r"missing column\(s\) \['review', 'sentiment'\]"):
         promote.promote(bad, NAME)
-    unknown = PromoteConfig(metric="precision", min_gain=0.0, eval_data="")
-    with pytest.raises(StageError, match="promote.metric must be one of accuracy, f1, roc_auc"):
-        promote.promote(unknown, NAME)
+    # A metric promotion cannot decide on is refused with the config, before any promotion.
+    with pytest.raises(StageError, match="metric must be accuracy, f1 or roc_auc, got 'precision'"):
+        PromoteConfig(metric="precision", min_gain=0.0, eval_data="")
 
 
 def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(

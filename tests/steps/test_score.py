@@ -215,10 +215,10 @@ BAD_INPUT = {
     "missing input": ({"input": "nowhere/reviews.csv"}, "nowhere/reviews.csv: no such file"),
     "no input": ({"input": ""}, "no input given: give a .parquet"),
     "no review column": ({"review_column": "text"}, "no column 'text' (found: id, review,"),
-    "unknown engine": ({"engine": "dask"}, "score.engine must be local or spark, got 'dask'"),
+    "unknown engine": ({"engine": "dask"}, "engine must be local or spark, got 'dask'"),
     "unknown output format": ({"output": "scores.json"}, "scores.json: unknown output format"),
     "no output": ({"output": ""}, "no output given: -P output=scores.parquet"),
-    "bad policy": ({"bad_rows": "ignore"}, "score.bad_rows must be skip or refuse"),
+    "bad policy": ({"bad_rows": "ignore"}, "bad_rows must be skip or refuse, got 'ignore'"),
     "unregistered model": (
         {"model": "models:/nobody@champion"},
         "model models:/nobody@champion does not resolve: no model named 'nobody' is registered",

@@ -88,7 +88,7 @@ def test_log_lines_of_any_library_are_redacted():
     script = (
         "import logging, sys\n"
         "import mlflow  # configures its own logger and handler\n"
-        "from steps.stage import cli\n"
+        "from steps.entry import cli\n"
         "cli.setup_logging()\n"
         "logging.getLogger('some.library').warning('connecting to %s', sys.argv[1])\n"
         "logging.getLogger('mlflow.projects').warning('=== Running command %s ===', sys.argv[2])\n"

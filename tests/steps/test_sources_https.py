@@ -146,5 +146,5 @@ def test_url_must_name_a_known_file_type(server, tmp_path):
 
 
 def test_malformed_checksum_setting_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"ingest.sha256 must be 64 hex digits or empty"):
+    with pytest.raises(ConfigError, match=r"sha256 must be 64 hex digits or empty, got 'abc123'"):
         load(_cfg("https://example.com/aclImdb_v1.tar.gz", "abc123"), tmp_path)

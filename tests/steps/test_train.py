@@ -68,9 +68,9 @@ def test_train_model_is_deterministic(reviews, cfg):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"val_fraction": 1.5}, "val_fraction"),
-        ({"views": ("nb", "bert")}, "train.* parameters.*views"),
-        ({"classifier": "forest"}, "classifier"),
+        ({"val_fraction": 1.5}, "val_fraction must be over 0 and under 1, got 1.5"),
+        ({"views": ("nb", "bert")}, "views must be a list of nb, tfidf or nb_tfidf"),
+        ({"classifier": "forest"}, "classifier must be logistic or svm, got 'forest'"),
     ],
 )
 def test_bad_recipe_values_are_one_line_stage_errors(reviews, cfg, change, message):
@@ -217,7 +217,7 @@ def test_random_validation_split_is_the_stratified_split_train_always_used(with_
         assert list(val_idx) == old
         assert how.startswith("stratified at random, seed 0")
     assert train.validation_split(labels, None, cfg)[2].endswith("(the reviews have no movie key)")
-    with pytest.raises(StageError, match="train.val_split must be one of"):
+    with pytest.raises(StageError, match="val_split must be grouped or random, got 'movies'"):
         train.validation_split(labels, movies, dataclasses.replace(cfg, val_split="movies"))
 
 
@@ -334,7 +334,7 @@ def test_unlabeled_none_ignores_even_an_unusable_split(with_movies, cfg, trackin
             dataclasses.replace(cfg, unlabeled="none"), ingested, **_run_paths(tmp_path, ingested)
         )
     assert info["metrics"]["unlabeled_reviews"] == 0
-    with pytest.raises(StageError, match="train.unlabeled must be one of"):
+    with pytest.raises(StageError, match="unlabeled must be self_training or none, got 'x'"):
         train.usable_unlabeled(
             empty, with_movies, with_movies, dataclasses.replace(cfg, unlabeled="x")
         )

@@ -8,7 +8,11 @@ so `mlflow run . -e train -P C=0.5` (which MLflow turns into `--C 0.5`) and
 Every entry point's `main(argv)` is `cli.main(<section>, argv, <command>)`: parse, set up logging
 and tracking, run the command, and turn a `StageError` (or a tracking server that stopped
 answering) into one `error: <stage>: ...` line on stderr and exit code 1, never a traceback.
-Every log line and error line goes through steps/stage/secrets.py: no credential is shown.
+A bad command line is such a line too (exit 1, as for a bad params.yaml: whichever door a bad
+value came through, a caller sees the same kind of failure), not argparse's usage and exit 2: an
+unknown flag lists the stage's keys and suggests the closest one, a refused value says what its
+field allows. Every log line and error line goes through steps/stage/secrets.py: no credential
+is shown.
 """
 
 from __future__ import annotations
@@ -18,23 +22,16 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from mlflow.exceptions import MlflowException
 
 from steps.stage import secrets
-from steps.stage.config import (
-    BOOL_WORDS,
-    Params,
-    flat_docs,
-    flat_fields,
-    flat_value,
-    load_params,
-    override,
-    section_fields,
-)
+from steps.stage.coercion import BOOL_WORDS, override, unknown_key
+from steps.stage.config import Params, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError, error_line
 from steps.stage.paths import PARAMS_FILE
+from steps.stage.schema import allowed, flat_docs, flat_fields, flat_value, section_fields
 from steps.tracking import store
 
 log = logging.getLogger(__name__)
@@ -75,6 +72,18 @@ class RedactingFilter(logging.Filter):
         if hidden != message:
             record.msg, record.args = hidden, None
         return True
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are ConfigErrors (one line, exit 1), and that takes a flag only by
+    its full name: `--val_spli` is an unknown key here as in params.yaml and for `main`."""
+
+    def __init__(self, *args: Any, origin: str = "command line", **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.origin = origin
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.origin}: {message}")
 
 
 def add_flag(group: Any, name: str, help: str) -> None:
@@ -120,7 +129,8 @@ def parse(
 ) -> tuple[Params, Any, argparse.Namespace]:
     """Parse a stage's flags; return all params, the stage's section with overrides, the args."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    pre = argparse.ArgumentParser(add_help=False)
+    origin = f"{section} parameters"
+    pre = ArgumentParser(add_help=False, origin=origin)
     pre.add_argument("--params", default=str(PARAMS_FILE))
     params_file = pre.parse_known_args(argv)[0].params
     asking_help = any(a in ("-h", "--help") for a in argv)
@@ -131,10 +141,15 @@ def parse(
             raise
         params = None  # --help still works where there is no readable params file
     parser = build_parser(section, params, add_arguments, description, entry_point)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        key = rest[0].removeprefix("--").partition("=")[0]
+        if not rest[0].startswith("--") or not key:
+            raise ConfigError(f"{origin}: unexpected {rest[0]!r}: give --KEY VALUE pairs")
+        raise ConfigError(f"{origin}: {unknown_key('parameter', key, vars(args))}")
     cls = section_fields(Params)[section]
     given = {n: getattr(args, n) for n in flat_fields(cls) if getattr(args, n) is not None}
-    cfg = override(getattr(params, section), given, origin=f"{section} parameters")
+    cfg = override(getattr(params, section), given, origin=origin)
     return params, cfg, args
 
 
@@ -150,7 +165,8 @@ def build_parser(
     cls = section_fields(Params)[section]
     docs = flat_docs(cls)
     name = entry_point or section
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
+        origin=f"{section} parameters",
         prog=f"python -m steps.{name}",
         description=description,
         formatter_class=_HelpFormatter,
@@ -160,10 +176,11 @@ def build_parser(
     parser.add_argument("--params", default=str(PARAMS_FILE), help="parameters file (%(default)s)")
     group = parser.add_argument_group(f"overrides of params.yaml {section}.*")
     current = getattr(params, section) if params is not None else None
-    for name in flat_fields(cls):
+    for name, typ in flat_fields(cls).items():
         shown = _shown(flat_value(current, name)) if current is not None else "?"
+        accepts = f" ({accepted})" if (accepted := allowed(typ)) else ""
         group.add_argument(
-            f"--{name}", default=None, metavar="VALUE", help=f"{docs[name]} [{shown}]"
+            f"--{name}", default=None, metavar="VALUE", help=f"{docs[name]}{accepts} [{shown}]"
         )
     if add_arguments:
         add_arguments(parser)
