@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
+from pyfunc.contract import SCORE_FIELD
 from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
 from steps.measure import behavioural, sample, scoring
@@ -154,9 +155,9 @@ def load_model(location: str | Path) -> Any:
     if not urlparse(str(location)).scheme:  # a folder, not models:/... or runs:/...
         if not (Path(location) / "MLmodel").is_file():
             raise StageError(f"no model at {location}: run the train stage first")
-        return mlflow.pyfunc.load_model(str(location))
+        return scoring.load_model(str(location))
     try:
-        return mlflow.pyfunc.load_model(str(location))
+        return scoring.load_model(str(location))
     except Exception as exc:  # MlflowException, OSError...: one line either way
         raise StageError(f"cannot load {location}: {one_line(exc, 300)}") from None
 
@@ -200,7 +201,8 @@ def run(
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:
-        return loaded.predict(scoring.review_frame(loaded, texts))["score"].to_numpy(dtype=float)
+        answer = loaded.predict(scoring.review_frame(loaded, texts))
+        return answer[SCORE_FIELD].to_numpy(dtype=float)
 
     checks = behavioural.run_checks(score, cfg.min_check_pass_rate)
     for case in behavioural.failures(checks):

@@ -31,6 +31,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
+from pyfunc.contract import SCORE_FIELD
 from steps.data import dataset
 from steps.measure import scoring
 from steps.measure.metrics import classification_metrics
@@ -177,7 +178,7 @@ def measure(
         (registry.model_uri(model_name, v.version), f"{model_name} v{v.version}") for v in versions
     ]
     return [
-        classification_metrics(data.labels, scores["score"].to_numpy(dtype=float))[metric]
+        classification_metrics(data.labels, scores[SCORE_FIELD].to_numpy(dtype=float))[metric]
         for scores in scoring.score_models(models, data.texts)
     ]
 

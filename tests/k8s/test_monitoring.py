@@ -17,7 +17,7 @@ import pytest
 import yaml
 from deploy_support import K8S_DIR, kustomization_documents
 
-from pyfunc import telemetry
+from pyfunc import contract, telemetry
 from steps.rollout import slots
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
@@ -33,7 +33,7 @@ CLUSTER_SERIES = {
     "container_cpu_cfs_throttled_periods_total",
 }
 MODEL_SERIES = {
-    f"{telemetry.PREFIX}_{name}"
+    f"{contract.METRIC_PREFIX}_{name}"
     for name in (
         "calls_total", "reviews_total", "rejected_total", "model_info",
         "baseline_positive_share", "predict_seconds_bucket", "score_bucket",
@@ -72,7 +72,7 @@ def test_each_slot_exposes_metrics_labelled_with_its_slot_and_version(deployment
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     variables = env(container)
     metrics_port = ports["metrics"]
-    assert variables[telemetry.METRICS_PORT_ENV]["value"] == str(metrics_port)
+    assert variables[contract.METRICS_PORT_ENV]["value"] == str(metrics_port)
     assert telemetry.parse_address(str(metrics_port)) == ("0.0.0.0", metrics_port)
     assert container["ports"][0]["name"] == "http"  # the serving port stays first
     annotations = template["metadata"]["annotations"]
@@ -82,15 +82,15 @@ def test_each_slot_exposes_metrics_labelled_with_its_slot_and_version(deployment
         "prometheus.io/path": "/metrics",
     }
     # The slot and the model version come from the pod's own labels (downward API).
-    slot_ref = variables[telemetry.SLOT_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+    slot_ref = variables[contract.SLOT_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
     assert slot_ref == f"metadata.labels['{slots.SLOT_LABEL}']"
     assert slots.SLOT_LABEL in template["metadata"]["labels"]
-    version_ref = variables[telemetry.MODEL_VERSION_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+    version_ref = variables[contract.MODEL_VERSION_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
     assert version_ref == f"metadata.labels['{slots.VERSION_LABEL}']"
-    assert variables[telemetry.MODEL_NAME_ENV]["value"] == PARAMS.register.model_name
-    assert variables[telemetry.PREDICTION_LOG_ENV]["value"] == "1"
+    assert variables[contract.MODEL_NAME_ENV]["value"] == PARAMS.register.model_name
+    assert variables[contract.PREDICTION_LOG_ENV]["value"] == "1"
     # The workers' metric files live on a volume of their own (the root is read-only).
-    folder = variables[telemetry.MULTIPROC_DIR_ENV]["value"]
+    folder = variables[contract.MULTIPROC_DIR_ENV]["value"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
     assert folder in mounts and "emptyDir" in volumes[mounts[folder]]
