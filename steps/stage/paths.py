@@ -44,6 +44,7 @@ MODEL_DIR = MODELS_DIR / "model"  # the trained pyfunc model (mlflow.pyfunc.save
 TRAINED_MODEL_INFO_FILE = MODELS_DIR / "model.json"  # train's run id and logged model URI
 
 K8S_DIR = Path("k8s")  # the manifests `make deploy-plan` plans against without a cluster
+MONITORING_DIR = K8S_DIR / "monitoring"  # alert rules and dashboard (steps/monitoring/promql.py)
 
 TRACKING_DB = Path("mlflow.db")
 ARTIFACTS_DIR = Path("mlartifacts")
