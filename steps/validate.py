@@ -36,6 +36,7 @@ from steps.data.dataset import (
     UNLABELED,
     Manifest,
     content_hash,
+    file_sha256,
     load_split,
     marker_record,
     read_manifest,
@@ -45,7 +46,7 @@ from steps.data.dataset import (
 from steps.stage import cli, lock
 from steps.stage.config import Params, ValidateConfig
 from steps.stage.errors import StageError, ValidationFailed
-from steps.stage.files import atomic_dir, sha256_file, write_json
+from steps.stage.files import atomic_dir, write_json
 from steps.stage.paths import (
     INGESTED_DIR,
     UNLABELED_FILE_NAME,
@@ -104,7 +105,7 @@ def suites_sha256(cfg: ValidateConfig) -> str:
         path = Path(getattr(cfg, name))
         if not path.is_file():
             raise StageError(f"{path}: expectation suite not found (params.yaml validate.{name})")
-        digest.update(f"{name}={sha256_file(path)}\n".encode())
+        digest.update(f"{name}={file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
