@@ -13,7 +13,8 @@ UDF) where nothing else checks: a missing `review` column; values that are not s
 INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a ValueError for in-process
 callers) that says which row is wrong and what to send instead. Behind `mlflow models serve`,
 only `dataframe_records` and `dataframe_split` bring JSON nulls, numbers and booleans to the model
-as such: MLflow's `inputs`/`instances` parser turns every value into text first (README).
+as such: MLflow's `inputs`/`instances` parser turns every value into text first (see
+pyfunc/README.md "What it accepts and answers").
 
 When the environment asks for it (IMDB_METRICS_PORT, IMDB_PREDICTION_LOG: pyfunc/telemetry.py),
 each call is also recorded as Prometheus metrics and a JSON log line; otherwise nothing is.

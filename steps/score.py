@@ -13,7 +13,7 @@ skipped and counted, or stop the run (`score.bad_rows`).
 
 engine=local streams the input through the model in this process, chunk by chunk, in bounded
 memory; engine=spark reads, scores (mlflow.pyfunc.spark_udf) and writes with Apache Spark on
-`score.spark.master` or $SPARK_MASTER (steps/batch/README.md: running it on a cluster). The run
+`score.spark.master` or $SPARK_MASTER (steps/batch/README.md, "On a real Spark cluster"). The run
 is logged to MLflow: input, output, model version, rows, reviews/s, label shares.
 """
 
