@@ -35,10 +35,6 @@ SLOT_ENV = "IMDB_SLOT"
 MODEL_NAME_ENV = "IMDB_MODEL_NAME"
 MODEL_VERSION_ENV = "IMDB_MODEL_VERSION"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
-MODEL_ENV = (
-    *SERVING_LIMITS_ENV, METRICS_PORT_ENV, PREDICTION_LOG_ENV, SLOT_ENV, MODEL_NAME_ENV,
-    MODEL_VERSION_ENV, MULTIPROC_DIR_ENV,
-)  # fmt: skip
 
 # The Prometheus metrics, as named to prometheus_client (pyfunc/telemetry.py). Exported series
 # add the usual suffixes: a counter's `_total`, a histogram's `_bucket`, `_count` and `_sum`.

@@ -144,12 +144,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def load_model(location: str | Path) -> Any:
     """The pyfunc model at a folder (models/model) or MLflow URI, loaded as any consumer would."""
     if not urlparse(str(location)).scheme:  # a folder, not models:/... or runs:/...

@@ -21,7 +21,6 @@ UNLABELED_FILE_NAME = "unlabeled.parquet"  # only when the source has unlabeled 
 MANIFEST_FILE_NAME = "manifest.json"
 VALIDATED_MARKER = DATA_DIR / "validated.json"  # written only when validation passes
 
-EXPECTATIONS_DIR = Path("expectations")
 
 REPORTS_DIR = Path("reports")
 VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"  # GX Data Docs site (index.html) + result
