@@ -40,7 +40,7 @@ from pyfunc.contract import SCORE_FIELD
 from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
 from steps.measure import behavioural, sample, scoring
-from steps.measure.metrics import classification_metrics
+from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.stage import cli, lock
 from steps.stage.config import EvaluateConfig, Params
 from steps.stage.errors import StageError, one_line
@@ -55,11 +55,12 @@ from steps.stage.paths import (
     PLOTS_DIR,
     VALIDATED_MARKER,
 )
-from steps.tracking import runs, store
+from steps.tracking import registry, runs, store
 
 log = logging.getLogger(__name__)
 
 CHECKS_PASSED_KEY = behavioural.PASSED_KEY
+EVALUATED_MODEL_TAG = "evaluated_model_uri"  # the model the run's figures are of
 
 CURVE_POINTS = 500  # rows kept in roc.csv / precision_recall.csv (enough to draw, small to diff)
 
@@ -191,7 +192,7 @@ def run(
     metrics = classification_metrics(labels, scores)
     log.info(
         "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",
-        metrics["accuracy"], metrics["f1"], metrics["roc_auc"], metrics["log_loss"],
+        metrics[ACCURACY], metrics[F1], metrics[ROC_AUC], metrics[LOG_LOSS],
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:
@@ -229,11 +230,12 @@ def run(
         )
     store.log_model_metrics({f"test_{k}": v for k, v in metrics.items()}, model.model_id, test_data)
     mlflow.log_metrics(check_metrics)
+    verdict = registry.CHECKS_PASSED if checks.passed else registry.CHECKS_FAILED
     mlflow.set_tags(
         {
-            "behavioural_checks": "passed" if checks.passed else "failed",
-            "evaluated_model_uri": model.model_uri,
-            "train_run_id": model.run_id,
+            registry.CHECKS_TAG: verdict,
+            EVALUATED_MODEL_TAG: model.model_uri,
+            store.TRAIN_RUN_TAG: model.run_id,
         }
     )
     for path in written:

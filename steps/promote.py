@@ -34,7 +34,7 @@ from mlflow.entities.model_registry import ModelVersion
 from pyfunc.contract import SCORE_FIELD
 from steps.data import dataset
 from steps.measure import scoring
-from steps.measure.metrics import classification_metrics
+from steps.measure.metrics import ACCURACY, F1, ROC_AUC, classification_metrics
 from steps.stage import cli, lock
 from steps.stage.config import Params, PromoteConfig
 from steps.stage.errors import ConfigError, StageError
@@ -45,7 +45,12 @@ log = logging.getLogger(__name__)
 
 
 # The metrics of steps.measure.metrics promotion can decide on: every one is "higher is better".
-METRICS = ("accuracy", "f1", "roc_auc")
+METRICS = (ACCURACY, F1, ROC_AUC)
+# The run's tags besides registry.DECISION_TAG: what was compared and why, or what a rollback did.
+CANDIDATE_TAG = "promotion.candidate_version"
+REASON_TAG = "promotion.reason"
+RESTORED_TAG = "rollback.restored_version"
+DEMOTED_TAG = "rollback.demoted"
 
 
 @dataclass(frozen=True)
@@ -324,17 +329,15 @@ def _command(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> No
         store.log_config(cfg, prefix="promote.")
         outcome = run(cfg, model_name, version, rollback_to_previous=args.rollback)
         if isinstance(outcome, Rollback):
-            mlflow.set_tags(
-                {"rollback.restored_version": outcome.restored, "rollback.demoted": outcome.demoted}
-            )
+            mlflow.set_tags({RESTORED_TAG: outcome.restored, DEMOTED_TAG: outcome.demoted})
         elif outcome is None:
             mlflow.set_tag(registry.DECISION_TAG, "already champion")
         else:
             mlflow.set_tags(
                 {
-                    "promotion.candidate_version": outcome.candidate,
+                    CANDIDATE_TAG: outcome.candidate,
                     registry.DECISION_TAG: "promoted" if outcome.promoted else "refused",
-                    "promotion.reason": outcome.reason[:5000],
+                    REASON_TAG: outcome.reason[:5000],
                 }
             )
             figures = {"candidate": outcome.candidate_value, "champion": outcome.champion_value}

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # ValidateConfig fields that are not bounds
 SUITE_FIELDS = ("suite", "train_test_suite", "unlabeled_suite")
+SUCCESS_TAG = "validation_success"  # the run's verdict: "true" / "false"
+CACHED_TAG = "validation_cached"  # "true" when the marker already covered these exact files
 PAIR_BATCH = "train+test"  # the stacked splits the train/test suite runs on
 SPLIT_COLUMN = "split"  # tells the stacked rows apart (the train/test suite's group_column)
 OVERLAP_COLUMN = "review"
@@ -271,8 +273,8 @@ def _report(outcome: Outcome, manifest: Manifest, wanted: dict, checked: list[Ch
 def _log_outcome(outcome: Outcome) -> None:
     mlflow.set_tags(
         {
-            "validation_success": str(outcome.success).lower(),
-            "validation_cached": str(outcome.cached).lower(),
+            SUCCESS_TAG: str(outcome.success).lower(),
+            CACHED_TAG: str(outcome.cached).lower(),
         }
     )
     mlflow.log_metrics(
