@@ -93,7 +93,8 @@ def in_process(model_uri: str, reviews: list[str], work: Path, rounds: int) -> d
         # repeats (timeit's advice), so the machine's other work inflates it least.
         reviews = reviews[:1]
         answer = inner.predict(None, pd.DataFrame({contract.TEXT_COLUMN: reviews}))
-        labels, scores = answer["label"].to_numpy(dtype=object), answer["score"].to_numpy()
+        labels = answer[contract.LABEL_FIELD].to_numpy(dtype=object)
+        scores = answer[contract.SCORE_FIELD].to_numpy()
 
         cpu = time.process_time
 
