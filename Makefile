@@ -85,7 +85,7 @@ bench: $(STAMP) ## benchmarks: print tables of speed, memory and accuracy (with 
 clean: ## remove pipeline outputs (data/ingested, reports, models); keeps downloads and mlflow.db
 	rm -rf data/ingested data/validated.json reports models
 
-.PHONY: deploy deploy-plan deploy-rollback
+.PHONY: deploy deploy-plan deploy-rollback monitoring-files
 IMAGE ?=
 
 deploy: $(STAMP) ## roll the registry's champion out blue/green (k8s/); IMAGE=... skips the build
@@ -96,6 +96,11 @@ deploy-plan: $(STAMP) ## print what `make deploy` would do, touching nothing
 
 deploy-rollback: $(STAMP) ## switch the live Service back to the other slot, at once
 	$(PY) -m steps.deploy --rollback
+
+monitoring-files: $(STAMP) ## regenerate k8s/monitoring's alert rules and dashboard (steps/monitoring/promql.py)
+	@$(PY) -c 'from steps.monitoring import promql; from steps.stage.config import load_params; \
+		changed = promql.write_files(load_params().deploy); \
+		print("\n".join(f"wrote {p}" for p in changed) or "k8s/monitoring is up to date")'
 
 .PHONY: serve models promote rollback dockerfile image base-image deployer-image
 PORT ?= 5001

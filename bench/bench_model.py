@@ -76,7 +76,8 @@ def measure(which: str) -> dict:
     from sklearn.model_selection import train_test_split
 
     sys.path.insert(0, str(REPO_ROOT))
-    from pyfunc.model import TEXT_COLUMN, SentimentModel
+    from pyfunc.contract import TEXT_COLUMN
+    from pyfunc.model import SentimentModel
     from pyfunc.packaging import save_model
     from steps.stage.config import load_params
     from steps.train import pipeline_for

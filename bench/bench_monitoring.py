@@ -38,8 +38,7 @@ import pandas as pd
 from support import free_port
 from threadpoolctl import threadpool_limits
 
-from pyfunc import telemetry
-from steps.measure import scoring
+from pyfunc import contract, telemetry
 from steps.tracking import registry
 
 AIM_MS = 0.2
@@ -74,12 +73,12 @@ def in_process(model_uri: str, reviews: list[str], work: Path, rounds: int) -> d
     the rounds, so a busy moment of the machine weighs on both alike); log lines to /dev/null."""
     model = mlflow.pyfunc.load_model(model_uri)
     inner = model.unwrap_python_model()
-    frames = [pd.DataFrame({scoring.TEXT_COLUMN: [r]}) for r in reviews[:2000]]
+    frames = [pd.DataFrame({contract.TEXT_COLUMN: [r]}) for r in reviews[:2000]]
     environ = {
-        telemetry.METRICS_PORT_ENV: f"127.0.0.1:{free_port()}",
-        telemetry.PREDICTION_LOG_ENV: "1",
-        telemetry.SLOT_ENV: "blue",
-        telemetry.MULTIPROC_DIR_ENV: str(work / "multiproc"),
+        contract.METRICS_PORT_ENV: f"127.0.0.1:{free_port()}",
+        contract.PREDICTION_LOG_ENV: "1",
+        contract.SLOT_ENV: "blue",
+        contract.MULTIPROC_DIR_ENV: str(work / "multiproc"),
     }
     settings = {"off": None, "on": telemetry.from_environment(None, None, environ=environ)}
     per_round: dict[str, list[float]] = {"off": [], "on": []}
@@ -93,8 +92,9 @@ def in_process(model_uri: str, reviews: list[str], work: Path, rounds: int) -> d
         # The recording alone, around an answer already made: CPU time, the fastest of several
         # repeats (timeit's advice), so the machine's other work inflates it least.
         reviews = reviews[:1]
-        answer = inner.predict(None, pd.DataFrame({scoring.TEXT_COLUMN: reviews}))
-        labels, scores = answer["label"].to_numpy(dtype=object), answer["score"].to_numpy()
+        answer = inner.predict(None, pd.DataFrame({contract.TEXT_COLUMN: reviews}))
+        labels = answer[contract.LABEL_FIELD].to_numpy(dtype=object)
+        scores = answer[contract.SCORE_FIELD].to_numpy()
 
         cpu = time.process_time
 
@@ -127,10 +127,10 @@ def _stdout_to_devnull():
 def over_http(model_uri: str, reviews: list[str], blocks: int, work: Path) -> dict[str, dict]:
     """Both servers up at once; alternating blocks of single-review requests; medians."""
     monitoring = {
-        telemetry.METRICS_PORT_ENV: f"127.0.0.1:{free_port()}",
-        telemetry.PREDICTION_LOG_ENV: "1",
-        telemetry.SLOT_ENV: "blue",
-        telemetry.MULTIPROC_DIR_ENV: str(work / "served-multiproc"),
+        contract.METRICS_PORT_ENV: f"127.0.0.1:{free_port()}",
+        contract.PREDICTION_LOG_ENV: "1",
+        contract.SLOT_ENV: "blue",
+        contract.MULTIPROC_DIR_ENV: str(work / "served-multiproc"),
     }
     base = {k: v for k, v in os.environ.items() if not k.startswith("IMDB_")}
     servers = {

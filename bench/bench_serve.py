@@ -43,7 +43,7 @@ import pandas as pd
 from support import free_port
 from threadpoolctl import threadpool_limits
 
-from steps.measure import scoring
+from pyfunc.contract import TEXT_COLUMN
 from steps.tracking import (
     registry,
     store,
@@ -182,8 +182,8 @@ def in_process(model_uri: str, reviews: list[str]) -> tuple[dict, dict]:
     model = mlflow.pyfunc.load_model(model_uri)
     inner = model.unwrap_python_model()
     schema = model.metadata.get_input_schema()
-    frames = [pd.DataFrame({scoring.TEXT_COLUMN: [r]}) for r in reviews[:2000]]
-    big = [pd.DataFrame({scoring.TEXT_COLUMN: reviews[i : i + 1000]}) for i in range(0, 5000, 1000)]
+    frames = [pd.DataFrame({TEXT_COLUMN: [r]}) for r in reviews[:2000]]
+    big = [pd.DataFrame({TEXT_COLUMN: reviews[i : i + 1000]}) for i in range(0, 5000, 1000)]
     bodies = [json.dumps({"inputs": [r]}) for r in reviews[:2000]]
     with threadpool_limits(1):
         one = cpu_per_call(lambda i: model.predict(frames[i % 2000]), 1000)

@@ -13,7 +13,8 @@ UDF) where nothing else checks: a missing `review` column; values that are not s
 INVALID_PARAMETER_VALUE, so a 400 in `mlflow models serve`, and a ValueError for in-process
 callers) that says which row is wrong and what to send instead. Behind `mlflow models serve`,
 only `dataframe_records` and `dataframe_split` bring JSON nulls, numbers and booleans to the model
-as such: MLflow's `inputs`/`instances` parser turns every value into text first (README).
+as such: MLflow's `inputs`/`instances` parser turns every value into text first (see
+pyfunc/README.md "What it accepts and answers").
 
 When the environment asks for it (IMDB_METRICS_PORT, IMDB_PREDICTION_LOG: pyfunc/telemetry.py),
 each call is also recorded as Prometheus metrics and a JSON log line; otherwise nothing is.
@@ -45,24 +46,30 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from pyfunc.classifier import NO_EVIDENCE
+from pyfunc.contract import (
+    LABEL_FIELD,
+    MAX_CALL_CHARS_ENV,
+    MAX_REVIEW_CHARS_ENV,
+    NEGATIVE,
+    PIPELINE_ARTIFACT,
+    POSITIVE,
+    PROFILE_ARTIFACT,
+    SCORE_FIELD,
+    TEXT_COLUMN,
+    UNKNOWN_LABEL,
+)
 from pyfunc.pipeline import token_counts
 from pyfunc.telemetry import Telemetry, from_environment, watch
 
-TEXT_COLUMN = "review"  # the input column: the same name as in the data
-LABELS = ("negative", "positive")
-UNKNOWN_LABEL = "unknown"
 NO_EVIDENCE_SCORE = NO_EVIDENCE
-PIPELINE_ARTIFACT = "pipeline"  # key of the joblib file in the logged model's artifacts
-PROFILE_ARTIFACT = "profile"  # key of the training data profile (JSON) the monitor compares with
 # The pipeline's working memory grows with the reviews it is given at once; these bound it
 # whatever the batch. 2,000 IMDB reviews (~2.7 M characters) per chunk score as fast per review as
 # larger chunks, in a fraction of their memory (bench/bench_score.py measures a whole batch).
 CHUNK_REVIEWS = 2_000
 CHUNK_CHARS = 4_000_000
-# The server's request limits, in characters (unset or "" = no limit). They bound the work and
-# memory one request can ask for before any cleaning; values: `make serve`, k8s/deployment-*.yaml.
-MAX_CALL_CHARS_ENV = "IMDB_MAX_CALL_CHARS"
-MAX_REVIEW_CHARS_ENV = "IMDB_MAX_REVIEW_CHARS"
+# The server's request limits (MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV), in characters (unset
+# or "" = no limit), bound the work and memory one request can ask for before any cleaning;
+# values: `make serve`, k8s/deployment-*.yaml.
 _HOW_TO_SEND = (
     f'send a DataFrame with a "{TEXT_COLUMN}" column of strings, e.g. '
     f'{{"dataframe_records": [{{"{TEXT_COLUMN}": "A great film"}}]}}'
@@ -189,18 +196,18 @@ def score_reviews(
     if not reviews:
         if observe is not None:
             observe(reviews, np.empty(0, dtype=object), np.zeros(0))
-        return pd.DataFrame({"label": pd.Series([], dtype=object), "score": np.zeros(0)})
-    positive = list(pipeline.classes_).index(LABELS[1])
+        return pd.DataFrame({LABEL_FIELD: pd.Series([], dtype=object), SCORE_FIELD: np.zeros(0)})
+    positive = list(pipeline.classes_).index(POSITIVE)
     score = np.empty(len(reviews), dtype=np.float64)
     for start, stop in chunk_bounds(reviews):
         score[start:stop] = pipeline.predict_proba(reviews[start:stop])[:, positive]
-    label = np.where(score > 0.5, LABELS[1], LABELS[0]).astype(object)
+    label = np.where(score > 0.5, POSITIVE, NEGATIVE).astype(object)
     # The classifier gives exactly NO_EVIDENCE to a review without any known n-gram (and only
     # to those: a real mixture of weights never lands on 0.5 exactly).
     label[score == NO_EVIDENCE_SCORE] = UNKNOWN_LABEL
     if observe is not None:
         observe(reviews, label, score)
-    return pd.DataFrame({"label": label, "score": score})
+    return pd.DataFrame({LABEL_FIELD: label, SCORE_FIELD: score})
 
 
 def chunk_bounds(

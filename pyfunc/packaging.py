@@ -15,7 +15,14 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from pyfunc.model import PIPELINE_ARTIFACT, PROFILE_ARTIFACT, TEXT_COLUMN, SentimentModel
+from pyfunc.contract import (
+    LABEL_FIELD,
+    PIPELINE_ARTIFACT,
+    PROFILE_ARTIFACT,
+    SCORE_FIELD,
+    TEXT_COLUMN,
+)
+from pyfunc.model import SentimentModel
 
 PACKAGE_DIR = Path(__file__).resolve().parent  # shipped inside the model as code
 # What the pipeline needs at load time besides mlflow (which MLflow pins itself);
@@ -24,7 +31,7 @@ RUNTIME_PACKAGES = ("scikit-learn", "scipy", "numpy", "pandas", "joblib", "prome
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
-    outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+    outputs=Schema([ColSpec("string", LABEL_FIELD), ColSpec("double", SCORE_FIELD)]),
 )
 INPUT_EXAMPLE = pd.DataFrame(
     {

@@ -43,24 +43,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyfunc.contract import (
+    BASELINE_SHARE_KEY,
+    BASELINE_SHARE_METRIC,
+    CALLS_METRIC,
+    ERROR,
+    IDENTITY_LABELS,
+    LABELS,
+    METRICS_PORT_ENV,
+    MODEL_INFO_METRIC,
+    MODEL_NAME_ENV,
+    MODEL_VERSION_ENV,
+    MULTIPROC_DIR_ENV,
+    OK,
+    OUTCOME_LABEL,
+    OUTCOMES,
+    PREDICT_SECONDS_METRIC,
+    PREDICTED_LABEL,
+    PREDICTION_LOG_ENV,
+    REASON_LABEL,
+    REJECTED,
+    REJECTED_METRIC,
+    REVIEW_CHARS_METRIC,
+    REVIEWS_METRIC,
+    SCORE_METRIC,
+    SLOT_ENV,
+    SLOT_LABEL,
+    UNKNOWN_LABEL,
+)
+
 log = logging.getLogger(__name__)
 
-METRICS_PORT_ENV = "IMDB_METRICS_PORT"
-PREDICTION_LOG_ENV = "IMDB_PREDICTION_LOG"
-SLOT_ENV = "IMDB_SLOT"
-MODEL_NAME_ENV = "IMDB_MODEL_NAME"
-MODEL_VERSION_ENV = "IMDB_MODEL_VERSION"
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
 EXPORTER_LOCK = "exporter.lock"
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # an identity field the environment or the MLmodel file does not give
 
-PREFIX = "imdb_sentiment"
 # Seconds inside the model per call: one review takes about a millisecond, 1,000 about 0.3 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # Characters per review: IMDB's run from ~50 to ~14,000 (the model refuses over 100,000).
 LENGTH_BUCKETS = (25, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000, 100_000)
-OUTCOMES = ("ok", "rejected", "error")
 
 
 @dataclass(frozen=True)
@@ -162,12 +183,12 @@ class Telemetry:
         if self.metrics is not None:
             self.metrics.scored(counts, scores, lengths, seconds)
         if self.log_calls:
-            self._log("ok", seconds, reviews=n, labels=counts)
+            self._log(OK, seconds, reviews=n, labels=counts)
 
     def refused(self, exc: BaseException, seconds: float) -> None:
         """A call that raised: rejected input (the exception names its reason) or an error."""
         reason = getattr(exc, "reason", None)
-        outcome = "rejected" if reason else "error"
+        outcome = REJECTED if reason else ERROR
         if self.metrics is not None:
             self.metrics.refused(outcome, reason, seconds)
         if self.log_calls:
@@ -249,39 +270,39 @@ class _Metrics:
 
         # registry=None: in multiprocess mode the exporter reads the files, not a registry, and
         # loading a second model in the same process must not register the names twice.
+        slot = [SLOT_LABEL]
         self.calls = Counter(
-            f"{PREFIX}_calls", "predict calls by outcome (ok, rejected input, error)",
-            ["slot", "outcome"], registry=None,
+            CALLS_METRIC, "predict calls by outcome (ok, rejected input, error)",
+            [*slot, OUTCOME_LABEL], registry=None,
         )  # fmt: skip
         self.reviews = Counter(
-            f"{PREFIX}_reviews", "reviews scored, by predicted label", ["slot", "label"],
+            REVIEWS_METRIC, "reviews scored, by predicted label", [*slot, PREDICTED_LABEL],
             registry=None,
         )  # fmt: skip
         self.rejected = Counter(
-            f"{PREFIX}_rejected", "calls refused for bad input, by reason", ["slot", "reason"],
+            REJECTED_METRIC, "calls refused for bad input, by reason", [*slot, REASON_LABEL],
             registry=None,
         )  # fmt: skip
         self.latency = Histogram(
-            f"{PREFIX}_predict_seconds", "time inside the model per call", ["slot"],
+            PREDICT_SECONDS_METRIC, "time inside the model per call", slot,
             buckets=LATENCY_BUCKETS, registry=None,
         )  # fmt: skip
         self.score = Histogram(
-            f"{PREFIX}_score", "probability of positive per review", ["slot"],
+            SCORE_METRIC, "probability of positive per review", slot,
             buckets=SCORE_BUCKETS, registry=None,
         )  # fmt: skip
         self.length = Histogram(
-            f"{PREFIX}_review_chars", "characters per review", ["slot"],
+            REVIEW_CHARS_METRIC, "characters per review", slot,
             buckets=LENGTH_BUCKETS, registry=None,
         )  # fmt: skip
         self.info = Gauge(
-            f"{PREFIX}_model_info", "the model served: always 1",
-            ["slot", "model_name", "model_version", "run_id", "model_id"],
+            MODEL_INFO_METRIC, "the model served: always 1", [*slot, *IDENTITY_LABELS],
             multiprocess_mode="max", registry=None,
         )  # fmt: skip
         self.baseline = Gauge(
-            f"{PREFIX}_baseline_positive_share",
+            BASELINE_SHARE_METRIC,
             "share of positive predictions on the validation split at train time",
-            ["slot"], multiprocess_mode="max", registry=None,
+            slot, multiprocess_mode="max", registry=None,
         )  # fmt: skip
 
     def describe(self, ident: Identity, profile: dict[str, Any]) -> None:
@@ -290,13 +311,13 @@ class _Metrics:
         self.info.labels(
             slot, ident.model_name, ident.model_version, ident.run_id, ident.model_id
         ).set(1)
-        share = profile.get("predicted_positive_share")
+        share = profile.get(BASELINE_SHARE_KEY)
         if share is not None:
             self.baseline.labels(slot).set(float(share))
         # Children made now: every series exists (at 0) before the first call.
         self._outcome = {o: self.calls.labels(slot, o) for o in OUTCOMES}
         self._label = {}
-        for label in ("positive", "negative", UNKNOWN):
+        for label in (*LABELS, UNKNOWN_LABEL):
             self._label[label] = self.reviews.labels(slot, label)
         self._slot = slot
         self._latency = self.latency.labels(slot)
@@ -304,7 +325,7 @@ class _Metrics:
         self._length = self.length.labels(slot)
 
     def scored(self, counts: dict[str, int], scores: Any, lengths: Any, seconds: float) -> None:
-        self._outcome["ok"].inc()
+        self._outcome[OK].inc()
         for label, count in counts.items():
             child = self._label.get(label) or self.reviews.labels(self._slot, label)
             child.inc(count)

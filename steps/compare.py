@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_RUNS = 5000  # enough for any sweep here; bounds the time spent paging a huge store
 MISSING = "—"  # a param or metric the run does not have
+BEST_RUN_TAG = "best_run_id"  # on the compare run: the run ranked first
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def _command(params: Params, cfg: CompareConfig, args: argparse.Namespace) -> No
     )
     with store.stage_run("compare"):
         store.log_config(cfg)
-        mlflow.set_tag("best_run_id", best.run_id)
+        mlflow.set_tag(BEST_RUN_TAG, best.run_id)
         mlflow.log_artifact(str(COMPARE_TABLE))
         if COMPARE_PLOT.exists():
             mlflow.log_artifact(str(COMPARE_PLOT))

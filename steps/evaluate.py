@@ -36,11 +36,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
 
+from pyfunc.contract import SCORE_FIELD
 from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
 from steps.entry import cli
 from steps.measure import behavioural, sample, scoring
-from steps.measure.metrics import classification_metrics
+from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.stage import lock
 from steps.stage.config import EvaluateConfig, Params
 from steps.stage.errors import StageError, one_line
@@ -55,11 +56,12 @@ from steps.stage.paths import (
     PLOTS_DIR,
     VALIDATED_MARKER,
 )
-from steps.tracking import runs, store
+from steps.tracking import registry, runs, store
 
 log = logging.getLogger(__name__)
 
 CHECKS_PASSED_KEY = behavioural.PASSED_KEY
+EVALUATED_MODEL_TAG = "evaluated_model_uri"  # the model the run's figures are of
 
 CURVE_POINTS = 500  # rows kept in roc.csv / precision_recall.csv (enough to draw, small to diff)
 
@@ -144,20 +146,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def load_model(location: str | Path) -> Any:
     """The pyfunc model at a folder (models/model) or MLflow URI, loaded as any consumer would."""
     if not urlparse(str(location)).scheme:  # a folder, not models:/... or runs:/...
         if not (Path(location) / "MLmodel").is_file():
             raise StageError(f"no model at {location}: run the train stage first")
-        return mlflow.pyfunc.load_model(str(location))
+        return scoring.load_model(str(location))
     try:
-        return mlflow.pyfunc.load_model(str(location))
+        return scoring.load_model(str(location))
     except Exception as exc:  # MlflowException, OSError...: one line either way
         raise StageError(f"cannot load {location}: {one_line(exc, 300)}") from None
 
@@ -195,11 +191,12 @@ def run(
     metrics = classification_metrics(labels, scores)
     log.info(
         "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",
-        metrics["accuracy"], metrics["f1"], metrics["roc_auc"], metrics["log_loss"],
+        metrics[ACCURACY], metrics[F1], metrics[ROC_AUC], metrics[LOG_LOSS],
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:
-        return loaded.predict(scoring.review_frame(loaded, texts))["score"].to_numpy(dtype=float)
+        answer = loaded.predict(scoring.review_frame(loaded, texts))
+        return answer[SCORE_FIELD].to_numpy(dtype=float)
 
     checks = behavioural.run_checks(score, cfg.min_check_pass_rate)
     for case in behavioural.failures(checks):
@@ -232,11 +229,12 @@ def run(
         )
     store.log_model_metrics({f"test_{k}": v for k, v in metrics.items()}, model.model_id, test_data)
     mlflow.log_metrics(check_metrics)
+    verdict = registry.CHECKS_PASSED if checks.passed else registry.CHECKS_FAILED
     mlflow.set_tags(
         {
-            "behavioural_checks": "passed" if checks.passed else "failed",
-            "evaluated_model_uri": model.model_uri,
-            "train_run_id": model.run_id,
+            registry.CHECKS_TAG: verdict,
+            EVALUATED_MODEL_TAG: model.model_uri,
+            store.TRAIN_RUN_TAG: model.run_id,
         }
     )
     for path in written:

@@ -52,6 +52,10 @@ from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
+# The run's tags: whether the ingested files were rewritten, and the content hash they hold.
+OUTPUT_TAG = "ingest.output"
+CONTENT_TAG = "ingest.content_sha256"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -259,8 +263,8 @@ def _command(params: Params, cfg: IngestConfig, args: argparse.Namespace) -> Non
         mlflow.log_metrics(metrics)
         mlflow.set_tags(
             {
-                "ingest.output": "written" if outcome.written else "unchanged",
-                "ingest.content_sha256": manifest.content_sha256,
+                OUTPUT_TAG: "written" if outcome.written else "unchanged",
+                CONTENT_TAG: manifest.content_sha256,
             }
         )
         mlflow.log_artifact(str(out_dir / MANIFEST_FILE_NAME), artifact_path="ingest")

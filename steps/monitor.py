@@ -41,6 +41,8 @@ from steps.tracking import registry, store
 log = logging.getLogger(__name__)
 
 ACCURACY_TAG = registry.ACCURACY_TAG
+DRIFT_TAG = "drift"  # the run's verdict: "found" / "none"
+LABELLED_TAG = "labelled"  # whether the batch had labels (the accuracy figures need them)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def run(
         except Exception as exc:  # MlflowException, OSError...: one line either way
             raise StageError(f"cannot download {name}: {one_line(exc)}") from None
         profile = read_profile(local, name)
-        model = mlflow.pyfunc.load_model(str(local))
+        model = scoring.load_model(str(local))
         scores = scoring.predict_scores(model, reviews, cfg.chunk_size)
         counts = model.unwrap_python_model().token_counts(reviews)
     evaluated = version.tags.get(ACCURACY_TAG)
@@ -133,7 +135,8 @@ def log_run(result: Monitored) -> None:
         {"batch": result.batch, "model_version": result.version, "reviews": result.reviews}
     )
     mlflow.log_metrics({f.name: f.value for f in result.figures})
-    mlflow.set_tags({"drift": "found" if result.crossed else "none", "labelled": result.labelled})
+    drift = "found" if result.crossed else "none"
+    mlflow.set_tags({DRIFT_TAG: drift, LABELLED_TAG: result.labelled})
     mlflow.log_artifacts(str(result.report_dir), artifact_path="monitor")
 
 

@@ -31,6 +31,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 
+from pyfunc.contract import SCORE_FIELD
 from steps.data import dataset
 from steps.entry import cli
 from steps.measure import scoring
@@ -42,6 +43,13 @@ from steps.stage.paths import INGESTED_DIR, VALIDATED_MARKER
 from steps.tracking import cards, champion, registry, store
 
 log = logging.getLogger(__name__)
+
+
+# The run's tags besides registry.DECISION_TAG: what was compared and why, or what a rollback did.
+CANDIDATE_TAG = "promotion.candidate_version"
+REASON_TAG = "promotion.reason"
+RESTORED_TAG = "rollback.restored_version"
+DEMOTED_TAG = "rollback.demoted"
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,7 @@ def measure(
         (registry.model_uri(model_name, v.version), f"{model_name} v{v.version}") for v in versions
     ]
     return [
-        classification_metrics(data.labels, scores["score"].to_numpy(dtype=float))[metric]
+        classification_metrics(data.labels, scores[SCORE_FIELD].to_numpy(dtype=float))[metric]
         for scores in scoring.score_models(models, data.texts)
     ]
 
@@ -318,17 +326,15 @@ def _command(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> No
         store.log_config(cfg, prefix="promote.")
         outcome = run(cfg, model_name, version, rollback_to_previous=args.rollback)
         if isinstance(outcome, Rollback):
-            mlflow.set_tags(
-                {"rollback.restored_version": outcome.restored, "rollback.demoted": outcome.demoted}
-            )
+            mlflow.set_tags({RESTORED_TAG: outcome.restored, DEMOTED_TAG: outcome.demoted})
         elif outcome is None:
             mlflow.set_tag(registry.DECISION_TAG, "already champion")
         else:
             mlflow.set_tags(
                 {
-                    "promotion.candidate_version": outcome.candidate,
+                    CANDIDATE_TAG: outcome.candidate,
                     registry.DECISION_TAG: "promoted" if outcome.promoted else "refused",
-                    "promotion.reason": outcome.reason[:5000],
+                    REASON_TAG: outcome.reason[:5000],
                 }
             )
             figures = {"candidate": outcome.candidate_value, "champion": outcome.champion_value}

@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from steps.data import dataset
 from steps.entry import cli
 from steps.measure import behavioural
+from steps.measure.metrics import ACCURACY
 from steps.stage import lock
 from steps.stage.config import Params, RegisterConfig, TrainConfig
 from steps.stage.errors import StageError
@@ -42,6 +43,7 @@ from steps.tracking import cards, registry, runs, store
 log = logging.getLogger(__name__)
 
 CHECKS_SUMMARY_KEY = behavioural.PASSED_KEY  # the evaluation record's boolean verdict
+MODEL_NAME_TAG = "registered_model"  # on the register run, with store.REGISTERED_VERSION_TAG
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,8 @@ def version_tags(report: EvalReport, data_sha256: str | None, commit: str | None
         registry.DATA_TAG: data_sha256 or "unknown",
         registry.COMMIT_TAG: commit or "unknown",
     }
-    if "accuracy" in report.metrics:
-        tags[registry.ACCURACY_TAG] = report.metrics["accuracy"]
+    if ACCURACY in report.metrics:
+        tags[registry.ACCURACY_TAG] = report.metrics[ACCURACY]
     return tags
 
 
@@ -169,9 +171,9 @@ def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> N
         version, report = run(cfg, model)
         mlflow.set_tags(
             {
-                "registered_model": cfg.model_name,
+                MODEL_NAME_TAG: cfg.model_name,
                 store.REGISTERED_VERSION_TAG: version.version,
-                "train_run_id": model.run_id,
+                store.TRAIN_RUN_TAG: model.run_id,
             }
         )
     print(summary(version, report))

@@ -13,7 +13,7 @@ skipped and counted, or stop the run (`score.bad_rows`).
 
 engine=local streams the input through the model in this process, chunk by chunk, in bounded
 memory; engine=spark reads, scores (mlflow.pyfunc.spark_udf) and writes with Apache Spark on
-`score.spark.master` or $SPARK_MASTER (steps/batch/README.md: running it on a cluster). The run
+`score.spark.master` or $SPARK_MASTER (steps/batch/README.md, "On a real Spark cluster"). The run
 is logged to MLflow: input, output, model version, rows, reviews/s, label shares.
 """
 
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import mlflow
 
+from pyfunc.contract import SERVING_LIMITS_ENV, TEXT_COLUMN
 from steps.batch import output
 from steps.batch.local import Tally, score_stream
 from steps.data.sources.batches import Columns, open_reviews
@@ -45,9 +46,6 @@ from steps.tracking import registry, store
 log = logging.getLogger(__name__)
 
 SPARK_MASTER_ENV = "SPARK_MASTER"
-# pyfunc.model's MAX_CALL_CHARS_ENV and MAX_REVIEW_CHARS_ENV (a test keeps them equal; steps does
-# not import the model's code, which it loads from the model itself).
-SERVING_LIMITS_ENV = ("IMDB_MAX_CALL_CHARS", "IMDB_MAX_REVIEW_CHARS")
 _REGISTERED = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))")
 
 
@@ -166,9 +164,9 @@ def _without_serving_limits() -> None:
 def _score_locally(
     cfg: ScoreConfig, stream, model: ModelRef, model_dir: str, target, s3_endpoint_url: str
 ) -> Tally:
-    loaded = mlflow.pyfunc.load_model(model_dir)
+    loaded = scoring.load_model(model_dir)
     schema = loaded.metadata.get_input_schema()
-    text_column = schema.input_names()[0] if schema else scoring.TEXT_COLUMN
+    text_column = schema.input_names()[0] if schema else TEXT_COLUMN
     with output.committed(target, s3_endpoint_url) as tmp, output.TableWriter(tmp, target) as out:
         tally = score_stream(
             stream, loaded, text_column, out, model.name, model.version, cfg.bad_rows

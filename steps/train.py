@@ -43,7 +43,7 @@ from pyfunc.self_training import self_train
 from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE
 from steps.entry import cli
-from steps.measure.metrics import classification_metrics
+from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.monitoring.profile import build_profile
 from steps.stage import chain, lock
 from steps.stage.config import Params, TrainConfig
@@ -62,7 +62,7 @@ from steps.tracking import store
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"  # the logged model's name in its run
-VAL_METRICS = ("accuracy", "f1", "roc_auc", "log_loss")  # logged as val_<name>
+VAL_METRICS = (ACCURACY, F1, ROC_AUC, LOG_LOSS)  # logged as val_<name>
 VAL_METRIC_NAMES = tuple(f"val_{name}" for name in VAL_METRICS)
 
 
@@ -122,15 +122,14 @@ def train_model(
     validation = pd.DataFrame({"review": val_x, "sentiment": val_y})
     log.info(
         "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
-        metrics["val_accuracy"], metrics["val_f1"], metrics["val_roc_auc"],
-        metrics["val_log_loss"], fit_seconds,
+        measured[ACCURACY], measured[F1], measured[ROC_AUC], measured[LOG_LOSS], fit_seconds,
     )  # fmt: skip
     profile = build_profile(
         val_x,
         scores,
         token_counts(pipeline, val_x),
         positive_label_share=float(np.mean(np.asarray(labels) == POSITIVE)),
-        accuracy=metrics["val_accuracy"],
+        accuracy=measured[ACCURACY],
         seed=cfg.seed,
     )
     metrics.update(

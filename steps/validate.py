@@ -36,6 +36,7 @@ from steps.data.dataset import (
     UNLABELED,
     Manifest,
     content_hash,
+    file_sha256,
     load_split,
     marker_record,
     read_manifest,
@@ -46,7 +47,7 @@ from steps.entry import cli
 from steps.stage import lock
 from steps.stage.config import Params, ValidateConfig
 from steps.stage.errors import StageError, ValidationFailed
-from steps.stage.files import atomic_dir, sha256_file, write_json
+from steps.stage.files import atomic_dir, write_json
 from steps.stage.paths import (
     INGESTED_DIR,
     UNLABELED_FILE_NAME,
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 
 # ValidateConfig fields that are not bounds
 SUITE_FIELDS = ("suite", "train_test_suite", "unlabeled_suite")
+SUCCESS_TAG = "validation_success"  # the run's verdict: "true" / "false"
+CACHED_TAG = "validation_cached"  # "true" when the marker already covered these exact files
 PAIR_BATCH = "train+test"  # the stacked splits the train/test suite runs on
 SPLIT_COLUMN = "split"  # tells the stacked rows apart (the train/test suite's group_column)
 OVERLAP_COLUMN = "review"
@@ -105,7 +108,7 @@ def suites_sha256(cfg: ValidateConfig) -> str:
         path = Path(getattr(cfg, name))
         if not path.is_file():
             raise StageError(f"{path}: expectation suite not found (params.yaml validate.{name})")
-        digest.update(f"{name}={sha256_file(path)}\n".encode())
+        digest.update(f"{name}={file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -271,8 +274,8 @@ def _report(outcome: Outcome, manifest: Manifest, wanted: dict, checked: list[Ch
 def _log_outcome(outcome: Outcome) -> None:
     mlflow.set_tags(
         {
-            "validation_success": str(outcome.success).lower(),
-            "validation_cached": str(outcome.cached).lower(),
+            SUCCESS_TAG: str(outcome.success).lower(),
+            CACHED_TAG: str(outcome.cached).lower(),
         }
     )
     mlflow.log_metrics(

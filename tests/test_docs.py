@@ -1,5 +1,6 @@
 """The documentation says what the code does: the README's layout is the tree, every params.yaml
-key and project path the docs name exists, and the README stays a front door."""
+key and project path the docs name exists, every README section the docs, params.yaml and the
+code cite exists, and the README stays a front door."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import importlib
 import io
 import re
+from pathlib import Path
 
 import pytest
 from support import REPO_ROOT
@@ -155,3 +157,67 @@ def test_commands_named_in_docs_exist(doc):
             if f"--{flag}" not in shown and f" {flag.rpartition('.')[2]}" not in shown
         ]
     assert unknown == []
+
+
+# Where README sections are cited outside the READMEs: params.yaml's comments, the code's
+# docstrings and comments, the manifests' and the Makefile's comments.
+CITING = [
+    REPO_ROOT / "params.yaml",
+    REPO_ROOT / "Makefile",
+    *sorted((REPO_ROOT / "steps").rglob("*.py")),
+    *sorted((REPO_ROOT / "pyfunc").rglob("*.py")),
+    *sorted((REPO_ROOT / "k8s").rglob("*.yaml")),
+]
+# `README "Title"`, `k8s/README.md "Title"`, `(k8s/README.md, "Title")`: a section by its heading
+# (a bare README is the repository's), and `path/README.md#anchor` links.
+QUOTED_SECTION = re.compile(r'(?<![\w/.-])((?:[\w.-]+/)*README(?:\.md)?)[,:]?[ \t]+"([^"\n]+)"')
+ANCHOR = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*README\.md)#([\w-]+)")
+
+
+def headings(readme: Path) -> list[str]:
+    """The headings of a markdown file, outside fenced code."""
+    found, fenced = [], False
+    for line in readme.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            found.append(line.lstrip("#").strip())
+    return found
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def dangling_sections(path: Path) -> list[str]:
+    """The README sections `path` cites that its README does not have."""
+    text = path.read_text()
+    wrong = []
+    for cited, section in QUOTED_SECTION.findall(text):
+        readme = REPO_ROOT / ("README.md" if cited == "README" else cited)
+        if not readme.is_file() or section not in headings(readme):
+            wrong.append(f'{cited} "{section}"')
+    for cited, name in ANCHOR.findall(text):
+        readme = next((p for p in (path.parent / cited, REPO_ROOT / cited) if p.is_file()), None)
+        if readme is None or name not in map(anchor, headings(readme)):
+            wrong.append(f"{cited}#{name}")
+    return wrong
+
+
+@pytest.mark.parametrize("path", CITING + DOCS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_readme_sections_cited_exist(path):
+    assert dangling_sections(path) == []
+
+
+def test_a_dangling_section_is_found(tmp_path):
+    cited = tmp_path / "cited.py"
+    cited.write_text(
+        '# see README "Quick start" and k8s/README.md, "The serving image": both exist\n'
+        '# see README "The model", k8s/README.md "Analysis" and README.md#no-such-part\n'
+    )
+    assert dangling_sections(cited) == [
+        'README "The model"',
+        'k8s/README.md "Analysis"',
+        "README.md#no-such-part",
+    ]

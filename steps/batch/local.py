@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 from tqdm import tqdm
 
+from pyfunc.contract import LABEL_FIELD, SCORE_FIELD
 from steps.batch import checks
 from steps.batch.output import ROW_COLUMN, TableWriter, scores_table
 from steps.data.sources.batches import ReviewStream
@@ -75,13 +76,13 @@ def score_stream(
                     f"{stream.where}: the model failed on rows {first_row:,}-{last_row:,}"
                     f" ({one_line(exc, 300)}); nothing was written"
                 ) from None
-            labels = answer["label"].to_numpy(dtype=object)
+            labels = answer[LABEL_FIELD].to_numpy(dtype=object)
             writer.write(
                 scores_table(
                     key,
                     keys.take(pa.array(good)) if len(good) < len(kinds) else keys,
                     labels,
-                    answer["score"].to_numpy(dtype=np.float64),
+                    answer[SCORE_FIELD].to_numpy(dtype=np.float64),
                     model_name,
                     model_version,
                 )

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pyfunc.contract import LABEL_FIELD, OUTPUT_FIELDS, SCORE_FIELD
 from steps.data.sources.batches import s3_call, s3_filesystem, s3_path
 from steps.data.sources.common import is_gzip, kind_of
 from steps.stage.errors import StageError
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ENDINGS = ".parquet, .pq, .csv or .csv.gz"
 # Besides the id (or row number), every output has these columns.
-COLUMNS = ("label", "score", "model_name", "model_version")
+COLUMNS = (*OUTPUT_FIELDS, "model_name", "model_version")
 ROW_COLUMN = "row"  # the row number (from 1) when the input has no id column
 
 
@@ -174,8 +175,8 @@ def scores_table(
     return pa.table(
         {
             key: keys,
-            "label": pa.array(labels, type=pa.string()),
-            "score": pa.array(scores, type=pa.float64()),
+            LABEL_FIELD: pa.array(labels, type=pa.string()),
+            SCORE_FIELD: pa.array(scores, type=pa.float64()),
             "model_name": pa.array([model_name] * rows, type=pa.string()),
             "model_version": pa.array([model_version] * rows, type=pa.string()),
         }

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pyfunc.contract import LABEL_FIELD, SCORE_FIELD, TEXT_COLUMN
 from steps.batch import checks
 from steps.batch.local import Tally
 from steps.batch.output import ROW_COLUMN, Target
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LOG4J2_FILE = Path(__file__).resolve().parent / "log4j2.properties"
 APP_NAME = "imdb-sentiment-score"
-RESULT_TYPE = "label string, score double"  # the model's output signature, as Spark types
+RESULT_TYPE = f"{LABEL_FIELD} string, {SCORE_FIELD} double"  # the model's output, as Spark types
 INSTALL_HINT = "pip install '.[spark]' (make install-spark)"
 JAVA_HINT = "install Java 17 or newer (Debian: apt-get install openjdk-17-jre-headless)"
 # The CSV dialect pandas and ingest use: "" inside quotes escapes a quote, fields may span
@@ -166,11 +167,11 @@ def from_stream(spark: Any, stream: ReviewStream) -> tuple[Any, str, str | None]
         reviews += checks.replace_undecodable(chunk.reviews)
         if chunk.ids is not None:
             ids.append(chunk.ids)
-    columns = {"review": pa.array(reviews, type=pa.string())}
+    columns = {TEXT_COLUMN: pa.array(reviews, type=pa.string())}
     if stream.id_name is not None:
         columns = {stream.id_name: pa.concat_arrays(ids), **columns}
     log.info("read %s rows of %s on the driver", f"{len(reviews):,}", stream.where)
-    return spark.createDataFrame(pa.table(columns)), "review", stream.id_name
+    return spark.createDataFrame(pa.table(columns)), TEXT_COLUMN, stream.id_name
 
 
 def score(
@@ -230,14 +231,14 @@ def score(
         )
     scored = good.select(F.col(key), predict(F.col(review)).alias("p")).select(
         key,
-        "p.label",
-        "p.score",
+        f"p.{LABEL_FIELD}",
+        f"p.{SCORE_FIELD}",
         F.lit(model_name).alias("model_name"),
         F.lit(model_version).alias("model_version"),
     )
     _write_committed(spark, scored, output, target, where)
-    written = spark.read.parquet(str(output.path)).groupBy("label").count().collect()
-    tally.labels.update({row["label"]: row["count"] for row in written})
+    written = spark.read.parquet(str(output.path)).groupBy(LABEL_FIELD).count().collect()
+    tally.labels.update({row[LABEL_FIELD]: row["count"] for row in written})
     tally.scored = sum(tally.labels.values())
     tally.seconds = time.perf_counter() - started
     return tally

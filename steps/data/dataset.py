@@ -35,6 +35,7 @@ import pyarrow as pa
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
 
+from pyfunc.contract import LABELS, TEXT_COLUMN
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import read_json, write_json
 from steps.stage.paths import (
@@ -46,11 +47,10 @@ from steps.stage.paths import (
     VALIDATED_MARKER,
 )
 
-COLUMNS = ("review", "sentiment")
+COLUMNS = (TEXT_COLUMN, "sentiment")  # the review column is the model's input column
 MOVIE_COLUMN = "movie"  # optional: the movie a review is about, where the source says
 UNLABELED = "unlabeled"  # the split of reviews without a label (optional)
-LABELS = ("negative", "positive")  # index = numeric class (0/1) used by the model
-NEGATIVE, POSITIVE = LABELS
+NEGATIVE, POSITIVE = LABELS  # the model's labels; index = the numeric class (0/1)
 SPLITS = {"train": TRAIN_FILE_NAME, "test": TEST_FILE_NAME}
 FILES = {**SPLITS, UNLABELED: UNLABELED_FILE_NAME}  # every file ingest may write, by split
 

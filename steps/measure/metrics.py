@@ -16,17 +16,21 @@ from sklearn.metrics import (
 
 from steps.data.dataset import POSITIVE
 
+# The figures' names (train logs them as val_<name>, evaluate as test_<name>).
+ACCURACY, F1, PRECISION, RECALL = "accuracy", "f1", "precision", "recall"
+ROC_AUC, LOG_LOSS, N_REVIEWS = "roc_auc", "log_loss", "n_reviews"
+
 
 def classification_metrics(labels: Sequence[str], scores: np.ndarray) -> dict[str, float]:
     """Threshold-0.5 and ranking metrics of scores (probability of positive) against labels."""
     truth = np.asarray(labels) == POSITIVE
     predicted = scores > 0.5
     return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, zero_division=0)),
-        "precision": float(precision_score(truth, predicted, zero_division=0)),
-        "recall": float(recall_score(truth, predicted, zero_division=0)),
-        "roc_auc": float(roc_auc_score(truth, scores)),
-        "log_loss": float(log_loss(truth, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "n_reviews": float(len(truth)),
+        ACCURACY: float(accuracy_score(truth, predicted)),
+        F1: float(f1_score(truth, predicted, zero_division=0)),
+        PRECISION: float(precision_score(truth, predicted, zero_division=0)),
+        RECALL: float(recall_score(truth, predicted, zero_division=0)),
+        ROC_AUC: float(roc_auc_score(truth, scores)),
+        LOG_LOSS: float(log_loss(truth, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        N_REVIEWS: float(len(truth)),
     }

@@ -23,19 +23,33 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PyFuncModel
 
+from pyfunc import contract
+from pyfunc.contract import OUTPUT_FIELDS, SCORE_FIELD, TEXT_COLUMN
 from steps.stage.errors import StageError
 
 log = logging.getLogger(__name__)
 
-# The pyfunc's input column (pyfunc.model.TEXT_COLUMN, the data's review column; a test keeps
-# them equal). Not imported from there: this module is the scoring child, which must import
-# `pyfunc` only from the model it loads, and a package imported first would shadow the model's
-# own copy. Versions logged before the column was renamed read `text`: `input_column` asks each
+# Versions logged before the input column was renamed read `text`: `input_column` asks each
 # model's signature.
-TEXT_COLUMN = "review"
-OUTPUT_COLUMNS = ("label", "score")  # what the pyfunc returns per review
 CHUNK = 1000  # reviews per predict call in the child (progress granularity)
 _CHILD = f"import sys; from {__name__} import score_in_child; score_in_child(*sys.argv[1:5])"
+
+
+def load_model(uri: str) -> PyFuncModel:
+    """`mlflow.pyfunc.load_model`, the model running the `pyfunc/` code logged with it.
+
+    Importing pyfunc/contract.py also imports the project's `pyfunc` package; left in
+    sys.modules, it would answer the model's own `import pyfunc.model` with the project's code
+    (a champion logged with older code would run the candidate's). Where nothing else of the
+    project's pyfunc is loaded (a stage process), both are forgotten first, so the model
+    imports its own copy; the names already bound here stay. A process that runs the project's
+    model code itself (train, the tests) keeps it, as before.
+    """
+    loaded = [name for name in sys.modules if name.partition(".")[0] == "pyfunc"]
+    if set(loaded) <= {"pyfunc", contract.__name__}:
+        for name in loaded:
+            del sys.modules[name]
+    return mlflow.pyfunc.load_model(uri)
 
 
 def input_column(model: PyFuncModel) -> str:
@@ -92,11 +106,11 @@ def score_models(models: Sequence[tuple[str, str]], texts: list[str]) -> list[pd
 
 
 def _checked(scores: pd.DataFrame, name: str, rows: int) -> pd.DataFrame:
-    missing = [c for c in OUTPUT_COLUMNS if c not in scores.columns]
+    missing = [c for c in OUTPUT_FIELDS if c not in scores.columns]
     if missing or len(scores) != rows:
         raise StageError(
             f"{name} returned columns {list(scores.columns)} for {len(scores)} rows;"
-            f" expected {list(OUTPUT_COLUMNS)} for {rows} rows"
+            f" expected {list(OUTPUT_FIELDS)} for {rows} rows"
         )
     return scores
 
@@ -106,7 +120,7 @@ def score_in_child(model_dir: str, reviews_path: str, out_path: str, name: str) 
     from tqdm import tqdm
 
     logging.basicConfig(level=logging.WARNING)
-    model = mlflow.pyfunc.load_model(model_dir)
+    model = load_model(model_dir)
     texts = pd.read_parquet(reviews_path)[TEXT_COLUMN].tolist()
     parts = []
     with tqdm(total=len(texts), unit="review", desc=f"scoring ({name})", file=sys.stderr) as bar:
@@ -114,7 +128,7 @@ def score_in_child(model_dir: str, reviews_path: str, out_path: str, name: str) 
             chunk = texts[start : start + CHUNK]
             parts.append(pd.DataFrame(model.predict(review_frame(model, chunk))))
             bar.update(len(chunk))
-    result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=OUTPUT_COLUMNS)
+    result = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=OUTPUT_FIELDS)
     result.to_parquet(out_path)
 
 
@@ -128,6 +142,6 @@ def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarra
         for start in range(0, len(reviews), batch_size):
             batch = reviews[start : start + batch_size]
             answer = model.predict(review_frame(model, batch))
-            scores[start : start + len(batch)] = answer["score"].to_numpy(dtype=float)
+            scores[start : start + len(batch)] = answer[SCORE_FIELD].to_numpy(dtype=float)
             bar.update(len(batch))
     return scores

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from pyfunc.contract import BASELINE_SHARE_KEY, POSITIVE
 from steps.monitoring import text
 from steps.stage.config import MonitorConfig
 
@@ -120,7 +121,7 @@ def compare(
         ),
         Figure(
             "score_psi", psi(train_scores, scores, SCORE_EDGES),
-            float(np.mean(scores > 0.5)), profile["predicted_positive_share"],
+            float(np.mean(scores > 0.5)), profile[BASELINE_SHARE_KEY],
             cfg.max_score_psi, "monitor.max_score_psi", "batch/training: predicted positive share",
         ),
         Figure(
@@ -129,7 +130,7 @@ def compare(
         ),
     ]  # fmt: skip
     if labels is not None:
-        truth = np.asarray(labels) == "positive"
+        truth = np.asarray(labels) == POSITIVE
         share = float(truth.mean())
         training_share = profile["positive_label_share"]
         figures.append(

@@ -2,7 +2,7 @@
 
 `train` builds it from the validation split, scored by the model fitted without it (so scores and
 unseen tokens are those of reviews the model has not seen, as in production), and logs it inside
-the model as the artifact `profile` (pyfunc.model.PROFILE_ARTIFACT): whoever has the model, from
+the model as the artifact `profile` (pyfunc.contract.PROFILE_ARTIFACT): whoever has the model, from
 the registry, a run or models/model, has its profile. About 60 KB: a sample of the validation
 split's review lengths and scores for the two-sample test and PSI, plus one number per figure.
 """
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from mlflow.models import Model
 
+from pyfunc.contract import BASELINE_SHARE_KEY, PROFILE_ARTIFACT
 from steps.monitoring import text
 from steps.stage.errors import StageError
 
 PROFILE_VERSION = 1
 SAMPLE_SIZE = 5000  # lengths and scores kept for the distribution comparisons
-PROFILE_ARTIFACT = "profile"  # pyfunc.model.PROFILE_ARTIFACT (a test keeps them equal)
 
 
 def build_profile(
@@ -43,7 +43,7 @@ def build_profile(
         "profile_version": PROFILE_VERSION,
         "reviews": len(reviews),
         "positive_label_share": float(positive_label_share),
-        "predicted_positive_share": float(np.mean(scores > 0.5)) if len(scores) else 0.0,
+        BASELINE_SHARE_KEY: float(np.mean(scores > 0.5)) if len(scores) else 0.0,
         "accuracy": float(accuracy),
         "unseen_token_share": float(unseen.sum() / max(int(tokens.sum()), 1)),
         "markup_share": text.markup_share(reviews),

@@ -31,6 +31,7 @@ import numpy as np
 import requests
 
 from steps.measure import sample as samples
+from steps.monitoring import promql
 from steps.rollout import smoke
 from steps.rollout.kube import Kube
 from steps.stage.config import AnalysisConfig, DeployConfig
@@ -39,25 +40,6 @@ from steps.stage.errors import StageError, one_line
 log = logging.getLogger(__name__)
 
 PROMETHEUS_URL_ENV = "IMDB_PROMETHEUS_URL"
-# The served model's metric prefix (pyfunc.telemetry.PREFIX; a test keeps them equal). Not
-# imported from there: only train imports pyfunc (tests/test_architecture.py).
-PREFIX = "imdb_sentiment"
-
-# PromQL over one slot's series; {slot} and {window} are filled in.
-QUERIES = {
-    "error_ratio": (
-        f'sum(rate({PREFIX}_calls_total{{{{slot="{{slot}}",outcome="error"}}}}[{{window}}]))'
-        f' / sum(rate({PREFIX}_calls_total{{{{slot="{{slot}}"}}}}[{{window}}]))'
-    ),
-    "p99_seconds": (
-        "histogram_quantile(0.99, sum by (le)"
-        f' (rate({PREFIX}_predict_seconds_bucket{{{{slot="{{slot}}"}}}}[{{window}}])))'
-    ),
-    "positive_share": (
-        f'sum(rate({PREFIX}_reviews_total{{{{slot="{{slot}}",label="positive"}}}}[{{window}}]))'
-        f' / sum(rate({PREFIX}_reviews_total{{{{slot="{{slot}}"}}}}[{{window}}]))'
-    ),
-}
 
 
 class AnalysisFailed(StageError):
@@ -222,8 +204,8 @@ def watch_live(
         sleep(max(0.0, min(bounds.interval, deadline - clock())))
         rounds += 1
         figures = {
-            name: prometheus.value(name, query.format(slot=slot, window=window))
-            for name, query in QUERIES.items()
+            name: prometheus.value(name, query)
+            for name, query in promql.slot_queries(slot, window).items()
         }
         if any(math.isnan(value) for value in figures.values()):
             log.info("post-promotion round %d: no calls to slot %s in %s", rounds, slot, window)

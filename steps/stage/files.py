@@ -11,7 +11,6 @@ spreadsheet would run as a formula."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -144,15 +143,6 @@ def read_json(path: Path, what: str, remedy: str) -> dict:
     if not isinstance(raw, dict):
         raise StageError(f"{path}: {what} should be a JSON object: {remedy}")
     return raw
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def spreadsheet_safe(value: Any) -> Any:

@@ -21,7 +21,6 @@ UNLABELED_FILE_NAME = "unlabeled.parquet"  # only when the source has unlabeled 
 MANIFEST_FILE_NAME = "manifest.json"
 VALIDATED_MARKER = DATA_DIR / "validated.json"  # written only when validation passes
 
-EXPECTATIONS_DIR = Path("expectations")
 
 REPORTS_DIR = Path("reports")
 VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"  # GX Data Docs site (index.html) + result
@@ -44,6 +43,7 @@ MODEL_DIR = MODELS_DIR / "model"  # the trained pyfunc model (mlflow.pyfunc.save
 TRAINED_MODEL_INFO_FILE = MODELS_DIR / "model.json"  # train's run id and logged model URI
 
 K8S_DIR = Path("k8s")  # the manifests `make deploy-plan` plans against without a cluster
+MONITORING_DIR = K8S_DIR / "monitoring"  # alert rules and dashboard (steps/monitoring/promql.py)
 
 TRACKING_DB = Path("mlflow.db")
 ARTIFACTS_DIR = Path("mlartifacts")

@@ -66,6 +66,7 @@ DATA_TAG = "data_manifest_sha256"  # content hash of the ingested data (train, e
 SOURCE_TAG = "data_source"
 MODEL_URI_TAG = "model_uri"  # on train runs: the logged model (register -P run_id=... reads it)
 REGISTERED_VERSION_TAG = "registered_version"  # on register runs (main rolls it up)
+TRAIN_RUN_TAG = "train_run_id"  # on evaluate and register runs: the train run of their model
 # MLflow 3's UI opens an experiment of this kind in its classic ML view (runs, metrics, models)
 # rather than the GenAI view (traces) it shows an experiment it knows nothing about.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

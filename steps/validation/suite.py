@@ -44,16 +44,6 @@ def load_suite_json(path: Path) -> dict:
     return raw
 
 
-def suite_parameter_names(raw_suite: Mapping[str, Any]) -> set[str]:
-    """The `$PARAMETER` expressions in a suite (e.g. "min_rows", "1 - max_duplicate_fraction")."""
-    return {
-        value["$PARAMETER"]
-        for item in raw_suite["expectations"]
-        for value in item.get("kwargs", {}).values()
-        if isinstance(value, dict) and "$PARAMETER" in value
-    }
-
-
 def run_suites(
     batches: Sequence[Batch],
     parameters: Mapping[str, Any],

@@ -252,15 +252,6 @@ def test_prometheus_url_from_the_environment_and_credentials_never_shown(monkeyp
     assert analysis.prometheus_url(given) == "http://127.0.0.1:9090"
 
 
-def test_the_queries_name_the_series_the_model_exports():
-    from pyfunc import telemetry
-
-    assert analysis.PREFIX == telemetry.PREFIX
-    for query in analysis.QUERIES.values():
-        expr = query.format(slot="green", window="60s")
-        assert 'slot="green"' in expr and "[60s]" in expr and telemetry.PREFIX in expr
-
-
 def test_plan_without_a_cluster_comes_from_the_manifests_and_says_what_it_assumed(
     registry, deploy_cfg, tmp_path, monkeypatch, capsys
 ):

@@ -29,7 +29,7 @@ from deploy_support import BLUE, GREEN, LIVE, PIP_REQUIREMENTS, log_sample, seed
 from mlflow import MlflowClient
 from support import free_port
 
-from pyfunc import telemetry
+from pyfunc import contract
 from steps import deploy
 from steps.rollout import analysis
 from steps.rollout.kube import Kube
@@ -108,10 +108,10 @@ def watched(tmp_path_factory, prometheus_tools):
             metrics = f"127.0.0.1:{free_port()}"
             env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_"))}
             env |= {
-                telemetry.METRICS_PORT_ENV: metrics,
-                telemetry.SLOT_ENV: slot,
-                telemetry.MODEL_VERSION_ENV: str(version),
-                telemetry.MULTIPROC_DIR_ENV: str(root / f"multiproc-{version}"),
+                contract.METRICS_PORT_ENV: metrics,
+                contract.SLOT_ENV: slot,
+                contract.MODEL_VERSION_ENV: str(version),
+                contract.MULTIPROC_DIR_ENV: str(root / f"multiproc-{version}"),
             }
             server = model_server.start(str(path), free_port(), root / f"v{version}.log", env=env)
             servers.append(server)
@@ -135,7 +135,7 @@ def prometheus(request, watched, prometheus_tools, tmp_path):
     try:
         prometheus_server.wait_ready(running)
         for slot in ("blue", "green"):  # every series exists at 0 once the model has loaded
-            expr = f'count({telemetry.PREFIX}_calls_total{{slot="{slot}"}})'
+            expr = f'count({contract.CALLS_METRIC}_total{{slot="{slot}"}})'
             assert running.wait_for(expr, 3.0) == 3.0, running.log_path.read_text()[-2000:]
         yield running
     finally:

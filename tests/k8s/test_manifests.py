@@ -165,7 +165,8 @@ def test_the_serving_images_nginx_conf_is_mlflows_but_for_the_marked_changes():
 
 
 def test_both_slots_and_make_serve_give_the_model_the_same_request_limits():
-    from pyfunc.model import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV, RequestLimits
+    from pyfunc.contract import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV
+    from pyfunc.model import RequestLimits
 
     limits = {slot: serving_limits(slot) for slot in SLOTS}
     assert set(limits["blue"]) == {MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV}

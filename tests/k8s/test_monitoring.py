@@ -1,8 +1,9 @@
 """k8s/monitoring/ and the monitoring parts of the pod spec: the metrics port, scrape discovery
 for both set-ups (the Operator's PodMonitor, the prometheus.io/* annotations), the NetworkPolicy,
-the alert rules (plain file == PrometheusRule, `promtool check rules` and `promtool test rules`)
-and the Grafana dashboard's structure. Its queries run against a real Prometheus in
-tests/serving/test_prometheus.py.
+the alert rules (`promtool check rules` and `promtool test rules`) and the Grafana dashboard's
+structure. The rules, the PrometheusRule and the dashboard are generated
+(steps/monitoring/promql.py): the committed files must be what it renders. Their queries run
+against a real Prometheus in tests/serving/test_prometheus.py.
 
 kubernetes-validate has no schema for the Operator's CRDs, so their structure is checked here.
 """
@@ -15,16 +16,18 @@ import subprocess
 
 import pytest
 import yaml
-from deploy_support import K8S_DIR, kustomization_documents
+from deploy_support import kustomization_documents
 
-from pyfunc import telemetry
+from pyfunc import contract, telemetry
+from steps.monitoring import promql
 from steps.rollout import slots
+from steps.stage import paths
 from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
 
-MONITORING_DIR = K8S_DIR / "monitoring"
-RULES_FILE = MONITORING_DIR / "alerts.rules.yaml"
-DASHBOARD_FILE = MONITORING_DIR / "dashboard.json"
+MONITORING_DIR = PROJECT_ROOT / paths.MONITORING_DIR
+RULES_FILE = PROJECT_ROOT / promql.RULES_FILE
+DASHBOARD_FILE = PROJECT_ROOT / promql.DASHBOARD_FILE
 PARAMS = load_params(PROJECT_ROOT / "params.yaml")
 # Series the rules may use besides the model's own: kube-state-metrics and cAdvisor names.
 CLUSTER_SERIES = {
@@ -32,14 +35,12 @@ CLUSTER_SERIES = {
     "container_cpu_cfs_periods_total",
     "container_cpu_cfs_throttled_periods_total",
 }
-MODEL_SERIES = {
-    f"{telemetry.PREFIX}_{name}"
-    for name in (
-        "calls_total", "reviews_total", "rejected_total", "model_info",
-        "baseline_positive_share", "predict_seconds_bucket", "score_bucket",
-        "review_chars_bucket",
-    )
-}  # fmt: skip
+# What the model exports, by Prometheus's naming of each kind: counters `_total`, histograms
+# `_bucket` (the ones queried), gauges as named.
+COUNTERS = (contract.CALLS_METRIC, contract.REVIEWS_METRIC, contract.REJECTED_METRIC)
+HISTOGRAMS = (contract.PREDICT_SECONDS_METRIC, contract.SCORE_METRIC, contract.REVIEW_CHARS_METRIC)
+GAUGES = (contract.MODEL_INFO_METRIC, contract.BASELINE_SHARE_METRIC)
+MODEL_SERIES = {f"{c}_total" for c in COUNTERS} | {f"{h}_bucket" for h in HISTOGRAMS} | set(GAUGES)
 
 
 def env(container: dict) -> dict[str, dict]:
@@ -72,7 +73,7 @@ def test_each_slot_exposes_metrics_labelled_with_its_slot_and_version(deployment
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     variables = env(container)
     metrics_port = ports["metrics"]
-    assert variables[telemetry.METRICS_PORT_ENV]["value"] == str(metrics_port)
+    assert variables[contract.METRICS_PORT_ENV]["value"] == str(metrics_port)
     assert telemetry.parse_address(str(metrics_port)) == ("0.0.0.0", metrics_port)
     assert container["ports"][0]["name"] == "http"  # the serving port stays first
     annotations = template["metadata"]["annotations"]
@@ -82,15 +83,15 @@ def test_each_slot_exposes_metrics_labelled_with_its_slot_and_version(deployment
         "prometheus.io/path": "/metrics",
     }
     # The slot and the model version come from the pod's own labels (downward API).
-    slot_ref = variables[telemetry.SLOT_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+    slot_ref = variables[contract.SLOT_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
     assert slot_ref == f"metadata.labels['{slots.SLOT_LABEL}']"
     assert slots.SLOT_LABEL in template["metadata"]["labels"]
-    version_ref = variables[telemetry.MODEL_VERSION_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+    version_ref = variables[contract.MODEL_VERSION_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
     assert version_ref == f"metadata.labels['{slots.VERSION_LABEL}']"
-    assert variables[telemetry.MODEL_NAME_ENV]["value"] == PARAMS.register.model_name
-    assert variables[telemetry.PREDICTION_LOG_ENV]["value"] == "1"
+    assert variables[contract.MODEL_NAME_ENV]["value"] == PARAMS.register.model_name
+    assert variables[contract.PREDICTION_LOG_ENV]["value"] == "1"
     # The workers' metric files live on a volume of their own (the root is read-only).
-    folder = variables[telemetry.MULTIPROC_DIR_ENV]["value"]
+    folder = variables[contract.MULTIPROC_DIR_ENV]["value"]
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in template["spec"]["volumes"]}
     assert folder in mounts and "emptyDir" in volumes[mounts[folder]]
@@ -122,11 +123,13 @@ def test_network_policy_lets_only_the_scraper_reach_the_metrics_port():
     assert policy["spec"]["egress"] == []
 
 
-def test_prometheus_rule_carries_exactly_the_plain_rules_file():
-    plain = yaml.safe_load(RULES_FILE.read_text())
-    (rule,) = [d for d in kustomization_documents(MONITORING_DIR) if d["kind"] == "PrometheusRule"]
-    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"}
-    assert rule["spec"] == plain
+def test_the_committed_files_are_the_generated_ones():
+    stale = [
+        str(path)
+        for path, text in promql.rendered(PARAMS.deploy).items()
+        if (PROJECT_ROOT / path).read_text() != text
+    ]
+    assert stale == [], f"{', '.join(stale)}: out of date; run `{promql.COMMAND}`"
 
 
 def test_rules_cover_the_issue_and_use_only_known_series():

@@ -8,7 +8,7 @@ import json
 import pytest
 from support import make_reviews
 
-from pyfunc import telemetry
+from pyfunc import contract, telemetry
 from pyfunc.model import InvalidReviews, RequestLimits, SentimentModel
 from pyfunc.pipeline import build_pipeline, token_counts
 
@@ -33,20 +33,20 @@ def test_metrics_address(text, expected):
 
 @pytest.mark.parametrize("text", ["", "port", "127.0.0.1:", "70000", "0"])
 def test_a_bad_metrics_address_names_the_variable(text):
-    with pytest.raises(ValueError, match=telemetry.METRICS_PORT_ENV):
+    with pytest.raises(ValueError, match=contract.METRICS_PORT_ENV):
         telemetry.parse_address(text)
 
 
 def test_off_unless_a_variable_says_otherwise(tmp_path):
     assert telemetry.from_environment(tmp_path / "x", environ={}) is None
-    blank = {telemetry.METRICS_PORT_ENV: " ", telemetry.PREDICTION_LOG_ENV: "0"}
+    blank = {contract.METRICS_PORT_ENV: " ", contract.PREDICTION_LOG_ENV: "0"}
     assert telemetry.from_environment(tmp_path / "x", environ=blank) is None
 
 
 def test_identity_comes_from_the_environment_and_the_mlmodel_file(tmp_path):
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "MLmodel").write_text("run_id: 0123abc\nmodel_id: m-42\nflavors: {}\n")
-    environ = {telemetry.SLOT_ENV: "blue", telemetry.MODEL_VERSION_ENV: "7"}
+    environ = {contract.SLOT_ENV: "blue", contract.MODEL_VERSION_ENV: "7"}
     found = telemetry.identity(tmp_path / "artifacts" / "pipeline.joblib", environ)
     assert found == telemetry.Identity("unknown", "7", "0123abc", "m-42", "blue")
     assert telemetry.identity(None, {}) == telemetry.Identity(*["unknown"] * 5)
@@ -54,7 +54,7 @@ def test_identity_comes_from_the_environment_and_the_mlmodel_file(tmp_path):
 
 def test_one_json_line_per_call_with_counts_and_never_the_text(pipeline, capfd, tmp_path):
     model = SentimentModel(pipeline)
-    environ = {telemetry.PREDICTION_LOG_ENV: "1", telemetry.SLOT_ENV: "green"}
+    environ = {contract.PREDICTION_LOG_ENV: "1", contract.SLOT_ENV: "green"}
     model.telemetry = telemetry.from_environment(None, environ=environ)
     assert model.telemetry.metrics is None  # logs only: no metrics asked for
     answer = model.predict(None, ["A superb, moving film. secretword", "Dull. secretword", ""])
@@ -77,7 +77,7 @@ def test_an_error_inside_the_model_is_logged_as_an_error(capfd):
             raise RuntimeError("boom")
 
     model = SentimentModel(Broken())
-    model.telemetry = telemetry.from_environment(None, environ={telemetry.PREDICTION_LOG_ENV: "1"})
+    model.telemetry = telemetry.from_environment(None, environ={contract.PREDICTION_LOG_ENV: "1"})
     with pytest.raises(RuntimeError):
         model.predict(None, ["A film."])
     (line,) = capfd.readouterr().out.splitlines()

@@ -25,7 +25,7 @@ from docker_pod import Container, PeakRss, docker, memory_bytes, pod_template, r
 from docker_pod import startup_budget as budget_of
 from support import REPO_ROOT, serving_limits
 
-from pyfunc.model import MAX_CALL_CHARS_ENV, TEXT_COLUMN
+from pyfunc.contract import MAX_CALL_CHARS_ENV, TEXT_COLUMN
 from steps.stage.config import load_params
 from steps.tracking import registry
 

@@ -26,7 +26,7 @@ import pytest
 import requests
 from support import free_port, serving_limits
 
-from pyfunc import telemetry
+from pyfunc import contract
 from steps.tracking import registry
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -66,12 +66,12 @@ def monitored(champion_store, prometheus_tools, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_"))}
     env.update({
         "MLFLOW_TRACKING_URI": uri,
-        telemetry.METRICS_PORT_ENV: f"127.0.0.1:{metrics_port}",
-        telemetry.PREDICTION_LOG_ENV: "1",
-        telemetry.SLOT_ENV: SLOT,
-        telemetry.MODEL_NAME_ENV: MODEL_NAME,
-        telemetry.MODEL_VERSION_ENV: version,
-        telemetry.MULTIPROC_DIR_ENV: str(folder / "multiproc"),
+        contract.METRICS_PORT_ENV: f"127.0.0.1:{metrics_port}",
+        contract.PREDICTION_LOG_ENV: "1",
+        contract.SLOT_ENV: SLOT,
+        contract.MODEL_NAME_ENV: MODEL_NAME,
+        contract.MODEL_VERSION_ENV: version,
+        contract.MULTIPROC_DIR_ENV: str(folder / "multiproc"),
         **serving_limits(),  # as the pods set them: the "too long" requests are refused
     })  # fmt: skip
     server = model_server.start(

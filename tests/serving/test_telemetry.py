@@ -26,7 +26,7 @@ import pytest
 import requests
 from support import free_port
 
-from pyfunc import telemetry
+from pyfunc import contract
 from steps.tracking import registry
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ REVIEWS = ["A great, wonderful film.", "An awful, boring film."]
 def serve(champion_store, folder: Path, workers: int, **variables: str) -> model_server.Server:
     uri, _ = champion_store
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_"))}
-    env.pop(telemetry.MULTIPROC_DIR_ENV, None)
+    env.pop(contract.MULTIPROC_DIR_ENV, None)
     env.update(MLFLOW_TRACKING_URI=uri, **variables)
     server = model_server.start(
         registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS), free_port(),
@@ -76,8 +76,8 @@ def test_a_metrics_port_already_taken_leaves_the_model_serving_with_one_warning(
         port = taken.getsockname()[1]
         server = serve(
             champion_store, tmp_path, workers=2,
-            **{telemetry.METRICS_PORT_ENV: f"127.0.0.1:{port}",
-               telemetry.MULTIPROC_DIR_ENV: str(tmp_path / "multiproc")},
+            **{contract.METRICS_PORT_ENV: f"127.0.0.1:{port}",
+               contract.MULTIPROC_DIR_ENV: str(tmp_path / "multiproc")},
         )  # fmt: skip
         try:
             assert predict(server) == ["positive", "negative"]
@@ -86,7 +86,7 @@ def test_a_metrics_port_already_taken_leaves_the_model_serving_with_one_warning(
             warnings = [line for line in log.splitlines() if "is not available" in line]
             assert len(warnings) == 1, log[-2000:]
             assert f"metrics port 127.0.0.1:{port}" in warnings[0]
-            assert telemetry.METRICS_PORT_ENV in warnings[0]
+            assert contract.METRICS_PORT_ENV in warnings[0]
             assert predict(server) == ["positive", "negative"]
         finally:
             model_server.stop(server)
@@ -98,8 +98,8 @@ def test_a_sibling_worker_takes_the_metrics_over_when_the_exporting_one_dies(
     port = free_port()
     server = serve(
         champion_store, tmp_path, workers=2,
-        **{telemetry.METRICS_PORT_ENV: f"127.0.0.1:{port}",
-           telemetry.MULTIPROC_DIR_ENV: str(tmp_path / "multiproc")},
+        **{contract.METRICS_PORT_ENV: f"127.0.0.1:{port}",
+           contract.MULTIPROC_DIR_ENV: str(tmp_path / "multiproc")},
     )  # fmt: skip
     try:
         for _ in range(6):
@@ -154,7 +154,7 @@ def test_with_monitoring_off_nothing_is_imported_opened_or_written(
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_"))}
-    env.pop(telemetry.MULTIPROC_DIR_ENV, None)
+    env.pop(contract.MULTIPROC_DIR_ENV, None)
     env["TMPDIR"] = str(scratch)
     result = subprocess.run(
         [sys.executable, "-c", OFF_CHILD, local], env=env, cwd=tmp_path,

@@ -12,10 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import make_reviews, mark_validated, write_ingested
 
-from pyfunc import model as pyfunc_model
 from steps import evaluate, train
-from steps.data import dataset
-from steps.measure import behavioural, sample, scoring
+from steps.measure import behavioural, sample
 from steps.measure.metrics import classification_metrics
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
@@ -193,13 +191,6 @@ def test_classification_metrics_by_hand():
     assert metrics["roc_auc"] == 0.75  # 3 of the 4 positive/negative pairs ranked right
     assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.4, 0.8, 0.4])), rel=1e-12)
     assert metrics["n_reviews"] == 4
-
-
-def test_the_steps_side_names_are_the_models():
-    # pyfunc never imports steps, and steps.measure.scoring must not import pyfunc (see its
-    # comment): the input column and the labels are written on both sides, and must agree.
-    assert scoring.TEXT_COLUMN == pyfunc_model.TEXT_COLUMN == dataset.COLUMNS[0]
-    assert dataset.LABELS == pyfunc_model.LABELS
 
 
 def _keyword_scorer(negation_aware: bool):

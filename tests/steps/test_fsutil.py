@@ -4,8 +4,9 @@ import stat
 
 import pytest
 
+from steps.data.dataset import file_sha256
 from steps.stage.errors import StageError
-from steps.stage.files import atomic_dir, atomic_path, read_json, sha256_file, write_json
+from steps.stage.files import atomic_dir, atomic_path, read_json, write_json
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path):
@@ -43,7 +44,7 @@ def test_write_json_is_stable_and_hash_matches(tmp_path):
     first = path.read_bytes()
     write_json(path, {"a": [1, 2], "b": 1})
     assert path.read_bytes() == first
-    assert sha256_file(path) == hashlib.sha256(first).hexdigest()
+    assert file_sha256(path) == hashlib.sha256(first).hexdigest()
 
 
 def _umask() -> int:

@@ -220,10 +220,3 @@ def test_labels_stay_required_for_ingest_and_optional_only_inside_the_context():
             tidy(bad, "t.csv")  # a label column that is there is still checked
     with pytest.raises(SourceError, match="missing column sentiment"):
         tidy(frame, "t.csv")
-
-
-def test_the_profile_artifact_name_is_the_models():
-    from pyfunc.model import PROFILE_ARTIFACT
-    from steps.monitoring import profile
-
-    assert profile.PROFILE_ARTIFACT == PROFILE_ARTIFACT  # steps/ may not import pyfunc

@@ -407,9 +407,8 @@ def test_mlflow_run_of_the_score_entry_point(project_copy, tracking_uri, model_d
 def test_a_servers_request_limits_in_the_environment_do_not_apply_to_a_batch(
     tmp_path, model_dir, monkeypatch, run_score
 ):
-    from pyfunc.model import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV
+    from pyfunc.contract import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV
 
-    assert score.SERVING_LIMITS_ENV == (MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV)
     monkeypatch.setenv(MAX_CALL_CHARS_ENV, "1000")  # a shell that also serves the model
     monkeypatch.setenv(MAX_REVIEW_CHARS_ENV, "20")
     reviews_with_ids(200, seed=75).to_parquet(tmp_path / "reviews.parquet", index=False)

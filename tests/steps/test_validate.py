@@ -24,7 +24,7 @@ from steps.data.dataset import (
 )
 from steps.stage.config import ValidateConfig, load_params
 from steps.stage.errors import StageError, ValidationFailed
-from steps.validation.suite import load_suite_json, suite_parameter_names
+from steps.validation.suite import load_suite_json
 
 REPO = Path(__file__).resolve().parents[2]
 MIN_ROWS = 100  # small data; the default (1000) is checked by the real-data test
@@ -325,6 +325,16 @@ def test_invalid_suite_names_the_file_and_expectation(layout, cfg, tmp_path):
         layout.check(dataclasses.replace(cfg, suite=str(bad)))
     with pytest.raises(StageError, match="nowhere.json: expectation suite not found"):
         layout.check(dataclasses.replace(cfg, suite=str(tmp_path / "nowhere.json")))
+
+
+def suite_parameter_names(raw_suite: dict) -> set[str]:
+    """The `$PARAMETER` expressions in a suite (e.g. "min_rows", "1 - max_duplicate_fraction")."""
+    return {
+        value["$PARAMETER"]
+        for item in raw_suite["expectations"]
+        for value in item.get("kwargs", {}).values()
+        if isinstance(value, dict) and "$PARAMETER" in value
+    }
 
 
 def test_suites_use_every_bound_and_nothing_else(cfg):

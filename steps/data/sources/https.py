@@ -25,10 +25,11 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from steps.data.dataset import file_sha256
 from steps.data.sources.common import KNOWN_ENDINGS, Loaded, kind_of
 from steps.data.sources.local import load_file
 from steps.stage.errors import ConfigError, SourceError, one_line
-from steps.stage.files import atomic_path, sha256_file, sweep_stale, write_json
+from steps.stage.files import atomic_path, sweep_stale, write_json
 from steps.stage.secrets import printable, shown
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _reuse(url: str, target: Path, record: Path, expected: str) -> dict | None:
     try:
         facts = json.loads(record.read_text(encoding="utf-8"))
         valid = facts["url"] == url and target.stat().st_size == facts["bytes"]
-        digest = sha256_file(target) if valid else None
+        digest = file_sha256(target) if valid else None
     except (OSError, ValueError, KeyError, TypeError):
         valid, digest = False, None
     if valid and digest == facts["sha256"] and (not expected or digest == expected):
