@@ -189,34 +189,44 @@ def _client_error(
 
 
 def _table_objects(s3: Any, uri: str, bucket: str, key: str) -> list[RangedFile]:
-    """The object `key` names, or every table object under it as a prefix, in key order."""
+    """The object `key` names, or every table object under it as a prefix, in key order. An
+    object is looked up first (a reader may get objects without listing the bucket)."""
     endpoint = s3.meta.endpoint_url
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-    listed = call(uri, endpoint, lambda: [o for p in pages for o in p.get("Contents", ())], bucket)
-    exact = [o for o in listed if o["Key"] == key]
-    if exact:
+    found = call(uri, endpoint, lambda: _head(s3, bucket, key), bucket, key) if key else None
+    if found is not None:
         if kind_of(key) not in TABLE_KINDS:
             raise SourceError(f"{uri}: unknown object type: {STREAM_WHAT_TO_GIVE}")
-        found = exact
-    else:
-        prefix = f"{key.rstrip('/')}/" if key else ""
-        under = [o for o in listed if o["Key"].startswith(prefix)]
-        if not under and key:
-            raise SourceError(f"{uri}: no object or prefix {key!r}: check the key")
-        found = sorted(
-            (
-                o
-                for o in under
-                if kind_of(o["Key"]) in TABLE_KINDS and is_data(o["Key"][len(prefix) :])
-            ),
-            key=lambda o: o["Key"],
-        )
-        if not found:
-            raise SourceError(f"{uri}: no {TABLE_ENDINGS} objects under this prefix")
+        return [RangedFile(s3, uri, bucket, key, found["ContentLength"], found["ETag"])]
+    prefix = f"{key.rstrip('/')}/" if key else ""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    under = call(uri, endpoint, lambda: [o for p in pages for o in p.get("Contents", ())], bucket)
+    if not under and key:
+        raise SourceError(f"{uri}: no object or prefix {key!r}: check the key")
+    tables = [
+        o
+        for o in sorted(under, key=lambda o: o["Key"])
+        if kind_of(o["Key"]) in TABLE_KINDS and is_data(o["Key"][len(prefix) :])
+    ]
+    if not tables:
+        raise SourceError(f"{uri}: no {TABLE_ENDINGS} objects under this prefix")
     return [
         RangedFile(s3, f"s3://{bucket}/{o['Key']}", bucket, o["Key"], o["Size"], o["ETag"])
-        for o in found
+        for o in tables
     ]
+
+
+def _head(s3: Any, bucket: str, key: str) -> dict | None:
+    """The object's size and ETag, or None when there is none (or `key` ends in /)."""
+    from botocore.exceptions import ClientError
+
+    if key.endswith("/"):
+        return None
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return None  # maybe a prefix; a missing bucket is said by the listing
+        raise
 
 
 class RangedFile(io.RawIOBase):
