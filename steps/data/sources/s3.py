@@ -6,7 +6,7 @@ Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_K
 AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, else AWS. Nothing is written to disk:
 - load (ingest, monitor): one object streamed: a .tar.gz member by member, a table into memory;
 - stream (score): an object, or every table object under a prefix (a Parquet dataset), through
-  `RangedFile`: ranged GETs pinned to the ETag listed, so Parquet reads only its footer and the
+  `RangedFile`: ranged GETs pinned to the ETag found, so Parquet reads only its footer and the
   pages of the columns it needs, and memory stays at about one chunk (steps/data/README.md has
   the measurements behind this choice).
 boto3 is imported when an S3 source is read, not when the table is.
@@ -231,7 +231,7 @@ def _head(s3: Any, bucket: str, key: str) -> dict | None:
 
 class RangedFile(io.RawIOBase):
     """One S3 object as a seekable read-only file: each read is one ranged GET of the object as
-    it was listed (If-Match its ETag: a changed object is an error, not a mix of two versions).
+    it was found (If-Match its ETag: a changed object is an error, not a mix of two versions).
     Also a `TableFile` for streams.stream_files."""
 
     read_bytes = PARQUET_READ_BYTES
