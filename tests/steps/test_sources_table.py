@@ -118,6 +118,30 @@ def test_a_scheme_no_kind_claims_is_one_line_at_both_doors(source, tmp_path):
         pass
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("data/re\nviews.csv", "the source contains control characters"),
+        ("s3://bucket/k\x1b[31m.csv", "the source contains control characters"),
+        ("odbc:DSN=imdb;PWD=hunter2", "a password in the source is refused"),
+        ("https://me:hunter2@example.org/reviews.csv", "a password in the source is refused"),
+        ("~nobody-here-at-all/reviews.csv", "no such file or folder"),
+    ],
+)
+def test_both_doors_refuse_what_must_not_be_read_in_one_line(source, expected, tmp_path):
+    cfg = dataclasses.replace(INGEST, source=source)
+    for door in ("load", "stream"):
+        with pytest.raises(SourceError) as raised:
+            if door == "load":
+                load(cfg, tmp_path, labels=Labels.REQUIRED)
+            else:
+                with open_stream(source, Columns("review", ""), cfg, tmp_path, 10):
+                    pass
+        message = str(raised.value)
+        assert expected in message and message.isprintable(), (door, message)
+        assert "hunter2" not in message
+
+
 # --- nobody else dispatches on a source, and S3 has one client ------------------------------
 
 

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import pandas as pd
 
 from steps.data.dataset import MOVIE_COLUMN
-from steps.data.sources.common import kind_of, progress
+from steps.data.sources.common import kind_of, local_path, progress
 from steps.data.sources.kind import Columns, Labels, Loaded, Request, ReviewStream, SourceKind
 from steps.data.sources.streams import chunked
 from steps.data.sources.tables import LABEL_ALIASES
@@ -65,14 +65,14 @@ class AclImdb(SourceKind):
     def claims(self, source: str) -> bool:
         if "://" in source:
             return False
-        path = Path(source).expanduser()
+        path = local_path(source)
         if path.is_dir():
             return find_root(path) is not None
         return path.is_file() and kind_of(path.name) == "tar"
 
     def load(self, request: Request, labels: Labels) -> Loaded:
         """Labelled whatever `labels` says: the layout's folders are the labels."""
-        path = Path(request.source).expanduser()
+        path = local_path(request.source)
         if path.is_dir():
             return read_folder(find_root(path), request.where)
         return read_archive(path, request.where)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -34,6 +35,15 @@ def kind_of(name: str) -> str | None:
 
 def is_gzip(name: str) -> bool:
     return name.lower().endswith(".gz")
+
+
+def local_path(source: str) -> Path:
+    """A local source as a path, `~` expanded (kept as written for a user there is none of, so
+    it is reported as a missing path rather than a traceback)."""
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:
+        return Path(source)
 
 
 def is_data(relative: str) -> bool:

@@ -24,6 +24,7 @@ from steps.data.sources.common import (
     TABLE_KINDS,
     is_data,
     kind_of,
+    local_path,
 )
 from steps.data.sources.kind import Columns, Labels, Loaded, Request, ReviewStream, SourceKind
 from steps.data.sources.streams import stream_files
@@ -87,7 +88,7 @@ class LocalFile:
 
 def _existing(request: Request, what_to_give: str) -> tuple[Path, str]:
     """The source as a path that is a file or a folder, and how to name it."""
-    path, where = Path(request.source).expanduser(), request.where
+    path, where = local_path(request.source), request.where
     if path.is_dir() or path.is_file():
         return path, where
     if path.exists():
