@@ -118,10 +118,10 @@ def read(way: str, chunk_rows: int) -> dict:
     if way == "ranged":
         counted = s3.RangedFile._get
 
-        def counting(self, span):
+        def counting(self, start, end):
             nonlocal gets
             gets = (gets or 0) + 1
-            return counted(self, span)
+            return counted(self, start, end)
 
         s3.RangedFile._get = counting
     before = _rss_mb()

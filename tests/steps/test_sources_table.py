@@ -10,6 +10,7 @@ import gzip
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from code_graph import direct_imports, module_name, project_modules
@@ -316,6 +317,37 @@ def test_an_s3_csv_prefix_streams_in_chunks_with_ids(moto_s3, aws_env, tmp_path)
     assert [len(c.reviews) for c in chunks] == [20, 10, 20]  # file by file, in key order
     assert [i for c in chunks for i in c.ids.to_pylist()] == frame["id"].tolist()
     assert [r for c in chunks for r in c.reviews] == frame["review"].tolist()
+
+
+def test_s3_csv_objects_are_read_in_growing_ranges(moto_s3, aws_env, tmp_path, monkeypatch):
+    """Objects of a prefix are opened (their columns checked) before their turn: each holds only
+    its first range until read; a long CSV is then fetched in ranges doubling to the largest."""
+    from steps.data.sources import s3
+
+    spans: dict[str, list[tuple[int, int]]] = {}
+    fetch = s3.RangedFile._get
+
+    def recorded(self, start, end):
+        spans.setdefault(self.key, []).append((start, end))
+        return fetch(self, start, end)
+
+    monkeypatch.setattr(s3.RangedFile, "_get", recorded)
+    frame = make_reviews(4000, seed=97)
+    frame["review"] = frame["review"] * 40  # about 6 MiB of CSV per object
+    body = frame.to_csv(index=False).encode()
+    client = moto_s3.client()
+    for name in ("a", "b"):
+        client.put_object(Bucket=BUCKET, Key=f"big/{name}.csv", Body=body)
+    uri = f"s3://{BUCKET}/big/"
+    with open_stream(uri, Columns("review", ""), _s3_settings(moto_s3), tmp_path, 50) as stream:
+        assert spans == {k: [(0, s3.CSV_FIRST_BYTES)] for k in ("big/a.csv", "big/b.csv")}
+        assert sum(len(c.reviews) for c in stream.chunks) == 8000
+    for key in ("big/a.csv", "big/b.csv"):
+        sizes = [end - start for start, end in spans[key]]
+        assert [start for start, _ in spans[key]] == [0, *np.cumsum(sizes)[:-1].tolist()]
+        assert sum(sizes) == len(body)  # every byte once, in order
+        assert sizes[:3] == [s3.CSV_FIRST_BYTES, 2 * s3.CSV_FIRST_BYTES, 4 * s3.CSV_FIRST_BYTES]
+        assert max(sizes) <= s3.CSV_READ_BYTES
 
 
 def test_an_s3_object_replaced_while_it_is_streamed_is_one_line(moto_s3, aws_env, tmp_path):

@@ -46,7 +46,9 @@ CREDENTIALS_HINT = (
     "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket's permissions"
 )
 PARQUET_READ_BYTES = 4 << 20  # one ranged GET per 4 MiB of a Parquet column's pages
-CSV_READ_BYTES = 8 << 20  # one ranged GET per 8 MiB of a CSV object read front to back
+# A CSV is read front to back in ranges that grow from the first (its header and first rows) to
+# the largest, so the objects of a prefix, opened before their turn, hold little each.
+CSV_FIRST_BYTES, CSV_READ_BYTES = 256 << 10, 8 << 20
 _DENIED = {
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -241,17 +243,20 @@ class RangedFile(io.RawIOBase):
         self.s3, self.uri, self.bucket, self.key = s3, uri, bucket, key
         self.size, self.etag = size, etag
         self.position = 0
+        self._span = 0  # a CSV's next range; 0: each read asks for exactly its bytes (Parquet)
+        self._ahead, self._ahead_at = b"", 0  # a CSV's bytes fetched past the last read
 
     @property
     def name(self) -> str:
         return self.key.rsplit("/", 1)[-1]
 
     def open(self, stack: ExitStack) -> Any:
-        """This file for Parquet (which seeks), or buffered for a CSV read front to back."""
+        """This file from its start: read as asked for Parquet (which seeks to what it needs),
+        in growing ranges for a CSV."""
         self.seek(0)
-        if kind_of(self.name) == "parquet":
-            return self
-        return io.BufferedReader(self, buffer_size=CSV_READ_BYTES)
+        if kind_of(self.name) != "parquet":
+            self._span = CSV_FIRST_BYTES
+        return self
 
     def readable(self) -> bool:
         return True
@@ -275,19 +280,31 @@ class RangedFile(io.RawIOBase):
         return len(data)
 
     def read(self, size: int | None = -1) -> bytes:
-        end = self.size if size is None or size < 0 else min(self.position + size, self.size)
-        if end <= self.position:
+        start = self.position
+        end = self.size if size is None or size < 0 else min(start + size, self.size)
+        if end <= start:
             return b""
-        span = f"bytes={self.position}-{end - 1}"
-        endpoint = self.s3.meta.endpoint_url
-        data = call(self.uri, endpoint, lambda: self._get(span), self.bucket, self.key)
+        if 0 <= start - self._ahead_at < len(self._ahead):  # a CSV's next bytes, fetched already
+            data = self._ahead[start - self._ahead_at : end - self._ahead_at]
+        else:
+            fetched = self._fetch(start, min(max(end, start + self._span), self.size))
+            if self._span:
+                self._ahead, self._ahead_at = fetched, start
+                self._span = min(2 * self._span, CSV_READ_BYTES)
+            data = fetched[: end - start]
         self.position += len(data)
         return data
 
     def readall(self) -> bytes:
         return self.read(-1)
 
-    def _get(self, span: str) -> bytes:
+    def _fetch(self, start: int, end: int) -> bytes:
+        """Bytes start..end-1 of the object, in one ranged GET."""
+        endpoint = self.s3.meta.endpoint_url
+        return call(self.uri, endpoint, lambda: self._get(start, end), self.bucket, self.key)
+
+    def _get(self, start: int, end: int) -> bytes:
+        span = f"bytes={start}-{end - 1}"
         reply = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=span, IfMatch=self.etag)
         with reply["Body"] as body:
             return body.read()
