@@ -69,10 +69,14 @@ def prepare(cache: Path) -> dict:
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from steps.data.sources.local import load_path
+    from steps.data.sources import Labels, load
+    from steps.stage.config import load_params
     from steps.train import validation_split
 
-    loaded = load_path(data_file())
+    ingest = dataclasses.replace(
+        load_params(REPO_ROOT / "params.yaml").ingest, source=str(data_file())
+    )
+    loaded = load(ingest, cache, labels=Labels.REQUIRED)
     loaded.train.to_parquet(cache / "labelled.parquet", index=False)
     loaded.unlabeled.to_parquet(cache / "unlabeled.parquet", index=False)
     labels, movies = loaded.train["sentiment"].to_numpy(), loaded.train["movie"].to_numpy()

@@ -75,7 +75,7 @@ def run(
     for folder in {Path(out_dir).parent, Path(download_dir)}:
         sweep_stale(folder)  # litter of an ingest or download that was killed
     log.info("ingesting %s", where)
-    loaded = sources.load(cfg, Path(download_dir))
+    loaded = sources.load(cfg, Path(download_dir), labels=sources.Labels.REQUIRED)
     if loaded.test is None:
         train, test = carve_test_split(loaded.train, cfg.test_size, cfg.seed, where)
         grouping = "grouped by movie" if MOVIE_COLUMN in train.columns else "stratified"
@@ -232,7 +232,7 @@ def checksum_for(file_cfg: IngestConfig, cfg: IngestConfig) -> IngestConfig:
     """
     if cfg.source == file_cfg.source or cfg.sha256 != file_cfg.sha256 or not cfg.sha256:
         return cfg
-    if cfg.source.lower().startswith(("https://", "http://")):
+    if sources.kind_name(cfg.source) == "https":
         log.info(
             "ingest.sha256 in the params file belongs to %s, not to %s: not checked"
             " (pass --sha256 to check it)",

@@ -68,8 +68,7 @@ def read_batch(source: str, ingest: IngestConfig, download_dir: Path) -> pd.Data
         raise StageError("monitor.batch is empty: give the reviews, e.g. -P batch=data/recent.csv")
     # ingest.sha256 pins ingest's own download; a batch is another file.
     cfg = dataclasses.replace(ingest, source=source, sha256="")
-    with sources.labels_optional():
-        loaded = sources.load(cfg, download_dir)
+    loaded = sources.load(cfg, download_dir, labels=sources.Labels.OPTIONAL)
     parts = [loaded.train] + ([loaded.test] if loaded.test is not None else [])
     return pd.concat(parts, ignore_index=True)
 

@@ -34,7 +34,7 @@ import mlflow
 from pyfunc.contract import SERVING_LIMITS_ENV, TEXT_COLUMN
 from steps.batch import output
 from steps.batch.local import Tally, score_stream
-from steps.data.sources.batches import Columns, open_reviews
+from steps.data.sources import Columns, ReviewStream, open_stream
 from steps.entry import cli
 from steps.measure import scoring
 from steps.stage.coercion import override
@@ -117,7 +117,7 @@ def run(
     columns = Columns(review=cfg.review_column, id=cfg.id_column)
     with (
         # Opened first: a missing input or column is reported before the model is fetched.
-        open_reviews(
+        open_stream(
             cfg.input, columns, source, download_dir, cfg.chunk_rows, "score.sql_query"
         ) as stream,
         tempfile.TemporaryDirectory(prefix="imdb-score-model-") as tmp,
@@ -162,7 +162,12 @@ def _without_serving_limits() -> None:
 
 
 def _score_locally(
-    cfg: ScoreConfig, stream, model: ModelRef, model_dir: str, target, s3_endpoint_url: str
+    cfg: ScoreConfig,
+    stream: ReviewStream,
+    model: ModelRef,
+    model_dir: str,
+    target: output.Target,
+    s3_endpoint_url: str,
 ) -> Tally:
     loaded = scoring.load_model(model_dir)
     schema = loaded.metadata.get_input_schema()
@@ -176,7 +181,9 @@ def _score_locally(
     return tally
 
 
-def _score_on_spark(cfg: ScoreConfig, stream, model: ModelRef, model_dir: str, target) -> Tally:
+def _score_on_spark(
+    cfg: ScoreConfig, stream: ReviewStream, model: ModelRef, model_dir: str, target: output.Target
+) -> Tally:
     from steps.batch import spark as engine
 
     session, started = engine.start_session(cfg.spark)

@@ -1,6 +1,6 @@
 """The local engine: the input streamed through the model in this process, chunk by chunk.
 
-Each chunk is read (steps/data/sources/batches.py), its unscorable rows are set aside
+Each chunk is read (the stream read of steps/data/sources/), its unscorable rows are set aside
 (steps/batch/checks.py), the rest scored in one `model.predict` call (the model itself works
 through it in bounded pieces) and appended to the output file as one row group, so memory holds
 one chunk whatever the input's size. A progress bar counts reviews as they are written.
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from pyfunc.contract import LABEL_FIELD, SCORE_FIELD
 from steps.batch import checks
 from steps.batch.output import ROW_COLUMN, TableWriter, scores_table
-from steps.data.sources.batches import ReviewStream
+from steps.data.sources import ReviewStream
 from steps.stage.errors import StageError, one_line
 
 

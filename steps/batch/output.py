@@ -3,8 +3,9 @@
 The output's format is its ending: `.parquet`/`.pq` or `.csv`/`.csv.gz`. A local output is
 written to a temp file beside it and renamed into place at the end (atomic on POSIX: readers see
 the old output or the new one, never a part). An `s3://` output is written to a local temp file
-and then uploaded: S3 makes an object visible only once its (multipart) upload completes, so a
-failed run leaves no object, and an overwritten one is replaced whole. Spark's folder outputs are
+and then uploaded with the S3 client the sources use (steps/data/sources/s3.py): S3 makes an
+object visible only once its (multipart) upload completes, so a failed run leaves no object, and
+an overwritten one is replaced whole. Spark's folder outputs are
 committed by steps/batch/spark.py the same way, with the Hadoop filesystem API.
 """
 
@@ -24,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pyfunc.contract import LABEL_FIELD, OUTPUT_FIELDS, SCORE_FIELD
-from steps.data.sources.batches import s3_call, s3_filesystem, s3_path
+from steps.data.sources import kind_name, s3
 from steps.data.sources.common import is_gzip, kind_of
 from steps.stage.errors import StageError
 from steps.stage.files import atomic_path
@@ -50,6 +51,11 @@ class Target:
     def path(self) -> Path:
         return Path(self.uri).expanduser()
 
+    @property
+    def on_s3(self) -> bool:
+        """Written with the sources' S3 client (else a local path, or a URI only Spark writes)."""
+        return kind_name(self.uri) == "s3"
+
 
 def target_of(text: str) -> Target:
     """The output named by `score.output`, or a StageError saying what to give."""
@@ -68,19 +74,8 @@ def target_of(text: str) -> Target:
 
 def check_free(target: Target, overwrite: bool, s3_endpoint_url: str) -> None:
     """Refuse an output that exists (unless `overwrite`) or cannot be written, before any work."""
-    if target.scheme == "s3":
-        from pyarrow import fs
-
-        filesystem = s3_filesystem(s3_endpoint_url)
-        path = s3_path(target.uri)
-        bucket = path.split("/", 1)[0]
-        if path == bucket:
-            raise StageError(f"{target.uri}: give a key in the bucket (s3://bucket/scores.parquet)")
-        found = s3_call(target.uri, lambda: filesystem.get_file_info(bucket)).type
-        if found != fs.FileType.Directory:
-            raise StageError(f"{target.uri}: bucket {bucket!r} does not exist: create it first")
-        exists = s3_call(target.uri, lambda: filesystem.get_file_info(path)).type
-        if exists != fs.FileType.NotFound and not overwrite:
+    if target.on_s3:
+        if s3.exists(target.uri, s3_endpoint_url) and not overwrite:
             raise _exists(target)
         return
     if target.scheme:  # hdfs://, s3a://...: only Spark's filesystems can look (spark.py does)
@@ -106,31 +101,17 @@ def _exists(target: Target) -> StageError:
 def committed(target: Target, s3_endpoint_url: str) -> Iterator[Path]:
     """A local temp file to write the output to; when the block ends without an error it becomes
     the target (a rename beside it, or an upload for s3://). On an error nothing is left."""
-    if target.scheme == "s3":
+    if target.on_s3:
         with tempfile.TemporaryDirectory(prefix="imdb-score-") as tmp:
             local = Path(tmp) / target.uri.rsplit("/", 1)[-1]
             yield local
-            _upload(local, target, s3_endpoint_url)
+            s3.upload(local, target.uri, s3_endpoint_url)
         return
     if target.scheme:
         raise StageError(f"{target.uri}: engine=local writes local paths and s3:// only")
     with atomic_path(target.path) as tmp:
         yield tmp
     log.info("wrote %s", target.uri)
-
-
-def _upload(local: Path, target: Target, s3_endpoint_url: str) -> None:
-    from pyarrow import fs
-
-    filesystem = s3_filesystem(s3_endpoint_url)
-    size = local.stat().st_size
-    log.info("uploading %s bytes to %s", f"{size:,}", target.uri)
-    s3_call(
-        target.uri,
-        lambda: fs.copy_files(
-            str(local), s3_path(target.uri), destination_filesystem=filesystem, use_threads=True
-        ),
-    )
 
 
 class TableWriter:

@@ -13,9 +13,10 @@ column is passed by position, so the model reads it under its own input name.
 
 Reading: Parquet and CSV files and folders by their ending, with the CSV options that read what
 pandas writes (header, quoted multi-line fields, "" escapes, "" as an empty string, not null);
-an https file from ingest's verified download cache; ODBC queries and the aclImdb forms are read
-on the driver (steps/data/sources/batches.py) and handed to Spark. Unscorable rows are found by
-the rule of steps/batch/checks.py as Spark expressions, in one counting pass before any scoring.
+an https file from ingest's verified download cache: where the stream read of steps/data/sources/
+says Spark can read it itself. ODBC queries and the aclImdb forms are read on the driver through
+that stream and handed to Spark. Unscorable rows are found by the rule of steps/batch/checks.py
+as Spark expressions, in one counting pass before any scoring.
 
 Writing: a Parquet folder (part files + _SUCCESS) written to a hidden sibling and renamed onto
 the target only when complete, through Hadoop's filesystem API (atomic on local disks and HDFS;
@@ -40,7 +41,8 @@ from pyfunc.contract import LABEL_FIELD, SCORE_FIELD, TEXT_COLUMN
 from steps.batch import checks
 from steps.batch.local import Tally
 from steps.batch.output import ROW_COLUMN, Target
-from steps.data.sources.batches import Columns, ReviewStream, pick_column
+from steps.data.sources import Columns, ReviewStream
+from steps.data.sources.streams import pick_column
 from steps.stage.config import SparkConfig
 from steps.stage.errors import StageError, one_line
 

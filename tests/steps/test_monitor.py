@@ -18,7 +18,7 @@ import pytest
 from support import REPO_ROOT, make_reviews, point_mlflow_at
 
 from steps import monitor
-from steps.data.sources import labels_optional
+from steps.data.sources import Labels
 from steps.data.sources.tables import tidy
 from steps.stage.errors import SourceError
 from steps.tracking import registry, store
@@ -209,14 +209,11 @@ def test_too_small_a_batch_and_an_unknown_model_are_one_line(workdir, capsys):
     assert not (workdir / "reports" / "monitor").exists()
 
 
-def test_labels_stay_required_for_ingest_and_optional_only_inside_the_context():
+def test_labels_stay_required_for_ingest_and_are_optional_only_when_asked():
     frame = pd.DataFrame({"Review": ["A fine film.", "A dull film."]})
     with pytest.raises(SourceError, match="missing column sentiment"):
-        tidy(frame, "t.csv")
-    with labels_optional():
-        assert tidy(frame, "t.csv").columns.tolist() == ["review"]
-        bad = pd.DataFrame({"review": ["x"], "sentiment": ["meh"]})
-        with pytest.raises(SourceError, match="sentiment other than"):
-            tidy(bad, "t.csv")  # a label column that is there is still checked
-    with pytest.raises(SourceError, match="missing column sentiment"):
-        tidy(frame, "t.csv")
+        tidy(frame, "t.csv", Labels.REQUIRED)
+    assert tidy(frame, "t.csv", Labels.OPTIONAL).columns.tolist() == ["review"]
+    bad = pd.DataFrame({"review": ["x"], "sentiment": ["meh"]})
+    with pytest.raises(SourceError, match="sentiment other than"):
+        tidy(bad, "t.csv", Labels.OPTIONAL)  # a label column that is there is still checked

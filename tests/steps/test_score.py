@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from support import make_reviews, reviews_with_ids
 
 from steps import score
-from steps.data.sources.batches import Columns, open_reviews
+from steps.data.sources import Columns, open_stream
 from steps.stage.config import load_params
 from steps.stage.errors import SourceError, StageError
 from steps.stage.paths import PROJECT_ROOT
@@ -87,7 +87,7 @@ def test_input_is_read_and_written_chunk_by_chunk(tmp_path, model_dir, run_score
     frame = reviews_with_ids(1000, seed=64)
     pq.write_table(pa.Table.from_pandas(frame), tmp_path / "reviews.parquet", row_group_size=250)
     cfg = dataclasses.replace(PARAMS.ingest, source="")
-    with open_reviews(
+    with open_stream(
         str(tmp_path / "reviews.parquet"), Columns("review", "id"), cfg, tmp_path, 100
     ) as stream:
         assert stream.total == 1000

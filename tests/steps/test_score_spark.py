@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import make_reviews, reviews_with_ids, spark_missing
+from support import make_reviews, reviews_with_ids, spark_missing, write_aclimdb
 
 from steps.stage.errors import StageError
 from steps.stage.paths import PROJECT_ROOT
@@ -116,6 +116,18 @@ def test_engines_agree_on_a_folder_with_nulls_and_undecodable_bytes(
     assert local_result.tally.bad.counts == {"null": 3, "empty": 0, "not_utf8": 3}
     assert spark_result.tally.bad.counts == local_result.tally.bad.counts
     assert len(on_spark) == 294
+
+
+def test_engines_agree_on_a_source_spark_cannot_read_itself(spark, run_score, model_dir, tmp_path):
+    # The aclImdb layout: its kind's stream is read on the driver and handed to Spark.
+    splits = {"train": make_reviews(60, seed=84), "test": make_reviews(40, seed=85)}
+    acl = write_aclimdb(tmp_path / "extracted", splits)
+    local, on_spark, local_result, spark_result = both_engines(
+        run_score, tmp_path, acl, model=str(model_dir)
+    )
+    assert_same_scores(local, on_spark, "row")
+    assert sorted(on_spark["row"]) == list(range(1, 101))
+    assert spark_result.tally.labels == local_result.tally.labels
 
 
 def test_refused_bad_rows_write_nothing(spark, run_score, model_dir, tmp_path):

@@ -41,7 +41,9 @@ PASSWORD_SOURCES = [
 def test_a_password_in_any_spelling_is_refused_and_never_shown(source, tmp_path):
     assert secrets.find_password(source)
     with pytest.raises(CredentialRefused) as error:
-        sources.load(dataclasses.replace(CFG, source=source), tmp_path)
+        sources.load(
+            dataclasses.replace(CFG, source=source), tmp_path, labels=sources.Labels.REQUIRED
+        )
     assert "a password in the source is refused" in str(error.value)
     assert SECRET not in str(error.value)
     assert SECRET not in sources.describe(source) and "***" in sources.describe(source)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,13 +24,17 @@ from support import (
     write_aclimdb_tar,
 )
 
-from steps.data.sources import load
-from steps.data.sources.local import load_path
+from steps.data.sources import Labels, load
 from steps.stage.config import load_params
 from steps.stage.errors import SourceError
 
 CFG = dataclasses.replace(load_params(REPO_ROOT / "params.yaml").ingest, sha256="")
 SECRET_TEXT = "root:x:0:0:a file from outside the dataset"
+
+
+def read_path(path):
+    """A local path read as ingest reads it: through the table of source kinds."""
+    return load(dataclasses.replace(CFG, source=str(path)), Path("unused"), labels=Labels.REQUIRED)
 
 
 @pytest.fixture
@@ -55,7 +60,11 @@ def test_symlinks_in_an_aclimdb_folder_are_skipped_and_counted(tmp_path, splits,
     (acl / "test" / "pos").rename(tmp_path / "real-test-pos")
     (acl / "test" / "pos").symlink_to(linked, target_is_directory=True)
 
-    loaded = load(dataclasses.replace(CFG, source=str(tmp_path / "src")), tmp_path / "dl")
+    loaded = load(
+        dataclasses.replace(CFG, source=str(tmp_path / "src")),
+        tmp_path / "dl",
+        labels=Labels.REQUIRED,
+    )
     everything = pd.concat([loaded.train, loaded.test])
     assert not everything["review"].str.contains("root:x:0:0").any()
     assert len(loaded.train) == len(splits["train"])  # the two links in train/ are not reviews
@@ -67,12 +76,16 @@ def test_a_fifo_posing_as_a_review_is_refused_not_waited_on(tmp_path, splits):
     acl = write_aclimdb(tmp_path / "src", splits)
     os.mkfifo(acl / "train" / "pos" / "5_9.txt")  # reading it would block forever
     script = (
-        "import sys; from pathlib import Path; from steps.data.sources.local import load_path\n"
+        "import dataclasses, sys\n"
+        "from steps.data.sources import Labels, load\n"
+        "from steps.stage.config import load_params\n"
         "from steps.stage.errors import SourceError\n"
-        "try:\n    load_path(Path(sys.argv[1]))\nexcept SourceError as e:\n    print(e)\n"
+        "cfg = dataclasses.replace(load_params(sys.argv[2]).ingest, source=sys.argv[1])\n"
+        "try:\n    load(cfg, 'unused', labels=Labels.REQUIRED)\n"
+        "except SourceError as e:\n    print(e)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(acl)],
+        [sys.executable, "-c", script, str(acl), str(REPO_ROOT / "params.yaml")],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -98,7 +111,7 @@ def test_links_and_climbing_names_in_an_archive_are_skipped_and_counted(tmp_path
         climbing.size = len(text)
         out.addfile(climbing, io.BytesIO(text))
 
-    loaded = load_path(hostile)
+    loaded = read_path(hostile)
     assert len(loaded.train) == len(splits["train"])
     assert not loaded.train["review"].str.contains("root:x:0:0").any()
     assert loaded.details["skipped"].startswith("3 (links or outside the dataset): ")
@@ -114,7 +127,7 @@ def test_a_split_file_that_is_a_symlink_is_refused(tmp_path, splits, outside):
     with pytest.raises(
         SourceError, match=r"train\.csv is a symlink or resolves outside the folder"
     ):
-        load_path(folder)
+        read_path(folder)
 
 
 ODD = [
@@ -147,7 +160,7 @@ def test_odd_paths_and_urls_are_one_printable_line(source, tmp_path, monkeypatch
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     cfg = dataclasses.replace(CFG, source=source, s3_endpoint_url="http://127.0.0.1:1")
     with pytest.raises(SourceError) as error:
-        load(cfg, tmp_path / "downloads")
+        load(cfg, tmp_path / "downloads", labels=Labels.REQUIRED)
     message = str(error.value)
     assert message.isprintable(), repr(message)
     assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
@@ -158,7 +171,11 @@ def test_percent_encoded_control_characters_in_a_served_url_are_refused(path, tm
     with review_server() as server:
         server.bodies[path] = make_reviews(20, seed=63).to_csv(index=False).encode()
         with pytest.raises(SourceError, match="the URL encodes control characters"):
-            load(dataclasses.replace(CFG, source=server.url(path)), tmp_path / "downloads")
+            load(
+                dataclasses.replace(CFG, source=server.url(path)),
+                tmp_path / "downloads",
+                labels=Labels.REQUIRED,
+            )
         assert server.requests == []  # refused before any request
     assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
 

@@ -16,8 +16,7 @@ from support import (
     write_aclimdb_tar,
 )
 
-from steps.data.sources import aclimdb, load
-from steps.data.sources.local import load_path
+from steps.data.sources import Labels, aclimdb, load
 from steps.stage.config import load_params
 from steps.stage.errors import SourceError
 from steps.stage.paths import PROJECT_ROOT
@@ -41,6 +40,11 @@ def _cfg(source: str):
     return dataclasses.replace(load_params(PROJECT_ROOT / "params.yaml").ingest, source=source)
 
 
+def read_path(path: Path):
+    """A local path read as ingest reads it: through the table of source kinds."""
+    return load(_cfg(str(path)), Path("unused"), labels=Labels.REQUIRED)
+
+
 def _reviews(n: int, seed: int) -> pd.DataFrame:
     return pd.concat([make_reviews(n, seed=seed), ODD_REVIEWS], ignore_index=True)
 
@@ -52,7 +56,7 @@ def splits() -> dict[str, pd.DataFrame]:
 
 def test_aclimdb_folder_reads_both_splits_exactly(tmp_path, splits):
     acl = write_aclimdb(tmp_path, splits)
-    loaded = load_path(acl)
+    loaded = read_path(acl)
     pd.testing.assert_frame_equal(loaded.train, aclimdb_order(splits["train"]))
     pd.testing.assert_frame_equal(loaded.test, aclimdb_order(splits["test"], "test"))
     assert loaded.details["format"] == "aclImdb folder"
@@ -60,14 +64,14 @@ def test_aclimdb_folder_reads_both_splits_exactly(tmp_path, splits):
 
 def test_folder_that_contains_aclimdb_is_accepted(tmp_path, splits):
     write_aclimdb(tmp_path, splits)
-    loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads")
+    loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads", labels=Labels.REQUIRED)
     assert len(loaded.train) == len(splits["train"])  # *.feat and imdb.vocab ignored
     assert len(loaded.test) == len(splits["test"])
 
 
 def test_aclimdb_unlabeled_reviews_and_movies_are_kept(tmp_path, splits):
     unlabeled = [*make_unlabeled(7), "Ünïcode\r\nand a trailing space "]
-    loaded = load_path(write_aclimdb(tmp_path, splits, unlabeled=unlabeled))
+    loaded = read_path(write_aclimdb(tmp_path, splits, unlabeled=unlabeled))
     expected = pd.DataFrame(
         {"review": unlabeled, "movie": [movie_of("unsup", i) for i in range(len(unlabeled))]},
         dtype="str",
@@ -80,13 +84,13 @@ def test_aclimdb_unlabeled_reviews_and_movies_are_kept(tmp_path, splits):
 
 
 def test_without_url_files_there_is_no_movie_column(tmp_path, splits):
-    loaded = load_path(write_aclimdb(tmp_path, splits, urls=False))
+    loaded = read_path(write_aclimdb(tmp_path, splits, urls=False))
     pd.testing.assert_frame_equal(loaded.train, aclimdb_order(splits["train"], None))
     assert list(loaded.unlabeled.columns) == ["review"]
 
 
 def test_without_unsup_folder_there_are_no_unlabeled_reviews(tmp_path, splits):
-    assert load_path(write_aclimdb(tmp_path, splits, unlabeled=[])).unlabeled is None
+    assert read_path(write_aclimdb(tmp_path, splits, unlabeled=[])).unlabeled is None
 
 
 @pytest.mark.parametrize("urls_first", [True, False])
@@ -101,7 +105,7 @@ def test_archive_maps_movies_whether_url_files_come_first_or_last(tmp_path, spli
     with tarfile.open(archive, "w:gz") as tar:
         for path in urls + rest if urls_first else rest + urls:
             tar.add(path, arcname=f"aclImdb/{path.relative_to(acl)}")
-    from_archive, from_folder = load_path(archive), load_path(acl)
+    from_archive, from_folder = read_path(archive), read_path(acl)
     pd.testing.assert_frame_equal(from_archive.train, from_folder.train)
     pd.testing.assert_frame_equal(from_archive.unlabeled, from_folder.unlabeled)
     assert from_archive.train["movie"].notna().all()
@@ -112,7 +116,7 @@ def test_url_file_shorter_than_the_reviews_names_both(tmp_path, splits):
     urls = acl / "train" / "urls_neg.txt"
     urls.write_text("".join(urls.read_text().splitlines(keepends=True)[:5]))
     with pytest.raises(SourceError) as err:
-        load_path(acl)
+        read_path(acl)
     assert "train/neg/5_3.txt has no line in train/urls_neg.txt (5 lines" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -131,7 +135,7 @@ def test_movie_key_is_the_imdb_title_id(url, key):
 
 def test_aclimdb_train_only_has_no_test_split(tmp_path, splits):
     acl = write_aclimdb(tmp_path, {"train": splits["train"]})
-    loaded = load_path(acl)
+    loaded = read_path(acl)
     assert loaded.test is None
     assert len(loaded.train) == len(splits["train"])
 
@@ -139,7 +143,7 @@ def test_aclimdb_train_only_has_no_test_split(tmp_path, splits):
 def test_archive_gives_the_same_frames_as_the_folder(tmp_path, splits):
     archive = write_aclimdb_tar(tmp_path / "aclImdb_v1.tar.gz", splits)
     folder = write_aclimdb(tmp_path / "extracted", splits)
-    from_archive, from_folder = load_path(archive), load_path(folder)
+    from_archive, from_folder = read_path(archive), read_path(folder)
     pd.testing.assert_frame_equal(from_archive.train, from_folder.train)
     pd.testing.assert_frame_equal(from_archive.test, from_folder.test)
     pd.testing.assert_frame_equal(from_archive.unlabeled, from_folder.unlabeled)
@@ -151,21 +155,21 @@ def test_review_files_are_ordered_by_numeric_id(tmp_path):
     pos.mkdir(parents=True)
     for review_id in (10, 2, 1):
         (pos / f"{review_id}_9.txt").write_text(f"review {review_id}", encoding="utf-8")
-    assert load_path(tmp_path).train["review"].tolist() == ["review 1", "review 2", "review 10"]
+    assert read_path(tmp_path).train["review"].tolist() == ["review 1", "review 2", "review 10"]
 
 
 def test_non_utf8_review_file_names_the_file(tmp_path, splits):
     acl = write_aclimdb(tmp_path, splits)
     (acl / "train" / "neg" / "7_1.txt").write_bytes("caf\xe9 latin-1".encode("latin-1"))
     with pytest.raises(SourceError, match=r"train/neg/7_1\.txt: not UTF-8 text .*0xe9"):
-        load_path(acl)
+        read_path(acl)
 
 
 def test_unreadable_review_file_is_one_line(tmp_path, splits):
     acl = write_aclimdb(tmp_path, splits)
     (acl / "train" / "pos" / "99_9.txt").mkdir()  # unreadable as a file, even for root
     with pytest.raises(SourceError) as err:
-        load(_cfg(str(acl)), tmp_path / "downloads")
+        load(_cfg(str(acl)), tmp_path / "downloads", labels=Labels.REQUIRED)
     assert str(err.value) == (
         f"{acl}: cannot read or write {acl}/train/pos/99_9.txt (Is a directory)"
     )
@@ -176,7 +180,7 @@ def test_damaged_archive_is_reported(tmp_path, splits):
     data = archive.read_bytes()
     archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(SourceError, match=r"aclImdb_v1\.tar\.gz: not a readable \.tar\.gz archive"):
-        load_path(archive)
+        read_path(archive)
 
 
 def test_archive_without_reviews_is_reported(tmp_path):
@@ -186,7 +190,7 @@ def test_archive_without_reviews_is_reported(tmp_path):
     with tarfile.open(tmp_path / "other.tar.gz", "w:gz") as archive:
         archive.add(tmp_path / "notes.txt", arcname="notes.txt")
     with pytest.raises(SourceError, match=r"no reviews in aclImdb/train/pos"):
-        load_path(tmp_path / "other.tar.gz")
+        read_path(tmp_path / "other.tar.gz")
 
 
 @pytest.mark.parametrize("ending", [".csv", ".csv.gz", ".parquet"])
@@ -197,14 +201,14 @@ def test_folder_with_train_and_test_files(tmp_path, splits, ending):
             frame.to_parquet(path, index=False)
         else:
             frame.to_csv(path, index=False)
-    loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads")
+    loaded = load(_cfg(str(tmp_path)), tmp_path / "downloads", labels=Labels.REQUIRED)
     pd.testing.assert_frame_equal(loaded.train, splits["train"].reset_index(drop=True))
     pd.testing.assert_frame_equal(loaded.test, splits["test"].reset_index(drop=True))
 
 
 def test_folder_with_train_csv_gz_only_has_no_test_split(tmp_path, splits):
     splits["train"].to_csv(tmp_path / "train.csv.gz", index=False)
-    loaded = load_path(tmp_path)
+    loaded = read_path(tmp_path)
     assert loaded.test is None
     pd.testing.assert_frame_equal(loaded.train, splits["train"])
 
@@ -213,7 +217,7 @@ def test_folder_with_two_train_files_is_ambiguous(tmp_path, splits):
     splits["train"].to_csv(tmp_path / "train.csv", index=False)
     splits["train"].to_csv(tmp_path / "train.csv.gz", index=False)
     with pytest.raises(SourceError, match=r"both train\.csv and train\.csv\.gz are present"):
-        load_path(tmp_path)
+        read_path(tmp_path)
 
 
 def test_folder_without_reviews_says_what_it_found(tmp_path):
@@ -221,7 +225,7 @@ def test_folder_without_reviews_says_what_it_found(tmp_path):
     with pytest.raises(
         SourceError, match=r"no train file or aclImdb layout here \(found: notes\.md\)"
     ):
-        load_path(tmp_path)
+        read_path(tmp_path)
 
 
 def test_kaggle_style_single_csv_with_mixed_label_spellings(tmp_path):
@@ -238,7 +242,7 @@ def test_kaggle_style_single_csv_with_mixed_label_spellings(tmp_path):
     ]
     path = tmp_path / "IMDB Dataset.csv"
     raw.to_csv(path, index=False)
-    loaded = load(_cfg(str(path)), tmp_path / "downloads")
+    loaded = load(_cfg(str(path)), tmp_path / "downloads", labels=Labels.REQUIRED)
     assert loaded.test is None
     pd.testing.assert_frame_equal(loaded.train, frame)
 
@@ -253,7 +257,7 @@ def test_parquet_with_integer_labels_and_extra_columns(tmp_path):
         }
     )
     raw.to_parquet(tmp_path / "reviews.parquet", index=False)
-    pd.testing.assert_frame_equal(load_path(tmp_path / "reviews.parquet").train, frame)
+    pd.testing.assert_frame_equal(read_path(tmp_path / "reviews.parquet").train, frame)
 
 
 def test_csv_keeps_na_like_and_blank_reviews_as_text(tmp_path):
@@ -261,7 +265,7 @@ def test_csv_keeps_na_like_and_blank_reviews_as_text(tmp_path):
     # to turn into a missing value.
     path = tmp_path / "reviews.csv"
     path.write_text('review,sentiment\nNA,pos\nnull,neg\n"",neg\n', encoding="utf-8")
-    assert load_path(path).train["review"].tolist() == ["NA", "null", ""]
+    assert read_path(path).train["review"].tolist() == ["NA", "null", ""]
 
 
 def test_unknown_labels_are_reported_with_values_counts_and_rows(tmp_path):
@@ -270,7 +274,7 @@ def test_unknown_labels_are_reported_with_values_counts_and_rows(tmp_path):
         "review,sentiment\na,pos\nb,neutral\nc,neg\nd,neutral\ne,\nf,2\n", encoding="utf-8"
     )
     with pytest.raises(SourceError) as err:
-        load_path(path)
+        read_path(path)
     message = str(err.value)
     assert "\n" not in message
     assert str(path) in message
@@ -284,10 +288,10 @@ def test_null_labels_and_reviews_in_parquet_are_reported(tmp_path):
     path = tmp_path / "reviews.parquet"
     pd.DataFrame({"review": ["a", "b"], "sentiment": ["pos", None]}).to_parquet(path)
     with pytest.raises(SourceError, match=r"1 of 2 rows .*<empty> x1 \(row 2\)"):
-        load_path(path)
+        read_path(path)
     pd.DataFrame({"review": ["a", None], "sentiment": ["pos", "neg"]}).to_parquet(path)
     with pytest.raises(SourceError, match=r"1 rows have no review text \(null\), first at row 2"):
-        load_path(path)
+        read_path(path)
 
 
 def test_missing_column_lists_what_was_found(tmp_path):
@@ -296,7 +300,7 @@ def test_missing_column_lists_what_was_found(tmp_path):
     with pytest.raises(
         SourceError, match=r"missing column review and sentiment \(found: text, label\)"
     ):
-        load_path(path)
+        read_path(path)
 
 
 def test_non_utf8_csv_is_reported(tmp_path):
@@ -305,7 +309,7 @@ def test_non_utf8_csv_is_reported(tmp_path):
     with pytest.raises(
         SourceError, match=r"reviews\.csv: not UTF-8 text .*0xe9.*re-save the file as UTF-8"
     ):
-        load_path(path)
+        read_path(path)
 
 
 @pytest.mark.parametrize(
@@ -322,7 +326,7 @@ def test_unreadable_files_are_reported(tmp_path, name, content, cause):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(SourceError, match=rf"{path}: {cause}"):
-        load_path(path)
+        read_path(path)
 
 
 def test_truncated_gzip_csv_is_reported(tmp_path):
@@ -330,13 +334,13 @@ def test_truncated_gzip_csv_is_reported(tmp_path):
     data = gzip.compress(make_reviews(200, seed=5).to_csv(index=False).encode())
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SourceError, match=r"train\.csv\.gz: not a readable gzip file"):
-        load_path(path)
+        read_path(path)
 
 
 def test_missing_path_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError) as err:
-        load(_cfg("no/such/data"), tmp_path / "downloads")
+        load(_cfg("no/such/data"), tmp_path / "downloads", labels=Labels.REQUIRED)
     assert str(err.value).startswith("no/such/data: no such file or folder")
     assert str(tmp_path / "no/such/data") in str(err.value)
 
@@ -347,10 +351,12 @@ def test_missing_path_says_where_it_looked(tmp_path, monkeypatch):
 )
 def test_unusable_source_strings(tmp_path, source, cause):
     with pytest.raises(SourceError, match=cause):
-        load(_cfg(source), tmp_path)
+        load(_cfg(source), tmp_path, labels=Labels.REQUIRED)
 
 
 def test_source_given_relative_to_home_is_expanded(tmp_path, monkeypatch, splits):
     monkeypatch.setenv("HOME", str(tmp_path))
     splits["train"].to_csv(tmp_path / "reviews.csv", index=False)
-    assert len(load(_cfg("~/reviews.csv"), Path("unused")).train) == len(splits["train"])
+    assert len(load(_cfg("~/reviews.csv"), Path("unused"), labels=Labels.REQUIRED).train) == len(
+        splits["train"]
+    )

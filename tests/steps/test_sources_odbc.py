@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from support import make_reviews
 
-from steps.data.sources import describe, load
+from steps.data.sources import Labels, describe, load
 from steps.data.sources.odbc import connection_string, load_sql
 from steps.stage.config import load_params
 from steps.stage.errors import SourceError
@@ -56,7 +56,7 @@ def no_password(monkeypatch):
 def test_odbc_connection_string_in_chunks(tmp_path, reviews, no_password):
     db = write_db(tmp_path / "reviews.db", reviews)
     source = f"odbc:Driver=SQLite3;Database={db}"
-    loaded = load_sql(source, _cfg(source), chunk_rows=5)  # 23 rows: five fetches
+    loaded = load_sql(source, _cfg(source), Labels.REQUIRED, chunk_rows=5)  # 23 rows: five fetches
     assert loaded.test is None
     pd.testing.assert_frame_equal(loaded.train, reviews)
     assert loaded.details == {"format": "sql", "query": "SELECT review, sentiment FROM reviews"}
@@ -67,7 +67,7 @@ def test_numeric_labels_and_a_custom_query(tmp_path, reviews, no_password):
     db = write_db(tmp_path / "reviews.db", numeric, table="imdb")
     source = f"odbc:Driver=SQLite3;Database={db};"
     query = "SELECT sentiment AS Sentiment, review AS Review FROM imdb ORDER BY id"
-    loaded = load(_cfg(source, sql_query=query), tmp_path)
+    loaded = load(_cfg(source, sql_query=query), tmp_path, labels=Labels.REQUIRED)
     pd.testing.assert_frame_equal(loaded.train, reviews)
 
 
@@ -82,7 +82,7 @@ def test_password_comes_from_the_environment(tmp_path, reviews, monkeypatch):
     assert connection_string(source, cfg, {}) == f"Driver=SQLite3;Database={db};"
     monkeypatch.setenv("IMDB_SQL_PASSWORD", SECRET)
     # The SQLite driver ignores PWD, but the connection string carrying it must still be valid.
-    assert len(load(cfg, tmp_path).train) == len(reviews)
+    assert len(load(cfg, tmp_path, labels=Labels.REQUIRED).train) == len(reviews)
 
 
 def test_mssql_url_builds_a_sql_server_connection_string(tmp_path):
@@ -103,7 +103,7 @@ def test_mssql_url_through_a_real_driver(tmp_path, reviews, monkeypatch):
     db = write_db(tmp_path / "reviews.db", reviews)
     monkeypatch.setenv("IMDB_SQL_PASSWORD", SECRET)
     source = f"mssql://reader@localhost:1433/{db}"
-    loaded = load(_cfg(source, sql_driver="SQLite3"), tmp_path)
+    loaded = load(_cfg(source, sql_driver="SQLite3"), tmp_path, labels=Labels.REQUIRED)
     pd.testing.assert_frame_equal(loaded.train, reviews)
 
 
@@ -111,7 +111,7 @@ def test_mssql_user_without_password_variable(tmp_path, no_password):
     with pytest.raises(
         SourceError, match=r"no password: set the environment variable IMDB_SQL_PASSWORD"
     ):
-        load(_cfg("mssql://reader@db.example.com/imdb"), tmp_path)
+        load(_cfg("mssql://reader@db.example.com/imdb"), tmp_path, labels=Labels.REQUIRED)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_mssql_user_without_password_variable(tmp_path, no_password):
 )
 def test_password_in_the_source_is_refused_and_never_shown(tmp_path, source):
     with pytest.raises(SourceError) as err:
-        load(_cfg(source), tmp_path)
+        load(_cfg(source), tmp_path, labels=Labels.REQUIRED)
     message = str(err.value)
     assert "a password in the source is refused" in message
     assert "set the environment variable IMDB_SQL_PASSWORD" in message
@@ -140,7 +140,7 @@ def test_missing_table(tmp_path, reviews, no_password):
     db = write_db(tmp_path / "reviews.db", reviews, table="other")
     source = f"odbc:Driver=SQLite3;Database={db}"
     with pytest.raises(SourceError) as err:
-        load(_cfg(source), tmp_path)
+        load(_cfg(source), tmp_path, labels=Labels.REQUIRED)
     assert str(err.value) == (
         f"{source}: the query 'SELECT review, sentiment FROM reviews' failed"
         " (no such table: reviews (1) (1) (SQLExecDirectW)): check ingest.sql_query and the table"
@@ -158,7 +158,7 @@ def test_missing_table(tmp_path, reviews, no_password):
 def test_unknown_driver_or_dsn(tmp_path, monkeypatch, source, driver):
     monkeypatch.setenv("IMDB_SQL_PASSWORD", SECRET)
     with pytest.raises(SourceError) as err:
-        load(_cfg(source, sql_driver=driver), tmp_path)
+        load(_cfg(source, sql_driver=driver), tmp_path, labels=Labels.REQUIRED)
     message = str(err.value)
     assert message.startswith(f"{source}: the ODBC driver or DSN is not installed (")
     assert "installed drivers: " in message and "SQLite3" in message
@@ -169,11 +169,19 @@ def test_query_without_the_needed_columns(tmp_path, reviews, no_password):
     db = write_db(tmp_path / "reviews.db", reviews)
     source = f"odbc:Driver=SQLite3;Database={db}"
     with pytest.raises(SourceError, match=r"missing column sentiment \(found: id, review\)"):
-        load(_cfg(source, sql_query="SELECT id, review FROM reviews"), tmp_path)
+        load(
+            _cfg(source, sql_query="SELECT id, review FROM reviews"),
+            tmp_path,
+            labels=Labels.REQUIRED,
+        )
 
 
 def test_query_with_no_rows(tmp_path, reviews, no_password):
     db = write_db(tmp_path / "reviews.db", reviews)
     source = f"odbc:Driver=SQLite3;Database={db}"
     with pytest.raises(SourceError, match=r"returned no rows"):
-        load(_cfg(source, sql_query="SELECT review, sentiment FROM reviews WHERE 0"), tmp_path)
+        load(
+            _cfg(source, sql_query="SELECT review, sentiment FROM reviews WHERE 0"),
+            tmp_path,
+            labels=Labels.REQUIRED,
+        )

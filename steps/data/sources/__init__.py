@@ -1,33 +1,62 @@
-"""Where reviews come from: one module per source kind, chosen by the `ingest.source` string.
+"""Where reviews come from: the one table of source kinds, and the two doors every reader uses.
 
-    <folder> | <file>              local.py: aclImdb layout, train/test CSVs, one CSV/Parquet/tgz
     https://host/path/file         https.py: download, verify and cache
-    s3://bucket/key                s3.py: boto3
+    s3://bucket/key[/]             s3.py: boto3
     odbc:<connection string>       odbc.py: pyodbc, e.g. odbc:DSN=imdb
     mssql://user@host[:port]/db    odbc.py: pyodbc with ingest.sql_driver
+    <aclImdb folder> | <.tar.gz>   aclimdb.py: the official layout
+    <folder> | <file>              local.py: train/test files, a CSV/Parquet file, a dataset
 
-Every reader returns canonical frames (review, sentiment in {positive, negative}) or raises a
-one-line `SourceError`; inside `labels_optional()` (monitor's batches) a table without a
-sentiment column comes back with the review column only. A source carrying a password (`PWD=`,
-`user:password@`, `?password=`) is refused before anything reads it: `mlflow run -P source=...`
-would log it. The S3 and ODBC modules are imported only when used, so a machine without unixODBC
-can still ingest local files.
+`KINDS` is the table: the first kind that claims a source string reads it. Each kind offers both
+reads (kind.py): `load` (ingest; monitor with `Labels.OPTIONAL`) returns every review at once,
+`stream` (score, either engine) returns them chunk by chunk with their ids. A source carrying a
+password (`PWD=`, `user:password@`, `?password=`) or control characters is refused at both doors
+before anything reads or logs it: `mlflow run -P source=...` would log it. boto3 and pyodbc are
+imported only when an S3 or ODBC source is read. Adding a kind: steps/data/README.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from steps.data.sources.common import Loaded
-from steps.data.sources.local import load_path
-from steps.data.sources.tables import labels_optional
+from steps.data.sources.aclimdb import AclImdb
+from steps.data.sources.https import Https
+from steps.data.sources.kind import (
+    ENVIRONMENT_REMEDY,
+    Columns,
+    Labels,
+    Loaded,
+    Request,
+    ReviewStream,
+    SourceKind,
+)
+from steps.data.sources.local import STREAM_WHAT_TO_GIVE, LocalPath
+from steps.data.sources.odbc import Odbc
+from steps.data.sources.s3 import S3
 from steps.stage import secrets
 from steps.stage.config import IngestConfig
 from steps.stage.errors import CredentialRefused, SourceError, one_line
 
-__all__ = ["Loaded", "check", "describe", "labels_optional", "load"]
+__all__ = [
+    "KINDS",
+    "Columns",
+    "Labels",
+    "Loaded",
+    "ReviewStream",
+    "check",
+    "describe",
+    "kind_for",
+    "kind_name",
+    "load",
+    "open_stream",
+]
 
-SCHEMES = "a local path, https://, s3://, odbc: or mssql://"
+# Asked in this order: kinds named by a prefix first, then the aclImdb layout, then any path.
+KINDS: tuple[SourceKind, ...] = (Https(), S3(), Odbc(), AclImdb(), LocalPath())
+_PREFIXES = [prefix for kind in KINDS for prefix in kind.prefixes]
+SCHEMES = f"a local path, {', '.join(_PREFIXES[:-1])} or {_PREFIXES[-1]}"
 
 
 def describe(source: str) -> str:
@@ -36,7 +65,21 @@ def describe(source: str) -> str:
     return secrets.shown(source)
 
 
-def check(source: str, cfg: IngestConfig) -> None:
+def kind_for(source: str) -> SourceKind:
+    """The registered kind that reads `source`, or a SourceError naming its unknown scheme."""
+    for kind in KINDS:
+        if kind.claims(source):
+            return kind
+    scheme = source.split("://", 1)[0].lower()
+    raise SourceError(f"{describe(source)}: unsupported scheme {scheme!r}: give {SCHEMES}")
+
+
+def kind_name(source: str) -> str | None:
+    """The name of the kind that reads `source` ("https", "s3", ...), or None when none does."""
+    return next((kind.name for kind in KINDS if kind.claims(source)), None)
+
+
+def check(source: str, settings: IngestConfig) -> None:
     """Refuse, before anything reads or logs it, a source with control characters (NUL,
     newlines, terminal escapes) or a password in it (saying where a password goes instead)."""
     if secrets.printable(source) != source:
@@ -47,55 +90,65 @@ def check(source: str, cfg: IngestConfig) -> None:
     found = secrets.find_password(source)
     if found is None:
         return
-    if _is_sql(source):
-        remedy = f"set the environment variable {cfg.sql_password_env} (ingest.sql_password_env)"
-    elif source.lower().startswith(("https://", "http://")):
-        remedy = "put the credentials in ~/.netrc (the download reads it)"
-    else:
-        remedy = "give the credentials through the environment (e.g. AWS_* for s3://)"
+    kind = next((k for k in KINDS if k.claims(source)), None)
+    remedy = kind.password_remedy(settings) if kind else ENVIRONMENT_REMEDY
     raise CredentialRefused(
         f"{describe(source)}: a password in the source is refused ({found}): it would end up in"
         f" run params, logs and history; remove it and {remedy}"
     )
 
 
-def load(cfg: IngestConfig, download_dir: Path) -> Loaded:
-    """Read the reviews `cfg.source` points at."""
+def load(cfg: IngestConfig, download_dir: Path, *, labels: Labels) -> Loaded:
+    """Every review `cfg.source` points at; a table must have labels unless `labels` is
+    `Labels.OPTIONAL`."""
     source = cfg.source.strip()
     if not source:
         raise SourceError(f"ingest.source is empty: give {SCHEMES}")
     check(source, cfg)
+    request = Request(source, describe(source), cfg, Path(download_dir))
     try:
-        return _dispatch(source, cfg, download_dir)
+        return kind_for(source).load(request, labels)
     except OSError as exc:  # a file system problem the readers did not expect
         where = f" {describe(exc.filename)}" if isinstance(exc.filename, str) else ""
         raise SourceError(
-            f"{describe(source)}: cannot read or write{where} ({exc.strerror or exc})"
+            f"{request.where}: cannot read or write{where} ({exc.strerror or exc})"
         ) from None
-    except ValueError as exc:  # a malformed URL part (port, IPv6 host) no reader expected
-        raise SourceError(
-            f"{describe(source)}: not a usable source ({describe(one_line(exc))}): give {SCHEMES}"
-        ) from None
+    except ValueError as exc:
+        raise _unusable(request.where, exc) from None
 
 
-def _is_sql(source: str) -> bool:
-    return source.lower().startswith(("odbc:", "mssql://"))
+@contextmanager
+def open_stream(
+    source: str,
+    columns: Columns,
+    settings: IngestConfig,
+    download_dir: Path,
+    chunk_rows: int,
+    sql_setting: str = "ingest.sql_query",
+) -> Iterator[ReviewStream]:
+    """`source` opened for reading in chunks of at most `chunk_rows` rows, no labels needed.
+
+    `settings` carries the connection settings (S3 endpoint, ODBC driver and password variable;
+    its `sql_query` is the query run, named `sql_setting` in errors); the columns are checked
+    before this yields, so a missing review column is an error before any work starts. Files and
+    connections close on exit.
+    """
+    source = source.strip()
+    if not source:
+        raise SourceError(f"no input given: {STREAM_WHAT_TO_GIVE}")
+    check(source, settings)
+    request = Request(source, describe(source), settings, Path(download_dir), sql_setting)
+    with ExitStack() as stack:
+        try:
+            try:
+                stream = kind_for(source).stream(request, columns, chunk_rows, stack)
+            except ValueError as exc:
+                raise _unusable(request.where, exc) from None
+            yield stream
+        except OSError as exc:  # a file system problem the readers did not expect
+            raise SourceError(f"{request.where}: cannot read ({one_line(exc)})") from None
 
 
-def _dispatch(source: str, cfg: IngestConfig, download_dir: Path) -> Loaded:
-    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
-    if scheme in ("https", "http"):
-        from steps.data.sources.https import load_url
-
-        return load_url(source, cfg.sha256, download_dir)
-    if scheme == "s3":
-        from steps.data.sources.s3 import load_s3
-
-        return load_s3(source, cfg.s3_endpoint_url)
-    if _is_sql(source):
-        from steps.data.sources.odbc import load_sql
-
-        return load_sql(source, cfg)
-    if scheme:
-        raise SourceError(f"{describe(source)}: unsupported scheme {scheme!r}: give {SCHEMES}")
-    return load_path(Path(source).expanduser(), where=describe(source))
+def _unusable(where: str, exc: ValueError) -> SourceError:
+    """A malformed URL part (port, IPv6 host) that no reader expected."""
+    return SourceError(f"{where}: not a usable source ({describe(one_line(exc))}): give {SCHEMES}")

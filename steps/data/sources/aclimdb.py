@@ -1,7 +1,10 @@
 """The official dataset layout: `aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt`.
 
-Read from an extracted folder or straight from the `.tar.gz` stream (nothing is extracted to
-disk). Besides the labelled reviews it keeps what the dataset gives for learning and grouping:
+As a source kind: a local folder holding the layout (or its parent) or a local `.tar.gz`; an
+https or s3 archive is fetched by its own kind and read here (`read_tar`). Read from an extracted
+folder or straight from the `.tar.gz` stream (nothing is extracted to disk); score's stream is
+the whole read cut into chunks, without ids (50,000 labelled reviews at most). Besides the
+labelled reviews it keeps what the dataset gives for learning and grouping:
 - `train/unsup/<id>_0.txt`: the 50,000 unlabeled reviews -> `Loaded.unlabeled`;
 - `<split>/urls_{pos,neg,unsup}.txt`: line i is the IMDb page of the movie of review id i ->
   a `movie` column (the title id `tt0123456`, or the whole URL when it has none). A split gets the
@@ -25,13 +28,16 @@ import logging
 import re
 import tarfile
 import zlib
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
 import pandas as pd
 
 from steps.data.dataset import MOVIE_COLUMN
-from steps.data.sources.common import Loaded
+from steps.data.sources.common import kind_of, local_path, progress
+from steps.data.sources.kind import Columns, Labels, Loaded, Request, ReviewStream, SourceKind
+from steps.data.sources.streams import chunked
 from steps.data.sources.tables import LABEL_ALIASES
 from steps.stage.errors import SourceError, one_line
 
@@ -49,6 +55,32 @@ _TITLE = re.compile(r"tt\d+")
 _Row = tuple[str, str, tuple, str]
 # (split, folder) -> the URL file's lines
 _Urls = dict[tuple[str, str], list[str]]
+
+
+class AclImdb(SourceKind):
+    """An aclImdb folder (or its parent) or archive on this machine."""
+
+    name = "aclimdb"
+
+    def claims(self, source: str) -> bool:
+        if "://" in source:
+            return False
+        path = local_path(source)
+        if path.is_dir():
+            return find_root(path) is not None
+        return path.is_file() and kind_of(path.name) == "tar"
+
+    def load(self, request: Request, labels: Labels) -> Loaded:
+        """Labelled whatever `labels` says: the layout's folders are the labels."""
+        path = local_path(request.source)
+        if path.is_dir():
+            return read_folder(find_root(path), request.where)
+        return read_archive(path, request.where)
+
+    def stream(
+        self, request: Request, columns: Columns, chunk_rows: int, stack: ExitStack
+    ) -> ReviewStream:
+        return chunked(self.load(request, Labels.REQUIRED), request.where, chunk_rows)
 
 
 def find_root(folder: Path) -> Path | None:
@@ -98,6 +130,16 @@ def _readable_inside(path: Path, inside: Path, shown: str, where: str) -> bool:
     if path.exists() and not (path.is_file() or path.is_dir()):
         raise SourceError(f"{where}: {shown} is not a regular file: refused")
     return True
+
+
+def read_archive(path: Path, where: str) -> Loaded:
+    """Reviews from an aclImdb .tar.gz file, with a progress bar."""
+    try:
+        with open(path, "rb") as raw, progress(raw, path.stat().st_size, path.name) as stream:
+            loaded = read_tar(stream, where)
+    except OSError as exc:
+        raise SourceError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    return loaded.with_details(file=path.name)
 
 
 def read_tar(stream: BinaryIO, where: str) -> Loaded:

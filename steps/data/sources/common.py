@@ -1,14 +1,16 @@
-"""What every source reader shares: the result type, file kinds, and a progress-reporting stream."""
+"""What the source kinds share: the file kinds they tell apart by name, and a progress bar over
+a byte stream (tqdm's own wrapper)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import BinaryIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-import pandas as pd
 from tqdm import tqdm
 
-# File name endings each reader understands; longest first so ".csv.gz" wins over ".gz".
+# File name endings the readers understand; longest first so ".csv.gz" wins over ".gz".
 FILE_KINDS = {
     ".tar.gz": "tar",
     ".tgz": "tar",
@@ -18,21 +20,8 @@ FILE_KINDS = {
     ".pq": "parquet",
 }
 KNOWN_ENDINGS = ".csv, .csv.gz, .parquet or .tar.gz"
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """Reviews read from a source: canonical frames (review, sentiment[, movie]) per split it
-    provides, and the unlabeled reviews (review[, movie]) of a source that has them (aclImdb)."""
-
-    train: pd.DataFrame
-    test: pd.DataFrame | None  # None when the source has no test split
-    details: dict[str, str] = field(default_factory=dict)  # facts for the manifest
-    unlabeled: pd.DataFrame | None = None  # None when the source has no unlabeled reviews
-
-    def with_details(self, **extra: str) -> Loaded:
-        """The same reviews with more facts for the manifest."""
-        return replace(self, details={**self.details, **extra})
+TABLE_KINDS = ("parquet", "csv")  # what is streamed chunk by chunk (a tar is read whole)
+TABLE_ENDINGS = ".parquet, .pq, .csv or .csv.gz"
 
 
 def kind_of(name: str) -> str | None:
@@ -48,31 +37,24 @@ def is_gzip(name: str) -> bool:
     return name.lower().endswith(".gz")
 
 
-class ProgressReader:
-    """A read-only binary stream that advances a tqdm bar (bytes) as it is read.
+def local_path(source: str) -> Path:
+    """A local source as a path, `~` expanded (kept as written for a user there is none of, so
+    it is reported as a missing path rather than a traceback)."""
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:
+        return Path(source)
 
-    Wraps a file or an HTTP/S3 body so tarfile, gzip and pandas can read it as they go.
-    """
 
-    def __init__(self, raw: BinaryIO, total: int | None, desc: str) -> None:
-        self._raw = raw
-        self._bar = tqdm(
-            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=None
-        )
+def is_data(relative: str) -> bool:
+    """Whether a file under a dataset folder or prefix is data: hidden and `_` files and
+    folders (Spark's _SUCCESS, .crc checksums, _temporary) are not."""
+    return not any(part.startswith((".", "_")) for part in relative.split("/"))
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self._bar.update(len(data))
-        return data
 
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._bar.close()
-
-    def __enter__(self) -> ProgressReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+@contextmanager
+def progress(stream: Any, total: int | None, desc: str, method: str = "read") -> Iterator[Any]:
+    """`stream` with a bytes progress bar advanced by each read (or write); silent when stderr
+    is not a terminal."""
+    with tqdm.wrapattr(stream, method, total=total, desc=desc, disable=None) as wrapped:
+        yield wrapped

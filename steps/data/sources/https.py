@@ -7,6 +7,8 @@ run reuses the file only when that record matches the URL, the size and a fresh 
 file, so an interrupted, truncated or mismatched download is never trusted.
 Plain http:// is accepted only for loopback hosts (tests, local mirrors). A URL whose decoded file
 name is not a plain name (percent-encoded control characters, `/`) is refused.
+score's stream streams a table file from the cached copy (Spark reads that copy too); it reads an
+archive whole. `ingest.sha256` pins ingest's own download, so a stream never checks it.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from steps.data.dataset import file_sha256
-from steps.data.sources.common import KNOWN_ENDINGS, Loaded, kind_of
-from steps.data.sources.local import load_file
-from steps.stage.errors import ConfigError, SourceError, one_line
+from steps.data.sources.common import KNOWN_ENDINGS, TABLE_KINDS, kind_of, progress
+from steps.data.sources.kind import Columns, Labels, Loaded, Request, ReviewStream, SourceKind
+from steps.data.sources.local import LocalFile, read_file
+from steps.data.sources.streams import chunked, stream_files
+from steps.stage.config import IngestConfig
+from steps.stage.errors import SourceError, one_line
 from steps.stage.files import atomic_path, sweep_stale, write_json
 from steps.stage.secrets import printable, shown
 
@@ -40,11 +44,35 @@ CHUNK_BYTES = 1 << 20
 RECORD_SUFFIX = ".verified.json"
 
 
-def load_url(url: str, expected_sha256: str, download_dir: Path) -> Loaded:
-    """Reviews from an https:// URL (a .tar.gz, .csv[.gz] or .parquet), cached in download_dir."""
-    where = shown(url)  # a presigned URL's signature is a credential
-    with downloaded(url, expected_sha256, download_dir) as (target, facts):
-        loaded = load_file(target, where)
+class Https(SourceKind):
+    """A file at an https:// URL (http:// on loopback): .tar.gz, .csv[.gz] or .parquet."""
+
+    name = "https"
+    prefixes = ("https://", "http://")
+
+    def load(self, request: Request, labels: Labels) -> Loaded:
+        return _load(request, request.settings.sha256, labels)
+
+    def stream(
+        self, request: Request, columns: Columns, chunk_rows: int, stack: ExitStack
+    ) -> ReviewStream:
+        url, where = request.source, request.where
+        if kind_of(urlsplit(url).path) not in TABLE_KINDS:  # an archive (or what is refused)
+            return chunked(_load(request, "", Labels.REQUIRED), where, chunk_rows)
+        with downloaded(url, "", request.download_dir) as (path, facts):
+            stream = stream_files([LocalFile(path)], where, columns, chunk_rows, stack, str(path))
+        stream.details.update(sha256=facts["sha256"], cache=facts["cache"])
+        return stream
+
+    def password_remedy(self, settings: IngestConfig) -> str:
+        return "put the credentials in ~/.netrc (the download reads it)"
+
+
+def _load(request: Request, expected_sha256: str, labels: Labels) -> Loaded:
+    """Reviews from the URL's file, cached in the download folder."""
+    where = request.where  # a presigned URL's signature is a credential
+    with downloaded(request.source, expected_sha256, request.download_dir) as (target, facts):
+        loaded = read_file(target, where, labels)
     return loaded.with_details(
         url=where,
         sha256=facts["sha256"],
@@ -68,9 +96,7 @@ def downloaded(url: str, expected_sha256: str, download_dir: Path) -> Iterator[t
         raise SourceError(f"{where}: plain http is only accepted for loopback hosts: use https://")
     name = Path(unquote(parts.path)).name
     if printable(unquote(url)) != unquote(url):
-        raise SourceError(
-            f"{where}: the URL encodes control characters (%00-%1F, %7F): refused"
-        )
+        raise SourceError(f"{where}: the URL encodes control characters (%00-%1F, %7F): refused")
     if kind_of(name) is None:
         raise SourceError(
             f"{where}: the URL must name a file ending in {KNOWN_ENDINGS}"
@@ -136,24 +162,13 @@ def _download(url: str, target: Path, expected: str) -> dict:
         size = 0
         with atomic_path(target) as tmp:
             try:
-                with (
-                    open(tmp, "wb") as out,
-                    tqdm(
-                        total=total,
-                        desc=target.name,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        disable=None,
-                    ) as bar,
-                ):
+                with open(tmp, "wb") as raw, progress(raw, total, target.name, "write") as out:
                     # Raw bytes as sent (no Content-Encoding decoding), so sizes and digests
                     # are those of the file the server holds.
                     for chunk in response.raw.stream(CHUNK_BYTES, decode_content=False):
                         out.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
-                        bar.update(len(chunk))
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                 if "IncompleteRead" not in str(exc):  # a short body is reported just below
                     raise SourceError(

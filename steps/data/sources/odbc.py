@@ -1,8 +1,10 @@
 """SQL sources through pyodbc: `odbc:<connection string or DSN=...>` and `mssql://user@host[:port]/db`.
 
-Every ODBC driver runs the same code: connect, run `ingest.sql_query`, fetch in chunks, check
-the review/sentiment columns. `mssql://` is turned into a SQL Server connection string with
-`ingest.sql_driver`; its query parameters are passed on as attributes
+Every ODBC driver runs the same code: connect, run the query, fetch in chunks. load (ingest,
+monitor) runs `ingest.sql_query` and checks the review/sentiment columns of all the rows; stream
+(score) runs `score.sql_query` and hands over the review (and id) column fetch by fetch.
+`mssql://` is turned into a SQL Server connection string with `ingest.sql_driver`; its query
+parameters are passed on as attributes
 (`mssql://me@db.example.com/imdb?Encrypt=yes&TrustServerCertificate=no`).
 The password comes only from the environment variable named by `ingest.sql_password_env`: a
 password written into the source (`PWD=`, `Pwd = {...}`, `user:pw@`, `?PWD=`) is refused, and the
@@ -15,12 +17,14 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
 from tqdm import tqdm
 
-from steps.data.sources.common import Loaded
+from steps.data.sources.kind import Columns, Labels, Loaded, Request, ReviewStream, SourceKind
+from steps.data.sources.streams import stream_frames
 from steps.data.sources.tables import tidy
 from steps.stage.config import IngestConfig
 from steps.stage.errors import SourceError, one_line
@@ -33,6 +37,32 @@ LOGIN_TIMEOUT_SECONDS = 15
 # A password attribute, even an empty one: the password is only ever added from the environment.
 _PASSWORD_KEY = re.compile(r"(?:^|;)\s*(?:pwd|password)\s*=", re.IGNORECASE)
 _PASSWORD_NAMES = ("pwd", "password")
+
+
+class Odbc(SourceKind):
+    """An ODBC connection string or DSN (`odbc:`), or SQL Server (`mssql://`)."""
+
+    name = "odbc"
+    prefixes = ("odbc:", "mssql://")
+
+    def load(self, request: Request, labels: Labels) -> Loaded:
+        return load_sql(request.source, request.settings, labels)
+
+    def stream(
+        self, request: Request, columns: Columns, chunk_rows: int, stack: ExitStack
+    ) -> ReviewStream:
+        query = request.settings.sql_query
+        frames = query_chunks(
+            request.source, request.settings, chunk_rows=chunk_rows, setting=request.sql_setting
+        )
+        # The first fetch connects and runs the query: a bad one fails before any work.
+        label = f"{request.where} (query {query!r})"
+        stream = stream_frames(frames, request.where, label, columns, stack)
+        stream.details.update(format="sql", query=query)
+        return stream
+
+    def password_remedy(self, settings: IngestConfig) -> str:
+        return f"set the environment variable {settings.sql_password_env} (ingest.sql_password_env)"
 
 
 def connection_string(source: str, cfg: IngestConfig, environ: Mapping[str, str]) -> str:
@@ -85,6 +115,7 @@ def quote(value: str) -> str:
 def load_sql(
     source: str,
     cfg: IngestConfig,
+    labels: Labels,
     environ: Mapping[str, str] = os.environ,
     chunk_rows: int = CHUNK_ROWS,
 ) -> Loaded:
@@ -97,7 +128,7 @@ def load_sql(
             bar.update(len(chunk))
     frame = pd.concat(chunks, ignore_index=True)
     log.info("read %s rows from %s", f"{len(frame):,}", where)
-    loaded = tidy(frame, f"{where} (query {cfg.sql_query!r})")
+    loaded = tidy(frame, f"{where} (query {cfg.sql_query!r})", labels)
     return Loaded(train=loaded, test=None, details={"format": "sql", "query": cfg.sql_query})
 
 

@@ -1,8 +1,10 @@
-"""Tables of reviews (CSV, CSV.gz, Parquet, SQL results) -> the canonical frame.
+"""Tables of reviews (CSV, CSV.gz, Parquet, SQL results) read whole -> the canonical frame.
 
 The canonical frame has exactly two columns: `review` (str) and `sentiment` ("positive" or
 "negative"). Labels written as pos/neg, 1/0 or positive/negative (any case, stray spaces) are
-normalised; anything else is reported with its values, counts and rows, never guessed.
+normalised; anything else is reported with its values, counts and rows, never guessed. With
+`Labels.OPTIONAL` (monitor's batches) a table with no sentiment column at all comes back with
+the review column only; a sentiment column that is there is checked all the same.
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steps.data.dataset import COLUMNS, LABELS
-from steps.stage.errors import SourceError, one_line
 from steps.data.sources.common import is_gzip
+from steps.data.sources.kind import Labels
+from steps.stage.errors import SourceError, one_line
 
 # Spellings accepted for each label: "positive", "pos", "1" (the numeric class in LABELS' order).
 LABEL_ALIASES = {
@@ -32,33 +32,16 @@ LABEL_ALIASES = {
 }
 ACCEPTED_LABELS = "positive/negative, pos/neg or 1/0"
 _SHOWN_VALUES = 5  # distinct bad values named in an error line
-# Set only inside `labels_optional()`: ingest never enters it, so its tables must have labels.
-_LABELS_OPTIONAL: ContextVar[bool] = ContextVar("labels_optional", default=False)
 
 
-@contextmanager
-def labels_optional() -> Iterator[None]:
-    """Inside: a table without a sentiment column is read as reviews only (one column, review).
-
-    For batches of recent reviews (monitor): every source and its checks stay as ingest has
-    them; only a table with no sentiment column at all is accepted. A context rather than a flag
-    threaded through each reader's signature (local, https, s3, odbc all end in `tidy`).
-    """
-    token = _LABELS_OPTIONAL.set(True)
-    try:
-        yield
-    finally:
-        _LABELS_OPTIONAL.reset(token)
-
-
-def tidy(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+def tidy(frame: pd.DataFrame, where: str, labels: Labels) -> pd.DataFrame:
     """Pick and check the review/sentiment columns of a raw table, normalising the labels.
 
     `where` names the table in error messages (file, object, query). Column names match
     case-insensitively; other columns are ignored. Rows are numbered from 1 (after the header).
     """
     by_name = {str(name).strip().lower(): name for name in frame.columns}
-    labelled = "sentiment" in by_name or not _LABELS_OPTIONAL.get()
+    labelled = "sentiment" in by_name or labels is Labels.REQUIRED
     needed = COLUMNS if labelled else ("review",)
     missing = [column for column in needed if column not in by_name]
     if missing:
@@ -72,8 +55,8 @@ def tidy(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     reviews = _check_reviews(frame[by_name["review"]], where)
     if not labelled:
         return pd.DataFrame({"review": reviews}).reset_index(drop=True)
-    labels = normalise_labels(frame[by_name["sentiment"]], where)
-    return pd.DataFrame({"review": reviews, "sentiment": labels}).reset_index(drop=True)
+    sentiments = normalise_labels(frame[by_name["sentiment"]], where)
+    return pd.DataFrame({"review": reviews, "sentiment": sentiments}).reset_index(drop=True)
 
 
 def normalise_labels(raw: pd.Series, where: str) -> pd.Series:
@@ -127,7 +110,9 @@ def _row_numbers(mask: pd.Series, limit: int = 3) -> str:
     return f"{word} {', '.join(map(str, positions))}{more}"
 
 
-def read_table(source: Path | BinaryIO, kind: str, name: str, where: str) -> pd.DataFrame:
+def read_table(
+    source: Path | BinaryIO, kind: str, name: str, where: str, labels: Labels
+) -> pd.DataFrame:
     """Read a CSV/CSV.gz or Parquet file (path or binary stream) into the canonical frame.
 
     `name` is the file or object name (its ending says whether it is gzipped).
@@ -138,7 +123,7 @@ def read_table(source: Path | BinaryIO, kind: str, name: str, where: str) -> pd.
         raw = read_parquet(source, where=where)
     else:
         raise ValueError(f"not a table kind: {kind}")
-    return tidy(raw, where)
+    return tidy(raw, where, labels)
 
 
 def read_csv(
@@ -176,9 +161,7 @@ def read_csv(
     except pd.errors.ParserError as exc:
         raise SourceError(f"{where}: not a readable CSV ({one_line(exc)})") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise SourceError(
-            f"{where}: not a readable gzip file ({one_line(exc)})"
-        ) from None
+        raise SourceError(f"{where}: not a readable gzip file ({one_line(exc)})") from None
     except OSError as exc:
         raise SourceError(f"{where}: cannot read ({one_line(exc)})") from None
 
@@ -191,4 +174,3 @@ def read_parquet(source: Path | BinaryIO, *, where: str) -> pd.DataFrame:
         return pq.read_table(source).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{where}: not a readable Parquet file ({one_line(exc)})") from None
-
