@@ -114,13 +114,17 @@ MONITORING_ENV = export IMDB_METRICS_PORT=127.0.0.1:$(METRICS_PORT) IMDB_PREDICT
 # (k8s/deployment-*.yaml; a test keeps them equal). Batches are scored without them.
 MAX_CALL_CHARS ?= 5000000
 MAX_REVIEW_CHARS ?= 100000
+# The model is code and data (pyfunc/README.md): served as the pods serve it, refusing any pickle
+# (a champion logged as pickles, before that, is refused in one line saying how to re-log it).
+REFUSE_PICKLES = MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
 VERSION ?=
 # Read from params.yaml only when a target below needs it (one source of truth for the name).
 MODEL_NAME = $(shell $(PY) -c 'from steps.stage.config import load_params; print(load_params().register.model_name)')
 DOCKER_DIR ?= build/docker
 
 serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1, METRICS_PORT=)
-	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) \
+	@$(REFUSE_PICKLES) $(PY) -m steps.models --servable >/dev/null
+	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) $(REFUSE_PICKLES) \
 	IMDB_MAX_CALL_CHARS=$(MAX_CALL_CHARS) IMDB_MAX_REVIEW_CHARS=$(MAX_REVIEW_CHARS) \
 	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
