@@ -102,7 +102,7 @@ monitoring-files: $(STAMP) ## regenerate k8s/monitoring's alert rules and dashbo
 		changed = promql.write_files(load_params().deploy); \
 		print("\n".join(f"wrote {p}" for p in changed) or "k8s/monitoring is up to date")'
 
-.PHONY: serve models promote rollback dockerfile image base-image deployer-image
+.PHONY: serve models promote rollback migrate dockerfile image base-image deployer-image
 PORT ?= 5001
 WORKERS ?= 1
 # METRICS_PORT=9102: the model's Prometheus metrics on 127.0.0.1:9102/metrics and a JSON line
@@ -137,6 +137,9 @@ promote: $(STAMP) ## latest version vs @champion (promote.* in params.yaml); VER
 
 rollback: $(STAMP) ## move @champion back to @previous
 	$(PY) -m steps.promote --rollback
+
+migrate: $(STAMP) ## re-log VERSION=N, logged as pickles, as code and data (a new version; no alias moves)
+	$(PY) -m steps.migrate --version '$(VERSION)'
 
 dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion to DOCKER_DIR
 	$(WITH_TRACKING) mlflow models generate-dockerfile -m 'models:/$(MODEL_NAME)@champion' \
