@@ -23,8 +23,10 @@ newer format) is refused with one `DamagedState` line naming it, before any esti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ SETTINGS_FILE = "model.json"
 VOCABULARY_FILE = "vocabulary.json"
 WEIGHTS_FILE = "weights.npz"
 MEMBERS = ("plain", "negated")  # the pipeline alone, or averaged with the negation view
+SEALED_FILES = (VOCABULARY_FILE, WEIGHTS_FILE)  # model.json records their size and sha256
 _NO_FILE = "no such file"
 
 
@@ -108,15 +111,25 @@ def write_state(pipeline: Any, directory: str | Path) -> None:
             for part, values in _linear_parts(model).items():
                 arrays[f"{name}.{view}.{part}"] = values
     directory.mkdir(parents=True)
-    _write_json(directory / SETTINGS_FILE, settings, indent=1)
     _write_json(directory / VOCABULARY_FILE, vocabulary)
-    np.savez(directory / WEIGHTS_FILE, allow_pickle=False, **arrays)
+    # deflate: a third smaller (sorted keys compress well), read in ~80 ms instead of ~20
+    np.savez_compressed(directory / WEIGHTS_FILE, allow_pickle=False, **arrays)
+    settings["files"] = {name: _fingerprint(directory / name) for name in SEALED_FILES}
+    _write_json(directory / SETTINGS_FILE, settings, indent=1)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": digest}
 
 
 def read_state(directory: str | Path) -> Pipeline:
     """The fitted pipeline a state folder holds, or a DamagedState naming what is wrong."""
     directory = Path(directory)
     settings = _read_settings(directory / SETTINGS_FILE)
+    for name in SEALED_FILES:
+        _check_fingerprint(directory / name, settings["files"][name])
     vocabulary = _read_json(directory / VOCABULARY_FILE)
     arrays = _read_arrays(directory / WEIGHTS_FILE, settings)
     built = []
@@ -247,6 +260,19 @@ def _read_settings(path: Path) -> dict[str, Any]:
         isinstance(x, str) for x in settings["classes"]
     ):
         raise DamagedState(f"{path}: classes must be two labels in sorted order")
+    files = settings.get("files")
+    if (
+        not isinstance(files, dict)
+        or sorted(files) != sorted(SEALED_FILES)
+        or not all(
+            isinstance(f, dict)
+            and _is_int(f.get("bytes"))
+            and isinstance(f.get("sha256"), str)
+            and len(f["sha256"]) == 64
+            for f in files.values()
+        )
+    ):
+        raise DamagedState(f"{path}: files must give bytes and sha256 of {list(SEALED_FILES)}")
     members = settings.get("members")
     if not isinstance(members, list) or len(members) not in (1, 2):
         raise DamagedState(f"{path}: members must be a list of 1 or 2 member pipelines")
@@ -277,6 +303,24 @@ def _read_settings(path: Path) -> dict[str, Any]:
     return settings
 
 
+def _check_fingerprint(path: Path, recorded: Mapping[str, Any]) -> None:
+    """Refuse a file changed since it was written: any byte, not only what the checks below see
+    (a word spelled otherwise keeps the vocabulary's length and shape)."""
+    if not path.is_file():
+        raise DamagedState(f"{path}: {_NO_FILE}")
+    found = _fingerprint(path)
+    if found["bytes"] != recorded["bytes"]:
+        raise DamagedState(
+            f"{path}: {found['bytes']:,} bytes, {SETTINGS_FILE} records {recorded['bytes']:,}:"
+            " the file was cut short, replaced or changed after it was written"
+        )
+    if found["sha256"] != recorded["sha256"]:
+        raise DamagedState(
+            f"{path}: sha256 {found['sha256'][:12]}... is not the {recorded['sha256'][:12]}..."
+            f" {SETTINGS_FILE} records: the file was changed after it was written"
+        )
+
+
 def _read_json(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
@@ -305,7 +349,10 @@ def _read_arrays(path: Path, settings: Mapping[str, Any]) -> dict[str, np.ndarra
         raise
     except FileNotFoundError:
         raise DamagedState(f"{path}: {_NO_FILE}") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except (
+        OSError, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError,
+        zipfile.BadZipFile, zlib.error,
+    ) as exc:  # fmt: skip
         # numpy refuses a pickle or an object array (allow_pickle=False) before running anything
         why = "it holds pickled data, never loaded" if "pickle" in str(exc) else _first_line(exc)
         raise DamagedState(f"{path}: not a readable .npz of plain arrays ({why})") from None

@@ -176,13 +176,15 @@ def test_the_pickle_scan_finds_the_pickles_of_a_model_logged_the_old_way(pipelin
 def test_a_damaged_state_stops_the_load_in_one_line_and_gives_no_model(pipeline, tmp_path):
     packaging.save_model(pipeline, tmp_path / "model")
     weights = tmp_path / "model" / "artifacts" / STATE_ARTIFACT / WEIGHTS_FILE
+    size = weights.stat().st_size
     weights.write_bytes(weights.read_bytes()[:1000])
     model = None
     with pytest.raises(ValueError) as caught:
         model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     assert model is None
     assert str(caught.value) == (
-        f"{weights}: not a readable .npz of plain arrays (File is not a zip file)"
+        f"{weights}: 1,000 bytes, model.json records {size:,}: the file was cut short, replaced"
+        " or changed after it was written"
     )
 
 

@@ -4,6 +4,7 @@ written is refused in one line naming the file, without running anything it hold
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -18,6 +19,7 @@ from pyfunc.pipeline import build_pipeline, n_features, token_counts
 from pyfunc.self_training import self_train
 from pyfunc.state import (
     FORMAT_VERSION,
+    SEALED_FILES,
     SETTINGS_FILE,
     VOCABULARY_FILE,
     WEIGHTS_FILE,
@@ -119,6 +121,33 @@ def test_the_payload_runs_when_unpickled(tmp_path):
     assert (tmp_path / "ran").exists()
 
 
+def _seal(folder: Path) -> None:
+    """Record the files' sizes and digests in model.json again, as a careful forger would: what
+    is checked then is the content itself."""
+    try:
+        settings = json.loads((folder / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return  # the case is about model.json itself
+    if "files" not in settings:
+        return
+    for name in SEALED_FILES:
+        if (folder / name).is_file():
+            data = (folder / name).read_bytes()
+            settings["files"][name] = {
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+    (folder / SETTINGS_FILE).write_text(json.dumps(settings))
+
+
+def _respell_a_word(folder: Path, marker: Path) -> None:
+    """The same number of words and bytes, one word spelled otherwise."""
+    path = folder / VOCABULARY_FILE
+    text = path.read_text()
+    assert '"wonderful"' in text
+    path.write_text(text.replace('"wonderful"', '"wonderfux"', 1))
+
+
 def _edit_settings(folder: Path, edit) -> None:
     settings = json.loads((folder / SETTINGS_FILE).read_text())
     edit(settings)
@@ -182,7 +211,27 @@ def _drop_words(words: list) -> None:
     del words[len(words) // 2 :]
 
 
+# Cases named "unsealed: ..." leave model.json's record of the files as it was; the others record
+# the changed files' sizes and digests again (_seal), so the content checks are what refuses them.
 TAMPERED = {
+    "unsealed: weights replaced by a pickle": (
+        lambda f, m: (f / WEIGHTS_FILE).write_bytes(pickle.dumps(Payload(m), protocol=4)),
+        WEIGHTS_FILE, "bytes, model.json records",
+    ),
+    "unsealed: truncated weights file": (
+        lambda f, m: _truncate(f / WEIGHTS_FILE), WEIGHTS_FILE, "the file was cut short",
+    ),
+    "unsealed: a word respelled": (
+        _respell_a_word, VOCABULARY_FILE, "model.json records: the file was changed after",
+    ),
+    "unsealed: weights recomputed": (
+        lambda f, m: _rewrite_arrays(f, lambda a: a["plain.nb.coef"].__setitem__((0, 0), 1.5)),
+        WEIGHTS_FILE, "the file was c",
+    ),
+    "no record of the files": (
+        lambda f, m: _edit_settings(f, lambda s: s.pop("files")),
+        SETTINGS_FILE, "files must give bytes and sha256",
+    ),
     "weights replaced by a pickle": (
         lambda f, m: (f / WEIGHTS_FILE).write_bytes(pickle.dumps(Payload(m), protocol=4)),
         WEIGHTS_FILE, "holds pickled data, never loaded",
@@ -197,7 +246,7 @@ TAMPERED = {
         lambda f, m: _truncate(f / WEIGHTS_FILE), WEIGHTS_FILE, "not a zip file",
     ),
     "bytes of an array overwritten": (
-        lambda f, m: _corrupt_member(f), WEIGHTS_FILE, "Bad CRC-32",
+        lambda f, m: _corrupt_member(f), WEIGHTS_FILE, "not a readable .npz of plain arrays (",
     ),
     "coefficients cut short": (
         lambda f, m: _rewrite_arrays(f, _shorter("plain.nb.coef")),
@@ -300,12 +349,14 @@ def written(data, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("tamper", TAMPERED.values(), ids=TAMPERED.keys())
-def test_a_tampered_state_is_refused_in_one_line_naming_the_file(written, tamper, tmp_path):
-    change, file_name, what = tamper
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_state_is_refused_in_one_line_naming_the_file(written, case, tmp_path):
+    change, file_name, what = TAMPERED[case]
     folder, marker = tmp_path / "state", tmp_path / "pickle-ran"
     shutil.copytree(written, folder)
     change(folder, marker)
+    if not case.startswith("unsealed:"):
+        _seal(folder)
     with pytest.raises(DamagedState) as caught:
         read_state(folder)
     message = str(caught.value)
