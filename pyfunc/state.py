@@ -112,10 +112,24 @@ def write_state(pipeline: Any, directory: str | Path) -> None:
                 arrays[f"{name}.{view}.{part}"] = values
     directory.mkdir(parents=True)
     _write_json(directory / VOCABULARY_FILE, vocabulary)
-    # deflate: a third smaller (sorted keys compress well), read in ~80 ms instead of ~20
-    np.savez_compressed(directory / WEIGHTS_FILE, allow_pickle=False, **arrays)
+    _write_npz(directory / WEIGHTS_FILE, arrays)
     settings["files"] = {name: _fingerprint(directory / name) for name in SEALED_FILES}
     _write_json(directory / SETTINGS_FILE, settings, indent=1)
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An .npz as np.savez writes it, but deflating only what deflate shrinks: the sorted keys and
+    the float32 weights (8 MB -> 2 MB for the 25k reviews) and not the float64 coefficients (12 MB,
+    4% smaller for four times the read time). Measured: 14.4 MB read in ~27 ms, against 20.2 MB
+    in ~12 ms stored or 13.9 MB in ~66 ms all deflated. A fixed date: the same state, the same
+    bytes."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, values in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            compress = values.dtype != np.float64
+            member.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, values, allow_pickle=False)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
