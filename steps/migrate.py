@@ -34,9 +34,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from pyfunc import packaging
-from pyfunc.model import PICKLED_ARTIFACT, PROFILE_ARTIFACT
+from pyfunc.contract import PIPELINE_ARTIFACT, PROFILE_ARTIFACT
+from steps.entry import cli
 from steps.measure import behavioural, sample, scoring
-from steps.stage import cli, lock
+from steps.stage import lock
 from steps.stage.config import MigrateConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.tracking import cards, loading, registry, store
@@ -71,11 +72,6 @@ class Migrated:
 
 def run(cfg: MigrateConfig, model_name: str, version: str) -> Migrated:
     """Re-log `version` of `model_name` (logged as pickles) as code and data, as a new version."""
-    if not 0 <= cfg.max_score_difference < 0.5:
-        raise StageError(
-            f"migrate.max_score_difference must be from 0 to below 0.5, got"
-            f" {cfg.max_score_difference}"
-        )
     old = registry.get_version(model_name, version)
     what = f"{model_name} version {old.version}"
     uri = registry.model_uri(model_name, old.version)
@@ -119,9 +115,9 @@ def _pickled_pipeline(local: Path, what: str) -> Any:
     import joblib
 
     flavor = mlflow.models.Model.load(str(local)).flavors[mlflow.pyfunc.FLAVOR_NAME]
-    relative = flavor.get("artifacts", {}).get(PICKLED_ARTIFACT, {}).get("path")
+    relative = flavor.get("artifacts", {}).get(PIPELINE_ARTIFACT, {}).get("path")
     if not relative:
-        raise StageError(f"{what} has no {PICKLED_ARTIFACT!r} artifact: it is not this model")
+        raise StageError(f"{what} has no {PIPELINE_ARTIFACT!r} artifact: it is not this model")
     log.warning("reading %s's pickled pipeline (%s): you named this version", what, relative)
     try:
         return joblib.load(local / relative)

@@ -23,12 +23,12 @@ def _arguments(pipeline: Any, tmp: Path) -> dict[str, Any]:
     import joblib
 
     from pyfunc import packaging
-    from pyfunc.model import PICKLED_ARTIFACT, SentimentModel
+    from pyfunc.model import PIPELINE_ARTIFACT, SentimentModel
 
     joblib.dump(pipeline, tmp / "pipeline.joblib")
     return {
         "python_model": SentimentModel(),  # an object: MLflow cloudpickles it
-        "artifacts": {PICKLED_ARTIFACT: str(tmp / "pipeline.joblib")},
+        "artifacts": {PIPELINE_ARTIFACT: str(tmp / "pipeline.joblib")},
         "code_paths": [str(packaging.PACKAGE_DIR)],
         "signature": packaging.SIGNATURE,
         "input_example": packaging.INPUT_EXAMPLE,

@@ -24,7 +24,7 @@ from pickled_model import log_pickled, pickles_in, save_pickled
 from support import make_reviews
 
 from pyfunc import packaging
-from pyfunc.model import STATE_ARTIFACT
+from pyfunc.contract import STATE_ARTIFACT
 from pyfunc.pipeline import build_pipeline
 from pyfunc.state import WEIGHTS_FILE
 

@@ -52,7 +52,7 @@ def test_where_pickles_are_allowed_both_versions_load(versions, monkeypatch):
     monkeypatch.delenv(PICKLE_GUARD, raising=False)
     for number in versions.values():
         uri = registry.model_uri(MODEL_NAME, number)
-        answer = loading.load_model(uri, uri, number).predict(ONE_REVIEW)
+        answer = scoring.load_model(uri, uri, number).predict(ONE_REVIEW)
         assert answer["label"].tolist() == ["positive"]
 
 
@@ -61,11 +61,11 @@ def test_where_the_guard_is_off_the_old_version_is_refused_in_one_line(versions,
     old, new = (registry.model_uri(MODEL_NAME, versions[k]) for k in ("old", "new"))
     assert loading.is_pickled(old) and not loading.is_pickled(new)
     with pytest.raises(StageError) as caught:
-        loading.load_model(old, f"{MODEL_NAME} version {versions['old']}", versions["old"])
+        scoring.load_model(old, f"{MODEL_NAME} version {versions['old']}", versions["old"])
     message = str(caught.value)
     assert message.startswith(f"{MODEL_NAME} version {versions['old']} {_refusal_of('1')}")
     assert "\n" not in message
-    assert loading.load_model(new, new).predict(ONE_REVIEW)["label"].tolist() == ["positive"]
+    assert scoring.load_model(new, new).predict(ONE_REVIEW)["label"].tolist() == ["positive"]
 
 
 def test_each_stage_that_loads_a_model_refuses_the_old_version(

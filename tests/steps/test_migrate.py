@@ -125,7 +125,7 @@ def test_a_pipeline_that_cannot_be_read_is_one_line_and_nothing_registered(
         (["--version", "x"], "model version must be a whole number, got 'x'"),
         (
             ["--version", "1", "--max_score_difference", "-1"],
-            "migrate.max_score_difference must be from 0 to below 0.5, got -1.0",
+            "migrate parameters: max_score_difference must be at least 0 and under 0.5, got -1.0",
         ),
     ],
 )
