@@ -197,12 +197,16 @@ def _register(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("which version (also as `mlflow run -P version=N`)")
     group.add_argument(
-        "--version", required=True, metavar="N", help="the version logged as pickles to re-log"
+        "--version", default=None, metavar="N", help="the version logged as pickles to re-log"
     )
 
 
 def _command(params: Params, cfg: MigrateConfig, args: argparse.Namespace) -> None:
     model_name = params.register.model_name
+    if not (args.version or "").strip():  # checked here, after the parameters: they come first
+        raise StageError(
+            "migrate needs the version to re-log: --version N (make migrate VERSION=N)"
+        )
     with lock.hold("migrate"), store.stage_run("migrate"):
         store.log_config(cfg, prefix="migrate.")
         mlflow.log_param("version", args.version)
