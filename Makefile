@@ -102,7 +102,7 @@ monitoring-files: $(STAMP) ## regenerate k8s/monitoring's alert rules and dashbo
 		changed = promql.write_files(load_params().deploy); \
 		print("\n".join(f"wrote {p}" for p in changed) or "k8s/monitoring is up to date")'
 
-.PHONY: serve models promote rollback dockerfile image base-image deployer-image
+.PHONY: serve models promote rollback migrate dockerfile image base-image deployer-image
 PORT ?= 5001
 WORKERS ?= 1
 # METRICS_PORT=9102: the model's Prometheus metrics on 127.0.0.1:9102/metrics and a JSON line
@@ -114,13 +114,17 @@ MONITORING_ENV = export IMDB_METRICS_PORT=127.0.0.1:$(METRICS_PORT) IMDB_PREDICT
 # (k8s/deployment-*.yaml; a test keeps them equal). Batches are scored without them.
 MAX_CALL_CHARS ?= 5000000
 MAX_REVIEW_CHARS ?= 100000
+# The model is code and data (pyfunc/README.md): served as the pods serve it, refusing any pickle
+# (a champion logged as pickles, before that, is refused in one line saying how to re-log it).
+REFUSE_PICKLES = MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
 VERSION ?=
 # Read from params.yaml only when a target below needs it (one source of truth for the name).
 MODEL_NAME = $(shell $(PY) -c 'from steps.stage.config import load_params; print(load_params().register.model_name)')
 DOCKER_DIR ?= build/docker
 
 serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1, METRICS_PORT=)
-	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) \
+	@$(REFUSE_PICKLES) $(PY) -m steps.models --servable >/dev/null
+	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) $(REFUSE_PICKLES) \
 	IMDB_MAX_CALL_CHARS=$(MAX_CALL_CHARS) IMDB_MAX_REVIEW_CHARS=$(MAX_REVIEW_CHARS) \
 	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
@@ -133,6 +137,9 @@ promote: $(STAMP) ## latest version vs @champion (promote.* in params.yaml); VER
 
 rollback: $(STAMP) ## move @champion back to @previous
 	$(PY) -m steps.promote --rollback
+
+migrate: $(STAMP) ## re-log VERSION=N, logged as pickles, as code and data (a new version; no alias moves)
+	$(PY) -m steps.migrate --version '$(VERSION)'
 
 dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion to DOCKER_DIR
 	$(WITH_TRACKING) mlflow models generate-dockerfile -m 'models:/$(MODEL_NAME)@champion' \

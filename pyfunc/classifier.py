@@ -136,6 +136,30 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
 
 
+class CalibratedLinear:
+    """An svm view as loaded from data (pyfunc/state.py): the average over its folds of a linear
+    model with a sigmoid calibration, which is what sklearn's CalibratedClassifierCV(LinearSVC,
+    method="sigmoid") computes for the positive class. Its private per-fold classes are not
+    rebuilt: their layout changes between scikit-learn versions, this arithmetic does not."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, a: np.ndarray, b: np.ndarray):
+        self.coef, self.intercept, self.a, self.b = coef, intercept, a, b
+
+    def parts(self) -> dict[str, np.ndarray]:
+        """The arrays it is made of, as state.py writes them."""
+        return {
+            "coef": self.coef, "intercept": self.intercept,
+            "sigmoid_a": self.a, "sigmoid_b": self.b,
+        }  # fmt: skip
+
+    def predict_proba(self, X: sp.spmatrix) -> np.ndarray:
+        positive = np.zeros(X.shape[0])
+        for coef, intercept, a, b in zip(self.coef, self.intercept, self.a, self.b, strict=True):
+            positive += expit(-(a * (X @ coef + intercept) + b))
+        positive /= len(self.intercept)
+        return np.column_stack([1 - positive, positive])
+
+
 def _positive_probability(model, X: sp.csr_matrix) -> np.ndarray:
     if isinstance(model, LogisticRegression):
         # The same sigmoid as model.predict_proba, without its per-call input validation, which

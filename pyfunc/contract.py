@@ -21,7 +21,8 @@ NEGATIVE, POSITIVE = LABELS
 UNKNOWN_LABEL = "unknown"  # the answer for a review without evidence (no known word)
 
 # Keys of the logged model's artifacts (pyfunc/packaging.py).
-PIPELINE_ARTIFACT = "pipeline"  # the fitted Pipeline (joblib)
+STATE_ARTIFACT = "state"  # the fitted Pipeline as data: JSON + .npz, no pickle (pyfunc/state.py)
+PIPELINE_ARTIFACT = "pipeline"  # in versions logged before the state: the Pipeline as joblib
 PROFILE_ARTIFACT = "profile"  # the training data profile (JSON) the monitor compares with
 BASELINE_SHARE_KEY = "predicted_positive_share"  # the profile's field the metrics publish
 

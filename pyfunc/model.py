@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -55,10 +54,12 @@ from pyfunc.contract import (
     POSITIVE,
     PROFILE_ARTIFACT,
     SCORE_FIELD,
+    STATE_ARTIFACT,
     TEXT_COLUMN,
     UNKNOWN_LABEL,
 )
 from pyfunc.pipeline import token_counts
+from pyfunc.state import read_state
 from pyfunc.telemetry import Telemetry, from_environment, watch
 
 NO_EVIDENCE_SCORE = NO_EVIDENCE
@@ -152,7 +153,8 @@ def _limit(environ: Mapping[str, str], name: str) -> int | None:
 
 
 class SentimentModel(PythonModel):
-    """Loads the fitted Pipeline from the model's artifacts; maps input rows to label and score."""
+    """Rebuilds the fitted Pipeline from the model's state folder (data, no pickle: see
+    pyfunc/state.py); maps input rows to label and score. MLflow gets it from code_model.py."""
 
     telemetry: Telemetry | None = None  # metrics and call logs, when the environment asks
     limits = RequestLimits()  # none in-process; load_context reads the serving environment's
@@ -164,10 +166,15 @@ class SentimentModel(PythonModel):
             self.limits = limits
 
     def load_context(self, context: PythonModelContext) -> None:
-        self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
-        self.telemetry = from_environment(
-            context.artifacts[PIPELINE_ARTIFACT], context.artifacts.get(PROFILE_ARTIFACT)
-        )
+        artifacts = context.artifacts
+        if STATE_ARTIFACT in artifacts:
+            where = artifacts[STATE_ARTIFACT]
+            pipeline = read_state(where)
+        else:
+            where = artifacts[PIPELINE_ARTIFACT]
+            pipeline = _pickled_pipeline(where)
+        self.telemetry = from_environment(where, artifacts.get(PROFILE_ARTIFACT))
+        self.pipeline = pipeline
         self.limits = RequestLimits.from_environment()
 
     # No type hints here on purpose: MLflow would read them as the input schema and warn; the
@@ -182,6 +189,26 @@ class SentimentModel(PythonModel):
     def token_counts(self, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per review: tokens never seen in training, and all tokens (for drift monitoring)."""
         return token_counts(self.pipeline, reviews)
+
+
+def _pickled_pipeline(path: str) -> Any:
+    """A version logged before the state format: its pipeline is a joblib pickle.
+
+    Such a version is a cloudpickled PythonModel, which MLflow itself refuses to unpickle when
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false, so this only runs where pickles are allowed
+    (checked again here). It is needed where this code is imported first: MLflow then unpickles
+    the old version's model as this class, and this method must read the old artifact.
+    """
+    from mlflow.environment_variables import MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+
+    if not MLFLOW_ALLOW_PICKLE_DESERIALIZATION.get():
+        raise ValueError(
+            f"{path} is a pickle and MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false: re-log the"
+            " version in the data format (the `migrate` entry point), or train it again"
+        )
+    import joblib
+
+    return joblib.load(path)
 
 
 def score_reviews(

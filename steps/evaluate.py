@@ -56,7 +56,7 @@ from steps.stage.paths import (
     PLOTS_DIR,
     VALIDATED_MARKER,
 )
-from steps.tracking import registry, runs, store
+from steps.tracking import loading, registry, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,9 @@ def load_model(location: str | Path) -> Any:
             raise StageError(f"no model at {location}: run the train stage first")
         return scoring.load_model(str(location))
     try:
-        return scoring.load_model(str(location))
+        return scoring.load_model(str(location), version=loading.registered_version(str(location)))
+    except StageError:
+        raise
     except Exception as exc:  # MlflowException, OSError...: one line either way
         raise StageError(f"cannot load {location}: {one_line(exc, 300)}") from None
 

@@ -3,13 +3,16 @@
     python -m steps.models              # every version: aliases, promotion decision, checks, commit
     python -m steps.models --champion   # only the champion's version number (for scripts)
     python -m steps.models --exports    # `export` lines for MLflow's own CLI (make serve, make run)
+    python -m steps.models --servable   # the champion's version, or one line if it cannot load here
 
 `mlflow run . -e models` prints the table. The table and --champion first record a champion set
 by hand since the tools last looked (steps/tracking/champion.py), so `make rollback` can return
 to the version that served before it. `--exports` prints the environment that points
 `mlflow run` and `mlflow models serve` at the store and registry the stages use (local SQLite,
 DagsHub or any MLflow server; see steps/tracking/store.py), creating the local store on first use;
-secrets appear as references to the variables that hold them, never as values.
+secrets appear as references to the variables that hold them, never as values. `--servable`
+is what `make serve` asks first: a champion logged as pickles (before the model became code and
+data) is refused in one line naming it and how to re-log it, where the pickle guard is off.
 """
 
 from __future__ import annotations
@@ -25,20 +28,25 @@ from steps.entry import cli
 from steps.stage.config import Params, RegisterConfig
 from steps.stage.errors import StageError
 from steps.stage.secrets import shown
-from steps.tracking import champion, registry, store
+from steps.tracking import champion, loading, registry, store
 
 
-def run(cfg: RegisterConfig, champion_only: bool = False) -> str:
-    """The registry table, or with `champion_only` the champion's version number.
+def run(cfg: RegisterConfig, champion_only: bool = False, servable: bool = False) -> str:
+    """The registry table, or with `champion_only` the champion's version number; `servable`
+    also refuses a champion that this environment's pickle guard would not load.
 
     A champion set by hand since the tools last looked is recorded first (tracking/champion.py).
     """
     champion.notice(cfg.model_name, by="models")
-    if not champion_only:
+    if not (champion_only or servable):
         return registry.describe(cfg.model_name)
     current = registry.version_by_alias(cfg.model_name, registry.CHAMPION_ALIAS)
     if current is None:
         raise StageError(f"{cfg.model_name} has no @{registry.CHAMPION_ALIAS}: run promote first")
+    if servable:
+        uri = registry.model_uri(cfg.model_name, current.version)
+        what = f"{cfg.model_name} version {current.version} (@{registry.CHAMPION_ALIAS})"
+        loading.check_loadable(uri, what, current.version)
     return str(current.version)
 
 
@@ -47,8 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = group.add_mutually_exclusive_group()
     what.add_argument("--champion", action="store_true", help="only the champion's version number")
     what.add_argument(
-        "--exports", action="store_true",
+        "--exports",
+        action="store_true",
         help="shell `export` lines that point MLflow's own CLI at this store and registry",
+    )
+    what.add_argument(
+        "--servable", action="store_true",
+        help="the champion's version number, or one line if it cannot load here (make serve)",
     )  # fmt: skip
 
 
@@ -56,13 +69,13 @@ def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> N
     if args.exports:
         print(store.shell_exports(os.environ))
         return
-    if not args.champion:
+    if not (args.champion or args.servable):
         # cli.main has called store.configure(), whose set_experiment exports the id.
         print(
             f"tracking store {shown(mlflow.get_tracking_uri())},"
             f" experiment id {MLFLOW_EXPERIMENT_ID.get()}"
         )
-    print(run(cfg, champion_only=args.champion))
+    print(run(cfg, champion_only=args.champion, servable=args.servable))
 
 
 def main(argv: list[str] | None = None) -> int:

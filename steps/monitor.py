@@ -111,7 +111,7 @@ def run(
         except Exception as exc:  # MlflowException, OSError...: one line either way
             raise StageError(f"cannot download {name}: {one_line(exc)}") from None
         profile = read_profile(local, name)
-        model = scoring.load_model(str(local))
+        model = scoring.load_model(str(local), name, version.version)
         scores = scoring.predict_scores(model, reviews, cfg.chunk_size)
         counts = model.unwrap_python_model().token_counts(reviews)
     evaluated = version.tags.get(ACCURACY_TAG)

@@ -41,7 +41,7 @@ from steps.stage.coercion import override
 from steps.stage.config import IngestConfig, Params, ScoreConfig
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import DOWNLOAD_DIR
-from steps.tracking import registry, store
+from steps.tracking import loading, registry, store
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def run(
     ):
         model = resolve_model(cfg.model, registered_name)
         model_dir = _download(model, Path(tmp))
+        loading.check_loadable(model_dir, _described(model), model.version)
         _without_serving_limits()
         log.info(
             "scoring %s with %s on engine=%s into %s",

@@ -189,6 +189,14 @@ def serving_limits(slot: str = "blue") -> dict[str, str]:
     return {k: v for k, v in pod_env(slot).items() if k.startswith("IMDB_MAX_")}
 
 
+PICKLE_GUARD = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+def serving_env(slot: str = "blue") -> dict[str, str]:
+    """What the pods set for the model itself: its request limits, and pickles refused."""
+    return {**serving_limits(slot), PICKLE_GUARD: pod_env(slot)[PICKLE_GUARD]}
+
+
 def reviews_with_ids(n: int, seed: int) -> pd.DataFrame:
     """`make_reviews` with an `id` column first: 1000, 1001, ... (int64)."""
     frame = make_reviews(n, seed=seed)

@@ -45,6 +45,7 @@ from steps.data.sources import Columns, ReviewStream
 from steps.data.sources.streams import pick_column
 from steps.stage.config import SparkConfig
 from steps.stage.errors import StageError, one_line
+from steps.tracking import loading
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def start_session(cfg: SparkConfig) -> tuple[Any, bool]:
     }
     if local:
         settings["spark.ui.enabled"] = "false"
+    guard = os.environ.get(loading.GUARD_ENV)
+    if guard is not None:  # the executors load the model: they refuse pickles if this process does
+        settings[f"spark.executorEnv.{loading.GUARD_ENV}"] = guard
     settings.update(extra_settings(cfg.conf))
     builder = SparkSession.builder.appName(APP_NAME).master(master)
     for key, value in settings.items():

@@ -26,6 +26,7 @@ from mlflow.pyfunc import PyFuncModel
 from pyfunc import contract
 from pyfunc.contract import OUTPUT_FIELDS, SCORE_FIELD, TEXT_COLUMN
 from steps.stage.errors import StageError
+from steps.tracking import loading
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ CHUNK = 1000  # reviews per predict call in the child (progress granularity)
 _CHILD = f"import sys; from {__name__} import score_in_child; score_in_child(*sys.argv[1:5])"
 
 
-def load_model(uri: str) -> PyFuncModel:
-    """`mlflow.pyfunc.load_model`, the model running the `pyfunc/` code logged with it.
+def load_model(uri: str, what: str | None = None, version: str | int | None = None) -> PyFuncModel:
+    """`mlflow.pyfunc.load_model`, the model running the `pyfunc/` code logged with it; a version
+    logged as pickles is refused in one line first where the pickle guard is off (`what` names
+    it, `version` says what to migrate: steps/tracking/loading.py).
 
     Importing pyfunc/contract.py also imports the project's `pyfunc` package; left in
     sys.modules, it would answer the model's own `import pyfunc.model` with the project's code
@@ -45,6 +48,7 @@ def load_model(uri: str) -> PyFuncModel:
     imports its own copy; the names already bound here stay. A process that runs the project's
     model code itself (train, the tests) keeps it, as before.
     """
+    loading.check_loadable(uri, what or uri, version)
     loaded = [name for name in sys.modules if name.partition(".")[0] == "pyfunc"]
     if set(loaded) <= {"pyfunc", contract.__name__}:
         for name in loaded:
@@ -83,6 +87,7 @@ def score_models(models: Sequence[tuple[str, str]], texts: list[str]) -> list[pd
                 )
             except Exception as exc:  # MlflowException, OSError...: one line either way
                 raise StageError(f"cannot download {name}: {' '.join(str(exc).split())}") from None
+            loading.check_loadable(local, name, loading.registered_version(uri))
             out = work / f"scores{i}.parquet"
             commands.append(
                 (name, out, [sys.executable, "-c", _CHILD, local, str(reviews), str(out), name])

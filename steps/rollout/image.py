@@ -7,6 +7,8 @@ in a child process with this interpreter, so the image holds the model exactly a
 has it, then adds a layer (k8s/serving-image/Dockerfile) with uvicorn's uvloop and httptools,
 MLflow's nginx.conf with a bound on the request body (image.max_body_mb) and kept-alive upstream
 connections, and time for busy uvicorn workers before their health check kills them.
+The model's requirements are ranges; the layer pins its packages to the versions tested here, and a
+version logged as pickles (which the image would refuse to load) is refused before any build.
 `docker build` tags only a build that succeeded, and build-docker's own image gets a temporary
 name, so a failed build leaves no tag behind (an earlier good image under the same tag stays as
 it was).
@@ -27,11 +29,13 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from packaging.requirements import InvalidRequirement, Requirement
 
 from steps.rollout import base_image, docker
 from steps.stage.config import ImageConfig
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import PROJECT_ROOT
+from steps.tracking import loading
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ def build_serving_image(
     docker.check_engine()
     with tempfile.TemporaryDirectory(prefix="model.") as scratch:
         local = _download_model(uri, Path(scratch))
+        if loading.is_pickled(local):  # the image refuses pickles (k8s/serving-image/Dockerfile)
+            version = loading.registered_version(uri)
+            raise StageError(loading.refusal(uri, version, where="in the serving image"))
+        packages = [*SERVER_PACKAGES, *model_packages(local)]
         base = base_image.ensure(base_image.model_base_image(local), cfg, rootfs_cache)
     log.info("%s; building %s from %s", base.describe(), image, uri)
     # The child resolves models:/ against the same store (configure() may not have set the env).
@@ -82,7 +90,7 @@ def build_serving_image(
     mlflow_image = with_tag_suffix(image, "build-docker")
     try:
         docker.run_echoed(build_command(uri, mlflow_image), "mlflow models build-docker", env)
-        pins = " ".join(f"{p}=={importlib.metadata.version(p)}" for p in SERVER_PACKAGES)
+        pins = " ".join(f"{p}=={importlib.metadata.version(p)}" for p in packages)
         docker.build(
             SERVING_DIR, image, MLFLOW_IMAGE=mlflow_image, MAX_BODY=f"{cfg.max_body_mb}m",
             SERVER_PACKAGES=pins,
@@ -90,6 +98,30 @@ def build_serving_image(
     finally:
         docker.untag(mlflow_image)  # its layers stay, under `image`
     return Built(image, base)
+
+
+def model_packages(model_dir: Path) -> list[str]:
+    """The packages the model's requirements.txt names (but mlflow, which MLflow pins itself),
+    where this environment has a version in the model's range.
+
+    The model states ranges (what its format needs); the image gets the versions tested here,
+    as the deployer image does, rather than whatever is newest on the day it is built.
+    """
+    found = []
+    path = Path(model_dir) / "requirements.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:  # -r/-c lines, comments, blanks
+            continue
+        try:
+            here = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if requirement.name != "mlflow" and requirement.specifier.contains(here):
+            found.append(requirement.name)
+    return found
 
 
 def with_tag_suffix(image: str, suffix: str) -> str:

@@ -20,7 +20,7 @@ from steps.measure import scoring
 from steps.rollout.kube import Kube
 from steps.stage.config import DeployConfig
 from steps.stage.errors import StageError, one_line
-from steps.tracking import registry
+from steps.tracking import loading, registry
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def served_labels(kube: Kube, cfg: DeployConfig, service: str, reviews: list[str
 @functools.lru_cache(maxsize=1)
 def _load(registry_uri: str, uri: str) -> Any:
     """A version loaded once: the smoke test and the replay ask for the same one in turn."""
-    return scoring.load_model(uri)
+    return scoring.load_model(uri, version=loading.registered_version(uri))
 
 
 def smoke_test(

@@ -170,6 +170,14 @@ class PromoteConfig(Section):
 
 
 @dataclass(frozen=True)
+class MigrateConfig(Section):
+    """How `migrate` re-logs a version logged as pickles as code and data (steps/migrate.py)."""
+
+    max_score_difference: Annotated[float, Range(ge=0, lt=0.5)]
+    """The most any comparison review's score may differ between the old and the new version."""
+
+
+@dataclass(frozen=True)
 class CompareConfig(Section):
     """How `compare` ranks the experiment's runs and what it shows."""
 
@@ -356,6 +364,7 @@ class Params:
     evaluate: EvaluateConfig
     register: RegisterConfig
     promote: PromoteConfig
+    migrate: MigrateConfig
     deploy: DeployConfig
     image: ImageConfig
     compare: CompareConfig

@@ -36,6 +36,9 @@ CANDIDATE_VALUE_TAG = "promotion.candidate_value"
 CHAMPION_VALUE_TAG = "promotion.champion_value"
 # On the registered model: the champion version the tools last saw (see `notice_champion`).
 RECORDED_CHAMPION_TAG = "champion.recorded"
+# migrate: a version re-logged as code and data names the one it came from, and back (migrate.py)
+MIGRATED_FROM_TAG = "migrated_from"
+MIGRATED_TO_TAG = "migrated_to"
 ANALYSIS_TAG_PREFIX = "analysis."  # analysis.<field>: deploy's checks before and after the switch
 
 _MISSING = "RESOURCE_DOES_NOT_EXIST"

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import model_server
 import pytest
-from support import free_port, make_reviews, point_mlflow_at, serving_limits
+from support import free_port, make_reviews, point_mlflow_at, serving_env
 
 from steps.rollout import image
 from steps.stage.config import load_params
@@ -74,11 +74,11 @@ def champion_store(tmp_path_factory) -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def server(champion_store, tmp_path_factory) -> Iterator[model_server.Server]:
     """`mlflow models serve -m models:/imdb-sentiment@champion` on a free 127.0.0.1 port, with
-    the request limits the pods set (k8s/deployment-*.yaml)."""
+    the request limits and the pickle guard the pods set (k8s/deployment-*.yaml)."""
     uri, _ = champion_store
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "IMDB_MAX_"))}
     env["MLFLOW_TRACKING_URI"] = uri
-    env.update(serving_limits())
+    env.update(serving_env())  # as the pods: request limits, pickles refused
     log_path = Path(tmp_path_factory.mktemp("serving-log")) / "serve.log"
     model_uri = registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS)
     running = model_server.start(model_uri, free_port(), log_path, env=env)

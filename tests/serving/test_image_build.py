@@ -4,6 +4,7 @@ URI, a build that fails (which must leave no tag behind)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -13,13 +14,24 @@ import mlflow
 import pytest
 import yaml
 from docker_pod import docker
-from support import REPO_ROOT
+from pickled_model import save_pickled
+from support import REPO_ROOT, make_reviews
 
+from pyfunc.pipeline import build_pipeline
 from steps import image as image_entry
 from steps.rollout import image
 from steps.tracking import registry
 
 TEST_MODEL = "imdb-sentiment-test"  # its images are imdb-sentiment-test:<version>, never ours
+IDENTITY_MODEL = """
+import mlflow
+
+class Identity(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+mlflow.models.set_model(Identity())
+"""
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -87,11 +99,33 @@ def test_a_wrong_model_uri_is_one_line(capsys, tracking_uri):
 
 
 @pytest.mark.docker
+def test_a_version_logged_as_pickles_is_refused_before_any_build(capsys, tracking_uri, tmp_path):
+    """The image refuses pickles (k8s/serving-image/Dockerfile): it could not load such a model."""
+    frame = make_reviews(200, seed=31)
+    pipeline = build_pipeline().fit(frame["review"].tolist(), frame["sentiment"].tolist())
+    save_pickled(pipeline, tmp_path / "old")
+    registered = mlflow.register_model(str(tmp_path / "old"), TEST_MODEL).version
+    tag = f"{TEST_MODEL}:pickled"
+    uri = registry.model_uri(TEST_MODEL, registered)
+    code, _, err = run_cli(["--model-uri", uri, "--tag", tag], capsys)
+    assert code == 1
+    assert last_line(err) == (
+        f"error: image: {uri} was logged as pickles, before the model became code and data, and"
+        " MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false in the serving image refuses them: re-log it"
+        f" with `make migrate VERSION={registered}` (a new version with the same weights), or"
+        " train and register a new version"
+    )
+    assert docker("image", "inspect", tag, check=False).returncode != 0
+
+
+@pytest.mark.docker
 @pytest.mark.slow  # a real build up to pip's failure (the layers before it are cached)
 def test_a_failed_build_is_one_line_and_leaves_no_tag(capsys, tracking_uri, tmp_path):
     model = tmp_path / "model"
+    code = tmp_path / "identity.py"  # a model as code: the build refuses pickles before it starts
+    code.write_text(IDENTITY_MODEL)
     mlflow.pyfunc.save_model(
-        model, python_model=mlflow.pyfunc.PythonModel(),
+        model, python_model=str(code),
         pip_requirements=[f"mlflow=={mlflow.__version__}", "imdb-sentiment-no-such-package==0.0.1"],
     )  # fmt: skip
     tag = f"{TEST_MODEL}:broken"
@@ -144,6 +178,13 @@ def test_make_image_builds_the_champion_as_model_colon_version(
         assert done.stdout.strip().splitlines()[-1].startswith(f"built {tag} (base image python:")
         labels = docker("image", "inspect", "--format", "{{json .Config.Env}}", tag).stdout
         assert "UVICORN_TIMEOUT_WORKER_HEALTHCHECK=60" in labels  # our layer is on top
+        assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false" in labels
+        # the model's requirements are ranges; the layer pins them to the versions tested here
+        inside = docker(
+            "run", "--rm", "--entrypoint", "python", tag, "-c",
+            "from importlib.metadata import version as v; print(v('scikit-learn'), v('numpy'))",
+        ).stdout.split()  # fmt: skip
+        assert inside == [importlib.metadata.version(p) for p in ("scikit-learn", "numpy")]
         assert docker("image", "inspect", image.with_tag_suffix(tag, "build-docker"),
                       check=False).returncode != 0  # fmt: skip
     finally:

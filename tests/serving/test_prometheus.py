@@ -24,7 +24,7 @@ import model_server
 import prometheus_server
 import pytest
 import requests
-from support import free_port, serving_limits
+from support import free_port, serving_env
 
 from pyfunc import contract
 from steps.tracking import registry
@@ -72,7 +72,7 @@ def monitored(champion_store, prometheus_tools, tmp_path_factory):
         contract.MODEL_NAME_ENV: MODEL_NAME,
         contract.MODEL_VERSION_ENV: version,
         contract.MULTIPROC_DIR_ENV: str(folder / "multiproc"),
-        **serving_limits(),  # as the pods set them: the "too long" requests are refused
+        **serving_env(),  # as the pods set them: the "too long" requests are refused
     })  # fmt: skip
     server = model_server.start(
         registry.model_uri(MODEL_NAME, registry.CHAMPION_ALIAS), free_port(),

@@ -4,7 +4,6 @@ and a local HTTP server, from tests/local_services.py; one Spark session for the
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ import mlflow
 import pandas as pd
 import pytest
 from local_services import REGION, moto_s3_server
-from support import make_reviews, review_server, spark_missing, unavailable
+from support import PICKLE_GUARD, make_reviews, review_server, spark_missing, unavailable
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +47,20 @@ def server():
 @pytest.fixture(scope="session")
 def spark():
     """One Spark session on local[2] for every Spark test (a JVM takes half a minute to start),
-    started as `score` starts its own; skipped where pyspark or Java is missing, required in CI
-    (IMDB_REQUIRE_SPARK=1, set by .ci/run)."""
+    started as `score` starts its own, refusing pickles as the pods do (the model is code and
+    data); skipped where pyspark or Java is missing, required in CI (IMDB_REQUIRE_SPARK=1, set by
+    .ci/run)."""
     reason = spark_missing()
     if reason:
         unavailable(reason, "IMDB_REQUIRE_SPARK")
     from steps.batch.spark import start_session
     from steps.stage.config import SparkConfig
 
-    session, _ = start_session(
-        SparkConfig(master="local[2]", driver_memory="1g", partitions=0, conf=())
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PICKLE_GUARD, "false")
+        session, _ = start_session(
+            SparkConfig(master="local[2]", driver_memory="1g", partitions=0, conf=())
+        )
     yield session
     session.stop()
 
@@ -86,26 +88,20 @@ FAILING_MODEL = textwrap.dedent(
     class Failing(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):
             raise ValueError("the model broke on purpose")
+
+    mlflow.models.set_model(Failing())
     """
 )
 
 
 @pytest.fixture(scope="session")
 def failing_model_dir(tmp_path_factory) -> Path:
-    """A pyfunc model whose predict always raises (its class ships in the model's code)."""
+    """A pyfunc model whose predict always raises, logged as code (it loads where pickles are
+    refused, as the project's own model does)."""
     folder = tmp_path_factory.mktemp("failing-model")
     code = folder / "failing_model.py"
     code.write_text(FAILING_MODEL)
-    sys.path.insert(0, str(folder))
-    try:
-        import failing_model
-
-        mlflow.pyfunc.save_model(
-            folder / "model", python_model=failing_model.Failing(), code_paths=[str(code)]
-        )
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("failing_model", None)
+    mlflow.pyfunc.save_model(folder / "model", python_model=str(code), pip_requirements=["pandas"])
     return folder / "model"
 
 

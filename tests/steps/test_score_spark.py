@@ -18,12 +18,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import make_reviews, reviews_with_ids, spark_missing, write_aclimdb
+from support import PICKLE_GUARD, make_reviews, reviews_with_ids, spark_missing, write_aclimdb
 
 from steps.stage.errors import StageError
 from steps.stage.paths import PROJECT_ROOT
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _pickles_refused(monkeypatch):
+    """The driver refuses pickles as the session's executors do (tests/steps/conftest.py)."""
+    monkeypatch.setenv(PICKLE_GUARD, "false")
+
 
 SCORE_TOLERANCE = 1e-9
 
@@ -46,6 +53,10 @@ def assert_same_scores(local: pd.DataFrame, spark: pd.DataFrame, key: str) -> No
     assert np.abs(spark["score"].to_numpy() - local["score"].to_numpy()).max() <= SCORE_TOLERANCE
     for column in ("model_name", "model_version"):
         assert spark[column].tolist() == local[column].tolist()
+
+
+def test_the_session_refuses_pickles_on_its_executors_as_the_driver_does(spark):
+    assert spark.sparkContext.getConf().get(f"spark.executorEnv.{PICKLE_GUARD}") == "false"
 
 
 def test_engines_agree_on_parquet_with_ids(spark, run_score, model_dir, tmp_path, in_process):
@@ -172,6 +183,7 @@ def test_the_command_line_starts_its_own_quiet_session_on_spark_master(model_dir
     make_reviews(60, seed=85)[["review"]].to_csv(tmp_path / "reviews.csv", index=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYSPARK_"))}
     env.update(SPARK_MASTER="local[1]", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'm.db'}")
+    env[PICKLE_GUARD] = "false"  # and the session it starts passes it to its executors
     done = subprocess.run(
         [
             sys.executable, "-m", "steps.score", "--engine", "spark", "--model", str(model_dir),
