@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import socket
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -212,6 +213,16 @@ def spark_missing() -> str | None:
     if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
         return "Java is not installed: apt-get install openjdk-17-jre-headless"
     return None
+
+
+def make_dry_run(*args: str) -> str:
+    """What `make -n ARGS` would run, one command per line, as a user's own shell prints it:
+    without the directory lines and flags a make the tests run under (CI's) hands down."""
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *args], cwd=REPO_ROOT, env=env,
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ import mlflow.models.container as serving_container
 import pytest
 import yaml
 from deploy_support import K8S_DIR, PIP_REQUIREMENTS, VERSION_WORDS, kustomization_documents
-from support import PICKLE_GUARD, pod_env, serving_limits
+from support import PICKLE_GUARD, make_dry_run, pod_env, serving_limits
 
 from steps import deploy
 from steps.entry import cli
@@ -173,9 +173,7 @@ def test_both_slots_and_make_serve_give_the_model_the_same_request_limits():
     assert all(found == limits["blue"] for found in limits.values())
     parsed = RequestLimits.from_environment(limits["blue"])
     assert parsed.max_review_chars < parsed.max_call_chars
-    serve = subprocess.run(
-        ["make", "-n", "serve"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    serve = make_dry_run("serve")
     for name, value in limits["blue"].items():
         assert f"{name}={value} " in serve  # set for the `mlflow models serve` make starts
 
@@ -185,9 +183,7 @@ def test_both_slots_the_serving_image_and_make_serve_refuse_pickles():
     assert all(pod_env(slot)[PICKLE_GUARD] == "false" for slot in SLOTS)
     dockerfile = (K8S_DIR / "serving-image" / "Dockerfile").read_text()
     assert re.search(rf"^ENV .*\b{PICKLE_GUARD}=false\b", dockerfile, re.M)
-    serve = subprocess.run(
-        ["make", "-n", "serve"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
+    serve = make_dry_run("serve").splitlines()
     assert f"{PICKLE_GUARD}=false " in serve[0] and "steps.models --servable" in serve[0]
     started = next(i for i, line in enumerate(serve) if "mlflow models serve" in line)
     assert any(f"{PICKLE_GUARD}=false " in line for line in serve[: started + 1])

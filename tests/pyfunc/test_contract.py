@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 import yaml
-from support import REPO_ROOT
+from support import REPO_ROOT, make_dry_run
 
 from pyfunc import contract
 
@@ -31,10 +30,7 @@ def test_each_pod_sets_every_variable_the_model_reads_and_no_other(slot):
 
 
 def test_make_serve_sets_only_variables_the_model_reads():
-    dry_run = subprocess.run(
-        ["make", "-n", "serve", "METRICS_PORT=9102"], cwd=REPO_ROOT,
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
+    dry_run = make_dry_run("serve", "METRICS_PORT=9102")
     assigned = set(re.findall(r"\b(IMDB_[A-Z_]+)=", dry_run))
     expected = {
         *contract.SERVING_LIMITS_ENV, contract.METRICS_PORT_ENV, contract.PREDICTION_LOG_ENV,

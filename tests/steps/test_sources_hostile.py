@@ -27,6 +27,7 @@ from support import (
 from steps.data.sources import Labels, load
 from steps.stage.config import load_params
 from steps.stage.errors import SourceError
+from steps.stage.paths import PROJECT_ROOT
 
 CFG = dataclasses.replace(load_params(REPO_ROOT / "params.yaml").ingest, sha256="")
 SECRET_TEXT = "root:x:0:0:a file from outside the dataset"
@@ -196,3 +197,18 @@ def test_the_ingest_command_says_it_in_one_line(tmp_path):
         "error: ingest: https://127.0.0.1:1/a\\x1b]0;x\\x07.csv: the source contains control"
         " characters (NUL, newline, escape ...): refused; give the path or URL as plain text"
     )
+
+
+@pytest.mark.parametrize("source", ["odbc:DSN=imdb", "mssql://reader@db.example:1433/imdb"])
+def test_an_odbc_source_without_unixodbc_is_one_line_naming_the_package(
+    source, tmp_path, monkeypatch
+):
+    """pyodbc's wheel installs anywhere but loads libodbc: without it, one line, no traceback."""
+    monkeypatch.setitem(sys.modules, "pyodbc", None)  # import fails as without libodbc.so.2
+    monkeypatch.setenv("IMDB_SQL_PASSWORD", "not-used")
+    cfg = dataclasses.replace(load_params(PROJECT_ROOT / "params.yaml").ingest, source=source)
+    with pytest.raises(SourceError) as error:
+        load(cfg, tmp_path / "downloads", labels=Labels.REQUIRED)
+    message = str(error.value)
+    assert "\n" not in message and "cannot load pyodbc" in message
+    assert "apt install unixodbc" in message and message.startswith(source.split(":")[0])

@@ -175,10 +175,31 @@ def test_unreadable_review_file_is_one_line(tmp_path, splits):
     )
 
 
-def test_damaged_archive_is_reported(tmp_path, splits):
+def _cut_at(fraction):
+    return lambda data: data[: int(len(data) * fraction)]
+
+
+def _flip_at(fraction):
+    def flip(data):
+        at = int(len(data) * fraction)
+        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+    return flip
+
+
+# Cut anywhere (a tar header boundary included: tar alone would read that as the end) or
+# corrupted in the middle: gzip's trailer (length, CRC) catches what tar cannot.
+DAMAGES = {
+    **{f"cut at {f:.0%}": _cut_at(f) for f in (0.1, 0.3, 0.5, 0.7, 0.9, 0.99)},
+    "cut before the trailer": lambda data: data[:-8],
+    **{f"byte flipped at {f:.0%}": _flip_at(f) for f in (0.5, 0.95)},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_damaged_archive_is_reported(tmp_path, splits, damage):
     archive = write_aclimdb_tar(tmp_path / "aclImdb_v1.tar.gz", splits)
-    data = archive.read_bytes()
-    archive.write_bytes(data[: len(data) // 2])
+    archive.write_bytes(damage(archive.read_bytes()))
     with pytest.raises(SourceError, match=r"aclImdb_v1\.tar\.gz: not a readable \.tar\.gz archive"):
         read_path(archive)
 

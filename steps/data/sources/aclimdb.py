@@ -148,7 +148,12 @@ def read_tar(stream: BinaryIO, where: str) -> Loaded:
     urls: _Urls = {}
     skipped: list[str] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|gz") as archive:
+        # gzip checks its trailer (length, CRC) only at the end: the stream is read to its end
+        # below, so an archive cut anywhere, even between two tar headers, is refused.
+        with (
+            gzip.GzipFile(fileobj=stream, mode="rb") as unzipped,
+            tarfile.open(fileobj=unzipped, mode="r|") as archive,
+        ):
             for member in archive:
                 wanted = _URLS.search(member.name) or _MEMBER.search(member.name)
                 if wanted and (member.issym() or member.islnk() or _climbs_out(member.name)):
@@ -167,6 +172,8 @@ def read_tar(stream: BinaryIO, where: str) -> Loaded:
                 handle = archive.extractfile(member)
                 text = _decode(handle.read(), f"{where}: member {member.name}")
                 rows.append((split, folder, _review_order(stem), text))
+            while unzipped.read(1 << 20):
+                pass
     except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
         reason = one_line(exc)
         raise SourceError(

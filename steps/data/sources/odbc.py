@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
+from types import ModuleType
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
@@ -132,6 +133,19 @@ def load_sql(
     return Loaded(train=loaded, test=None, details={"format": "sql", "query": cfg.sql_query})
 
 
+def _pyodbc(where: str) -> ModuleType:
+    """pyodbc, imported only by the sources that use it: its wheel installs anywhere, but it
+    loads the system's unixODBC (libodbc), so a machine without it gets one line, not a trace."""
+    try:
+        import pyodbc
+    except ImportError as exc:
+        raise SourceError(
+            f"{where}: cannot load pyodbc ({one_line(exc)}): install unixODBC"
+            " (apt install unixodbc) and the ODBC driver of your database"
+        ) from None
+    return pyodbc
+
+
 def query_chunks(
     source: str,
     cfg: IngestConfig,
@@ -144,10 +158,9 @@ def query_chunks(
     The connection stays open while the caller works through the chunks; a query that returns
     no rows is a SourceError. `setting` names the query's params.yaml key in errors.
     """
-    import pyodbc  # needs the system's unixODBC; only sources that use it pay for it
-
     where = shown(source)
     text = connection_string(source, cfg, environ)
+    pyodbc = _pyodbc(where)
     secrets = [s for s in (environ.get(cfg.sql_password_env),) if s]
     step = "connect"
     rows = 0
