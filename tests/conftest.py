@@ -45,6 +45,44 @@ def _mlflow_state_per_test():
     os.environ.update(before)
 
 
+# What a test run itself may leave at the checkout's top level.
+_TEST_RUN_LEFTOVERS = (".pytest_cache", ".coverage", "__pycache__")
+
+
+@pytest.fixture(autouse=True)
+def _checkout_left_as_found():
+    """A test writes in its tmp folders, never into the checkout: a store, model or lock it leaves
+    at the top level (./mlruns from a default tracking URI) fails the test that left it."""
+    before = set(os.listdir(REPO_ROOT))
+    yield
+    left = sorted(
+        name
+        for name in set(os.listdir(REPO_ROOT)) - before
+        if not name.startswith(_TEST_RUN_LEFTOVERS)
+    )
+    for name in left:  # removed, so the next test starts from the checkout as it was
+        path = REPO_ROOT / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if left:
+        pytest.fail(
+            f"the test left {', '.join(left)} in the checkout {REPO_ROOT} (a stage run in-process:"
+            " use the in_project_dir fixture)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def in_project_dir(tmp_path, monkeypatch) -> Path:
+    """Work in tmp_path as in a project folder: a stage run in-process keeps its lock
+    (.pipeline.lock) and MLflow's default store (./mlflow.db) in the working directory, as under
+    `mlflow run`, which here must not be the checkout."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory) -> Path:
     """One migrated, empty SQLite store per session; creating one costs seconds, copying it none."""

@@ -31,6 +31,30 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # What an MLflow project needs to run (anything else in the repo is not copied).
 PROJECT_FILES = ("MLproject", "conda.yaml", "params.yaml", "steps", "pyfunc", "expectations")
 
+
+def checkout_files(pattern: str) -> list[Path]:
+    """The repository's own files matching `pattern` (tracked or not ignored), sorted: a store,
+    venv or pipeline output a run left in the checkout is not the project's (a model's copy of
+    pyfunc/README.md under mlruns/ is not a README to check). Outside a git checkout, every match
+    outside the .gitignore'd top-level folders."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "--", f"*{pattern}", pattern],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        ignored = {".venv", "mlruns", "mlartifacts", "data", "models", "reports", "build"}
+        return sorted(
+            p
+            for p in REPO_ROOT.rglob(pattern)
+            if not any(part.split("-")[0] in ignored for part in p.relative_to(REPO_ROOT).parts)
+        )
+    return sorted({REPO_ROOT / name for name in listed if (REPO_ROOT / name).is_file()})
+
+
 _POSITIVE = [
     "wonderful",
     "brilliant",

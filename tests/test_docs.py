@@ -11,18 +11,14 @@ import re
 from pathlib import Path
 
 import pytest
-from support import REPO_ROOT
+from support import REPO_ROOT, checkout_files
 
 from steps.stage.config import Params
 from steps.stage.schema import section_fields
 
 DOCS = [
     REPO_ROOT / "README.md",
-    *sorted(
-        p
-        for p in REPO_ROOT.rglob("README.md")
-        if not any(part.startswith(".venv") for part in p.parts) and p.parent != REPO_ROOT
-    ),
+    *(p for p in checkout_files("README.md") if p.parent != REPO_ROOT),
 ]
 CODE_DIRS = ("steps", "pyfunc", "k8s", "expectations", "tests", "bench", ".ci", ".github")
 DIR_PATTERN = "|".join(map(re.escape, CODE_DIRS))

@@ -413,6 +413,7 @@ def test_watch_says_a_failed_reconcile_in_one_line_and_goes_on(
     assert cluster.selector(LIVE)["slot"] == "blue"
 
 
+@pytest.mark.usefixtures("in_project_dir")  # the deployer's MlflowClient: the default store
 def test_switch_is_conditional_on_the_planned_slot(cluster, ci_cfg):
     deployer = make_deployer(ci_cfg, "imdb-sentiment")
     with pytest.raises(

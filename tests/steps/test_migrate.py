@@ -21,6 +21,9 @@ from steps.stage.config import load_params
 from steps.stage.paths import PROJECT_ROOT
 from steps.tracking import loading, registry, store
 
+# The stages run in-process keep their lock and default store in the working directory.
+pytestmark = pytest.mark.usefixtures("in_project_dir")
+
 PARAMS = PROJECT_ROOT / "params.yaml"
 MODEL_NAME = load_params(PARAMS).register.model_name
 REVIEWS = ["A wonderful, moving film.", "Dull and dreadful.", "", "qwertz"]

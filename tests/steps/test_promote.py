@@ -24,6 +24,9 @@ from steps.stage.errors import StageError
 from steps.stage.paths import TEST_FILE_NAME
 from steps.tracking import registry, runs, store
 
+# The stages run in-process keep their lock and default store in the working directory.
+pytestmark = pytest.mark.usefixtures("in_project_dir")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYWORD_MODEL = Path(__file__).with_name("keyword_model.py")
 NAME = "imdb-sentiment"
