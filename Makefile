@@ -29,7 +29,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # DagsHub when DAGSHUB_REPO is set) and the experiment and store exist with ./mlartifacts.
 WITH_TRACKING = exports=$$($(PY) -m steps.models --exports) && eval "$$exports" &&
 
-.PHONY: help install install-spark run test test-fast lint format bench clean FORCE
+.PHONY: help install install-spark run test test-fast test-unit lint format bench clean FORCE
 
 help: ## list every target with what it does (target names in colour on a terminal only)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; fi; \
@@ -69,6 +69,9 @@ test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/
 
 test-fast: $(STAMP) ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"
+
+test-unit: $(STAMP) ## the inner loop: the tests that start no process, server or container (< 1 min)
+	$(PY) -m pytest -m unit
 
 lint: $(STAMP) ## ruff lint and format check
 	$(PY) -m ruff check .

@@ -30,8 +30,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-VIEWS = ("nb", "tfidf", "nb_tfidf")
-CLASSIFIERS = ("logistic", "svm")
+from pyfunc.contract import CLASSIFIERS, VIEWS
+
 NO_EVIDENCE = 0.5  # probability given to a review with no known n-gram
 
 

@@ -20,6 +20,13 @@ LABELS = ("negative", "positive")  # index = the numeric class (0/1) the classif
 NEGATIVE, POSITIVE = LABELS
 UNKNOWN_LABEL = "unknown"  # the answer for a review without evidence (no known word)
 
+# The recipe's choices (params.yaml train.*): the views the classifier averages
+# (pyfunc/classifier.py), its linear model, the self-training weighting (pyfunc/self_training.py).
+# steps/stage/config.py declares its fields with them.
+VIEWS = ("nb", "tfidf", "nb_tfidf")
+CLASSIFIERS = ("logistic", "svm")
+WEIGHTINGS = ("confidence", "uniform")
+
 # Keys of the logged model's artifacts (pyfunc/packaging.py).
 STATE_ARTIFACT = "state"  # the fitted Pipeline as data: JSON + .npz, no pickle (pyfunc/state.py)
 PIPELINE_ARTIFACT = "pipeline"  # in versions logged before the state: the Pipeline as joblib

@@ -23,9 +23,9 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-log = logging.getLogger(__name__)
+from pyfunc.contract import WEIGHTINGS
 
-WEIGHTINGS = ("confidence", "uniform")
+log = logging.getLogger(__name__)
 
 
 def self_train(

@@ -167,11 +167,6 @@ def read_state(directory: str | Path) -> Pipeline:
     return Pipeline([("average", voting)])
 
 
-def is_state(directory: str | Path) -> bool:
-    """Whether a folder looks like a state folder (it has the settings file)."""
-    return (Path(directory) / SETTINGS_FILE).is_file()
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 

@@ -190,7 +190,7 @@ def _register(
     cards.add_history(
         model_name, old.version, f"re-logged as version {new.version} (code and data)", client
     )
-    mlflow.set_tag("migrated_to", new.version)
+    mlflow.set_tag(registry.MIGRATED_TO_TAG, new.version)
     return new
 
 

@@ -23,8 +23,18 @@ from support import (
     unavailable,
 )
 
+pytest_plugins = ["unit_tier"]  # the unit tier and its guard (tests/README.md)
+
 # Environment variables that steer MLflow or our tracking set-up.
 _STEERING_PREFIXES = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
+
+
+def pytest_sessionstart(session):
+    """The checkout's commit, asked once (steps/tracking/store.py caches it per process) before
+    any test: a run started in the unit tier then records it without starting `git`."""
+    from steps.tracking import store
+
+    store.git_commit()
 
 
 @pytest.fixture(autouse=True)

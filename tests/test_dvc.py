@@ -131,6 +131,7 @@ def test_validate_and_train_rerun_when_the_unlabeled_split_changes():
         assert any(covers(dep) for dep in stages[stage]["deps"]), stage
 
 
+@pytest.mark.integration
 def test_default_remote_is_a_local_folder_beside_the_checkout_without_credentials():
     config = (REPO_ROOT / ".dvc" / "config").read_text()
     assert re.search(r"^\s*remote = local$", config, re.M)

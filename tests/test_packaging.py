@@ -67,6 +67,7 @@ def make_install(venv: Path, python: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_make_install_refuses_an_unsupported_python_in_one_line(tmp_path):
     python = pyenv_python("3.10")
     if python is None:
@@ -111,6 +112,7 @@ def test_every_entry_point_runs_a_stage_module_that_exists():
         assert 'if __name__ == "__main__":' in path.read_text()
 
 
+@pytest.mark.integration
 def test_make_help_lists_every_target():
     makefile = (REPO_ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
@@ -183,6 +185,7 @@ def run_odbc_tests_without_libodbc(tmp_path, **env: str) -> subprocess.Completed
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_tests_that_need_unixodbc_skip_naming_the_apt_packages_and_ci_requires_them(tmp_path):
     skipped = run_odbc_tests_without_libodbc(tmp_path)
     assert skipped.returncode == 0, skipped.stdout[-3000:]
@@ -210,6 +213,7 @@ def test_ci_requires_what_the_tests_can_skip():
 
 
 @pytest.mark.parametrize("required", [False, True], ids=["skipped", "required"])
+@pytest.mark.integration
 def test_a_docker_test_is_skipped_without_an_engine_and_fails_where_required(tmp_path, required):
     """The `docker` marker, for real: a pytest run that cannot reach an engine."""
     env = {k: v for k, v in os.environ.items() if k != "IMDB_REQUIRE_DOCKER"}
@@ -236,3 +240,17 @@ def test_start_dockerd_leaves_an_engine_that_answers_alone():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "start-dockerd: a Docker engine already answers"
+
+
+def test_tests_import_system_modules_through_support_only():
+    """`pytest.importorskip` of pyodbc skips only when pyodbc is missing, not when the wheel is
+    there but unixODBC is not (an ImportError of libodbc): such tests use the
+    `sqlite_odbc_driver` fixture or support.import_system_module, which skip naming the apt
+    packages and are required in CI."""
+    offenders = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sorted((REPO_ROOT / "tests").rglob("*.py"))
+        if path.name != "support.py"
+        and re.search(r"importorskip\(|^\s*import pyodbc|^\s*from pyodbc", path.read_text(), re.M)
+    ]
+    assert offenders == []

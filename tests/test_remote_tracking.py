@@ -345,6 +345,7 @@ def test_incomplete_dagshub_settings_are_one_line_errors(env, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.integration
 def test_without_variables_the_local_store_is_used(clean_env, tmp_path):
     # A subprocess: MLflow caches SQLite engines by URI, and this URI is relative to the cwd.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
+from pyfunc.contract import CLASSIFIERS, VIEWS, WEIGHTINGS
 from steps.stage import coercion
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.schema import NonEmpty, Pattern, Range, Section, Span
@@ -28,12 +29,11 @@ Count = Annotated[int, Range(ge=1)]
 Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]  # the seeds numpy and scikit-learn accept
 Name = Annotated[str, NonEmpty()]
 NgramSizes = Annotated[tuple[int, int], Span(ge=1)]
-# The recipe's choices, as pyfunc/classifier.py (VIEWS, CLASSIFIERS) and pyfunc/self_training.py
-# (WEIGHTINGS) accept them: steps/ outside train does not import the model's code, and
-# tests/steps/test_config.py checks the two stay the same.
-View = Literal["nb", "tfidf", "nb_tfidf"]
-Classifier = Literal["logistic", "svm"]
-Weighting = Literal["confidence", "uniform"]
+# The recipe's choices, declared once in pyfunc/contract.py (which imports nothing, so config
+# loads none of the model's code): Literal[("a", "b")] is Literal["a", "b"].
+View = Literal[VIEWS]
+Classifier = Literal[CLASSIFIERS]
+Weighting = Literal[WEIGHTINGS]
 
 
 @dataclass(frozen=True)

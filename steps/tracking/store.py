@@ -26,6 +26,7 @@ are set, `configure()` (every stage) and `shell_exports()` (MLflow's own CLI und
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -377,8 +378,10 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
+@functools.cache
 def git_commit(repo: Path = PROJECT_ROOT) -> str | None:
-    """The checked-out commit of the project (with '-dirty' when there are local changes)."""
+    """The checked-out commit of the project (with '-dirty' when there are local changes).
+    Asked once per process: every run a process starts records the checkout it started from."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True

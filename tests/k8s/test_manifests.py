@@ -62,6 +62,7 @@ def test_every_manifest_validates_against_the_current_kubernetes_schemas(
         kubernetes_validate.validate(document, version, strict=True)
 
 
+@pytest.mark.integration
 def test_kustomizations_list_every_manifest_and_use_nothing_else():
     for directory, extra in (
         (K8S_DIR, set()),
@@ -164,6 +165,7 @@ def test_the_serving_images_nginx_conf_is_mlflows_but_for_the_marked_changes():
     assert sum("# imdb-sentiment:" in line for line in ours) == 5
 
 
+@pytest.mark.integration
 def test_both_slots_and_make_serve_give_the_model_the_same_request_limits():
     from pyfunc.contract import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV
     from pyfunc.model import RequestLimits
@@ -178,6 +180,7 @@ def test_both_slots_and_make_serve_give_the_model_the_same_request_limits():
         assert f"{name}={value} " in serve  # set for the `mlflow models serve` make starts
 
 
+@pytest.mark.integration
 def test_both_slots_the_serving_image_and_make_serve_refuse_pickles():
     """The model is code and data: where it is served, MLflow unpickles nothing."""
     assert all(pod_env(slot)[PICKLE_GUARD] == "false" for slot in SLOTS)
@@ -316,6 +319,7 @@ def _probe_command(probe: dict, heartbeat: Path) -> list[str]:
             for c in probe["exec"]["command"]]  # fmt: skip
 
 
+@pytest.mark.integration
 def test_deployer_probes_read_the_heartbeat_the_watcher_writes(deployer_manifests, tmp_path):
     (watcher,) = by_kind(deployer_manifests, "Deployment").values()
     c = container(watcher)

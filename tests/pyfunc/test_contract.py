@@ -29,6 +29,7 @@ def test_each_pod_sets_every_variable_the_model_reads_and_no_other(slot):
     assert named == MODEL_ENV
 
 
+@pytest.mark.integration
 def test_make_serve_sets_only_variables_the_model_reads():
     dry_run = make_dry_run("serve", "METRICS_PORT=9102")
     assigned = set(re.findall(r"\b(IMDB_[A-Z_]+)=", dry_run))

@@ -65,6 +65,7 @@ def pipeline():
     return build_pipeline().fit(frame["review"].tolist(), frame["sentiment"].tolist())
 
 
+@pytest.mark.integration
 def test_logged_model_loads_and_predicts_in_a_fresh_process_without_the_repo_or_pickles(
     pipeline, tracking_uri, tmp_path
 ):
@@ -206,6 +207,7 @@ def test_a_version_logged_the_old_way_still_loads_where_pickle_is_allowed(
     mlflow.pyfunc.load_model(new.model_uri)  # and the new one loads with the guard off
 
 
+@pytest.mark.integration
 def test_a_process_that_imported_an_older_pyfunc_says_to_load_the_model_afresh(pipeline, tmp_path):
     """MLflow reuses a `pyfunc` package already imported (from an older version's code/): the
     model then says so instead of failing on a missing artifact key."""

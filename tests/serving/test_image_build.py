@@ -44,6 +44,7 @@ def last_line(err: str) -> str:
     return err.strip().splitlines()[-1]
 
 
+@pytest.mark.integration
 def test_without_docker_the_line_says_how_to_start_an_engine(monkeypatch, capsys, tracking_uri):
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # the venv: no docker
     code, _, err = run_cli(["--base-only"], capsys)
@@ -55,6 +56,7 @@ def test_without_docker_the_line_says_how_to_start_an_engine(monkeypatch, capsys
     )
 
 
+@pytest.mark.integration
 def test_an_engine_that_does_not_answer_is_one_line(monkeypatch, capsys, tracking_uri, tmp_path):
     if not any(Path(p, "docker").is_file() for p in os.environ["PATH"].split(os.pathsep)):
         pytest.skip("no docker command on PATH (apt-get install docker.io)")

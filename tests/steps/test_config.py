@@ -252,8 +252,7 @@ def test_an_empty_list_is_written_as_nothing_on_the_command_line():
 
 
 def test_the_recipe_choices_are_the_ones_the_model_accepts():
-    """steps/ outside train does not import the model's code, so config.py spells the choices;
-    they must be exactly what pyfunc accepts."""
+    """config.py and the model take the choices from one place (pyfunc/contract.py)."""
     assert typing.get_args(config.View) == VIEWS
     assert typing.get_args(config.Classifier) == CLASSIFIERS
     assert typing.get_args(config.Weighting) == WEIGHTINGS

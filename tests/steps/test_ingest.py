@@ -204,7 +204,9 @@ def test_bad_input_keeps_the_previous_output_intact(tmp_path, dirs, reviews):
     "source",
     [
         "missing/reviews.csv",
-        f"http://127.0.0.1:{free_port()}/aclImdb_v1.tar.gz",
+        pytest.param(
+            f"http://127.0.0.1:{free_port()}/aclImdb_v1.tar.gz", marks=pytest.mark.integration
+        ),
     ],
 )
 def test_bad_input_leaves_no_files(dirs, source):

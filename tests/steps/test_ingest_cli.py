@@ -42,6 +42,7 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+@pytest.mark.integration
 def test_cli_ingests_logs_and_then_reuses(project_copy, tracking_uri, tmp_path):
     make_reviews(120, seed=51).to_csv(tmp_path / "reviews.csv.gz", index=False)
     first = run_cli(project_copy, "--source", str(tmp_path / "reviews.csv.gz"), "--seed", "3")
@@ -75,6 +76,7 @@ def test_cli_ingests_logs_and_then_reuses(project_copy, tracking_uri, tmp_path):
     assert json.loads(Path(logged).read_text()) == manifest
 
 
+@pytest.mark.integration
 def test_cli_bad_input_is_one_error_line_and_no_output(project_copy, tracking_uri, tmp_path):
     # Each run costs an MLflow start-up, so three kinds here; the rest are checked in-process.
     (tmp_path / "latin1.csv").write_bytes("review,sentiment\nolé,pos\n".encode("latin-1"))

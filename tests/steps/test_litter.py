@@ -45,6 +45,7 @@ def temps(folder: Path, name: str) -> list[Path]:
     return sorted(folder.glob(f".{name}.*.tmp")) if folder.exists() else []
 
 
+@pytest.mark.integration
 def test_a_killed_ingest_leaves_a_temp_folder_the_next_run_removes(tmp_path):
     data = tmp_path / "data"
     killed = writer(data / "ingested")
@@ -69,6 +70,7 @@ def test_a_killed_ingest_leaves_a_temp_folder_the_next_run_removes(tmp_path):
         live.wait()
 
 
+@pytest.mark.integration
 def test_a_killed_download_leaves_a_temp_file_the_next_run_removes(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
     body = make_reviews(4000, seed=72).to_csv(index=False).encode()

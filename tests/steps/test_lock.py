@@ -48,6 +48,7 @@ def holding(path: Path, stage: str = "main") -> subprocess.Popen:
     return process
 
 
+@pytest.mark.integration
 def test_a_second_holder_is_refused_with_the_holder_named_then_waits_when_asked(tmp_path):
     path = tmp_path / ".pipeline.lock"
     holder = holding(path, "train")
@@ -68,6 +69,7 @@ def test_a_second_holder_is_refused_with_the_holder_named_then_waits_when_asked(
         holder.wait()
 
 
+@pytest.mark.integration
 def test_the_lock_of_a_killed_holder_is_recovered_at_once(tmp_path, caplog):
     path = tmp_path / ".pipeline.lock"
     holder = holding(path, "main")
@@ -81,6 +83,7 @@ def test_the_lock_of_a_killed_holder_is_recovered_at_once(tmp_path, caplog):
     assert lock.holder(path) == {}  # released cleanly: no record left
 
 
+@pytest.mark.integration
 def test_child_runs_of_the_holder_work_under_its_lock(tmp_path):
     path = tmp_path / ".pipeline.lock"
     with lock.hold("main", path=path):
@@ -99,6 +102,7 @@ def test_child_runs_of_the_holder_work_under_its_lock(tmp_path):
         assert stranger.returncode != 0 and "LockBusy" in stranger.stderr
 
 
+@pytest.mark.integration
 def test_a_stage_command_refuses_in_one_line_while_a_pipeline_runs(project_copy, tmp_path):
     holder = holding(project_copy / ".pipeline.lock", "main")
     try:

@@ -120,6 +120,7 @@ def test_check_names_every_bad_override_of_every_stage_in_one_line(capsys):
     ],
     ids=lambda a: " ".join(a) if isinstance(a, list) else "",
 )
+@pytest.mark.integration
 def test_a_refused_value_stops_the_process_before_anything_is_written(args, line, project_copy):
     """The pipeline and a stage started by hand (as `make run` and `dvc repro` start them) in a
     project copy pointed at real (small) data: one line, exit 1, not a file changed: no
@@ -136,6 +137,7 @@ def test_a_refused_value_stops_the_process_before_anything_is_written(args, line
     assert project_files(project_copy) == before
 
 
+@pytest.mark.integration
 def test_a_bad_params_file_stops_a_stage_before_anything_is_written(project_copy):
     """`dvc exp run -S train.val_split=grupped` edits params.yaml, then `dvc repro` starts the
     first stage: every stage loads the whole file, so ingest refuses the train key."""

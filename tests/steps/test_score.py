@@ -365,17 +365,15 @@ def test_https_csv_download(tmp_path, model_dir, server, run_score):
     assert (tmp_path / "downloads" / "reviews.csv.gz.verified.json").is_file()
 
 
-def test_odbc_query_in_fetches(tmp_path, model_dir, monkeypatch, run_score):
-    pyodbc = pytest.importorskip("pyodbc", reason="pyodbc needs unixODBC (apt install unixodbc)")
-    if "SQLite3" not in pyodbc.drivers():
-        pytest.skip("the SQLite3 ODBC driver is not installed (apt install libsqliteodbc)")
+@pytest.mark.odbc
+def test_odbc_query_in_fetches(tmp_path, model_dir, monkeypatch, run_score, sqlite_odbc_driver):
     monkeypatch.delenv("IMDB_SQL_PASSWORD", raising=False)
     frame = reviews_with_ids(45, seed=73)
     with sqlite3.connect(tmp_path / "reviews.db") as db:
         db.execute("CREATE TABLE reviews (id INTEGER PRIMARY KEY, review TEXT)")
         db.executemany("INSERT INTO reviews VALUES (?, ?)", frame[["id", "review"]].values.tolist())
     run_score(
-        input=f"odbc:Driver=SQLite3;Database={tmp_path / 'reviews.db'}",
+        input=f"odbc:Driver={sqlite_odbc_driver};Database={tmp_path / 'reviews.db'}",
         output=str(tmp_path / "s.parquet"),
         model=str(model_dir),
         chunk_rows=10,

@@ -86,6 +86,7 @@ def test_chain_refuses_a_credential_before_mlflow_can_log_it(monkeypatch):
     assert launched == []
 
 
+@pytest.mark.integration
 def test_log_lines_of_any_library_are_redacted():
     script = (
         "import logging, sys\n"
@@ -122,6 +123,7 @@ def mlflow_run(project: Path, *args: str, env: dict[str, str]) -> subprocess.Com
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_main_refuses_before_any_run_when_started_by_hand_or_make(
     project_copy, tracking_uri, capsys
 ):

@@ -73,6 +73,7 @@ def test_symlinks_in_an_aclimdb_folder_are_skipped_and_counted(tmp_path, splits,
     assert "train/pos/123_9.txt" in loaded.details["skipped"]
 
 
+@pytest.mark.integration
 def test_a_fifo_posing_as_a_review_is_refused_not_waited_on(tmp_path, splits):
     acl = write_aclimdb(tmp_path / "src", splits)
     os.mkfifo(acl / "train" / "pos" / "5_9.txt")  # reading it would block forever
@@ -168,6 +169,7 @@ def test_odd_paths_and_urls_are_one_printable_line(source, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("path", ["/a%00b.csv", "/x%0d%0a.csv", "/%1b%5b31m.csv"])
+@pytest.mark.integration
 def test_percent_encoded_control_characters_in_a_served_url_are_refused(path, tmp_path):
     with review_server() as server:
         server.bodies[path] = make_reviews(20, seed=63).to_csv(index=False).encode()
@@ -181,6 +183,7 @@ def test_percent_encoded_control_characters_in_a_served_url_are_refused(path, tm
     assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
 
 
+@pytest.mark.integration
 def test_the_ingest_command_says_it_in_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
     done = subprocess.run(

@@ -118,6 +118,7 @@ def test_http_404_keeps_nothing(server, tmp_path):
     assert _files(tmp_path / "downloads") == []
 
 
+@pytest.mark.integration
 def test_unreachable_port_is_reported(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/aclImdb_v1.tar.gz"
     with pytest.raises(SourceError, match=rf"^{url}: cannot connect \(.*Connection refused.*\)"):

@@ -254,6 +254,12 @@ def _odbc(tmp_path: Path, frame: pd.DataFrame, request) -> str:
 
 
 SAMPLES = {"local": _local, "aclimdb": _aclimdb, "https": _https, "s3": _s3, "odbc": _odbc}
+# The kinds whose sample needs a server or a driver (left out of the unit tier).
+NOT_UNIT = {
+    "https": [pytest.mark.integration],
+    "s3": [pytest.mark.integration],
+    "odbc": [pytest.mark.odbc],
+}
 
 
 def test_every_registered_kind_has_a_sample_here():
@@ -262,7 +268,7 @@ def test_every_registered_kind_has_a_sample_here():
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=[pytest.mark.odbc] if n == "odbc" else []) for n in sorted(SAMPLES)],
+    [pytest.param(n, marks=NOT_UNIT.get(n, [])) for n in sorted(SAMPLES)],
 )
 def test_both_reads_of_every_kind_give_the_same_reviews(name, tmp_path, request):
     frame = make_reviews(40, seed=92)

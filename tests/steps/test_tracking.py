@@ -23,6 +23,7 @@ def evaluated(exports: str, env: dict[str, str]) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
+@pytest.mark.integration
 def test_default_is_the_local_store_and_our_experiment():
     env = {"PATH": "/usr/bin:/bin"}
     assert evaluated(shell_exports(env), env) == {
@@ -33,6 +34,7 @@ def test_default_is_the_local_store_and_our_experiment():
     }
 
 
+@pytest.mark.integration
 def test_dagshub_credentials_are_referenced_never_printed():
     env = {"PATH": "/usr/bin:/bin", "DAGSHUB_REPO": "alice/imdb", "DAGSHUB_USER_TOKEN": "s3cr3t$x"}
     exports = shell_exports(env)
@@ -49,6 +51,7 @@ def test_dagshub_credentials_are_referenced_never_printed():
     assert evaluated(shell_exports(named), named)["MLFLOW_TRACKING_USERNAME"] == "alice"
 
 
+@pytest.mark.integration
 def test_an_explicit_tracking_uri_wins_and_odd_values_survive_quoting():
     env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": "sqlite:////tmp/my store/x.db"}
     env["MLFLOW_EXPERIMENT_NAME"] = "it's mine"
@@ -70,6 +73,7 @@ def stage(tmp_path, *args: str, env: dict[str, str], timeout: float = 90):
     )
 
 
+@pytest.mark.integration
 def test_a_dead_tracking_server_fails_in_seconds_with_one_line_and_no_password(tmp_path):
     port = free_port()
     uri = f"http://alice:s3cret@127.0.0.1:{port}"
@@ -85,6 +89,7 @@ def test_a_dead_tracking_server_fails_in_seconds_with_one_line_and_no_password(t
 
 
 @pytest.mark.parametrize(("retries", "attempts"), [(None, 3), ("0", 1)])
+@pytest.mark.integration
 def test_the_retry_budget_is_settable_with_mlflows_variables(tmp_path, retries, attempts):
     budget = {"MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
     if retries is not None:

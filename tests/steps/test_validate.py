@@ -363,6 +363,7 @@ def test_suites_use_every_bound_and_nothing_else(cfg):
     assert conditions[0]["parameter"] == UNLABELED
 
 
+@pytest.mark.integration
 def test_importing_the_stage_does_not_import_great_expectations():
     """GX takes seconds to import: only a validation run may pay for it."""
     code = (
