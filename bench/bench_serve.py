@@ -285,7 +285,7 @@ def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU seconds of every live process in a process group (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for entry in os.listdir("/proc"):
+    for entry in (p.name for p in Path("/proc").iterdir()):
         if not entry.isdigit():
             continue
         try:

@@ -63,11 +63,11 @@ _TEST_RUN_LEFTOVERS = (".pytest_cache", ".coverage", "__pycache__")
 def _checkout_left_as_found():
     """A test writes in its tmp folders, never into the checkout: a store, model or lock it leaves
     at the top level (./mlruns from a default tracking URI) fails the test that left it."""
-    before = set(os.listdir(REPO_ROOT))
+    before = {p.name for p in REPO_ROOT.iterdir()}
     yield
     left = sorted(
         name
-        for name in set(os.listdir(REPO_ROOT)) - before
+        for name in {p.name for p in REPO_ROOT.iterdir()} - before
         if not name.startswith(_TEST_RUN_LEFTOVERS)
     )
     for name in left:  # removed, so the next test starts from the checkout as it was

@@ -220,7 +220,7 @@ def run_args(
         if fs_group is not None:
             with contextlib.suppress(PermissionError):  # not root: world-writable suffices
                 os.chown(host, -1, fs_group)
-        os.chmod(host, 0o2777 if fs_group is not None else 0o777)
+        Path(host).chmod(0o2777 if fs_group is not None else 0o777)
         flags += ["-v", f"{host}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
         empty_dirs[mount["mountPath"]] = host
 

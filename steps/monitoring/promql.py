@@ -347,7 +347,7 @@ def rendered(cfg: DeployConfig) -> dict[Path, str]:
     }
 
 
-def write_files(cfg: DeployConfig, root: Path = Path(".")) -> list[Path]:
+def write_files(cfg: DeployConfig, root: Path = Path()) -> list[Path]:
     """Write the generated files under `root`; returns those whose text changed."""
     changed = []
     for relative, text in rendered(cfg).items():

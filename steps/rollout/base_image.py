@@ -200,7 +200,7 @@ def make_rootfs(out: Path, suite: str, mirror: str) -> None:
     command[command.index(str(out))] = str(partial)
     try:
         docker.run_echoed(command, "mmdebstrap")
-        os.replace(partial, out)
+        partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
 

@@ -39,15 +39,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+    tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     try:
-        yield Path(tmp)
-        os.replace(tmp, final)
+        yield tmp
+        tmp.replace(final)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -57,18 +57,18 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if final.exists():
             old = Path(
                 tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".old", dir=final.parent)
             )
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
+            final.replace(old / final.name)
+            tmp.replace(final)
             shutil.rmtree(old)
         else:
-            os.replace(tmp, final)
+            tmp.replace(final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -5,9 +5,9 @@ proxy, and a real SQLite registry with tiny pyfunc versions."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from deploy_support import (
@@ -285,7 +285,7 @@ def test_build_failure_without_docker_engine(cluster, registry, deploy_cfg, monk
     client, name = registry
     seed(cluster, deploy_cfg, BLUE, 1)
     client.set_registered_model_alias(name, "champion", "2")
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # the venv: mlflow, no docker
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # the venv: mlflow, no docker
 
     code, out, err = run_cli([], capsys)
 
@@ -309,7 +309,7 @@ def test_image_flag_skips_the_build(
     pinned = "registry.example.com/acme/imdb-sentiment:2-rc1"
     cluster.images[pinned] = model_servers[2]
     client.set_registered_model_alias(name, "champion", "2")
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # a build would fail here
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # a build would fail here
 
     code, out, err = run_cli(
         ["--image", pinned, "--rollout_timeout", "5", "--poll_interval", "0.01",

@@ -6,6 +6,7 @@ stub on the host's loopback (host networking), reading a real SQLite registry.""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -56,13 +57,13 @@ def test_dry_run_plans_against_the_api_stub(
     seed(cluster, deploy_cfg, BLUE, 1)
     client.set_registered_model_alias(name, "champion", "2")
     # The container's user (10001) reads the kubeconfig and opens the SQLite registry.
-    os.chmod(tmp_path, 0o777)
-    os.chmod(tmp_path / "mlflow.db", 0o666)
+    tmp_path.chmod(0o777)
+    (tmp_path / "mlflow.db").chmod(0o666)
     secret = {"MLFLOW_TRACKING_URI": f"sqlite:///{STATE}/mlflow.db"}  # as the Secret would
     run = run_args(
         deployment(), deployer_image, tmp_path / "volumes", secrets={SECRET: secret},
         network="host", extra_volumes={tmp_path: STATE},
-        extra_env={"KUBECONFIG": f"{STATE}/{os.path.basename(os.environ['KUBECONFIG'])}"},
+        extra_env={"KUBECONFIG": f"{STATE}/{Path(os.environ['KUBECONFIG']).name}"},
         args=["--dry-run"],
     )  # fmt: skip
 

@@ -46,7 +46,7 @@ def last_line(err: str) -> str:
 
 @pytest.mark.integration
 def test_without_docker_the_line_says_how_to_start_an_engine(monkeypatch, capsys, tracking_uri):
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # the venv: no docker
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # the venv: no docker
     code, _, err = run_cli(["--base-only"], capsys)
     assert code == 1
     assert last_line(err) == (

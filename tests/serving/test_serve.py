@@ -11,7 +11,7 @@ import re
 
 import pytest
 import requests
-from support import REPO_ROOT, serving_limits
+from support import REPO_ROOT, checkout_files, serving_limits
 
 JSON = {"Content-Type": "application/json"}
 CSV = {"Content-Type": "text/csv"}
@@ -223,13 +223,11 @@ def test_server_still_answers_correctly_after_bad_requests(server):
 
 def documented_requests() -> list[tuple[str, str]]:
     """(doc, body) for every `curl .../invocations ... -d '<JSON>'` in the docs."""
+    request = re.compile(r"/invocations\b[^\n]*(?:\\\n[^\n]*)*?-d '([^']+)'")
     found = []
-    for doc in sorted(REPO_ROOT.rglob("*.md")):
-        if any(part.startswith(".venv") for part in doc.parts):
-            continue
-        text = doc.read_text()
-        for match in re.finditer(r"/invocations\b[^\n]*(?:\\\n[^\n]*)*?-d '([^']+)'", text):
-            found.append((str(doc.relative_to(REPO_ROOT)), match.group(1)))
+    for doc in checkout_files("*.md"):
+        shown = str(doc.relative_to(REPO_ROOT))
+        found += [(shown, match.group(1)) for match in request.finditer(doc.read_text())]
     return found
 
 

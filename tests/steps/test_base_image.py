@@ -125,7 +125,7 @@ def test_a_stand_in_is_only_built_for_the_suites_python(ref, suite, message):
 
 
 def test_without_mmdebstrap_the_error_says_how_to_get_it(monkeypatch):
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     with pytest.raises(StageError, match="needs mmdebstrap: apt-get install mmdebstrap"):
         base_image.check_stand_in_possible("python:3.11.7-slim", "bookworm")
 

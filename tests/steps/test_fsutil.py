@@ -16,7 +16,7 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
         tmp.write_text("half-writ")
         raise RuntimeError("disk full")
     assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["out.txt"]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp file left behind
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
@@ -30,11 +30,11 @@ def test_atomic_dir_swaps_the_whole_folder(tmp_path):
     with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
         (tmp / "b.parquet").write_text("2")
         raise KeyboardInterrupt
-    assert sorted(os.listdir(target)) == ["a.parquet"]
+    assert sorted([p.name for p in target.iterdir()]) == ["a.parquet"]
     with atomic_dir(target) as tmp:
         (tmp / "b.parquet").write_text("2")
-    assert sorted(os.listdir(target)) == ["b.parquet"]
-    assert os.listdir(tmp_path) == ["ingested"]
+    assert sorted([p.name for p in target.iterdir()]) == ["b.parquet"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ingested"]
     assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~_umask()
 
 

@@ -155,7 +155,7 @@ def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews,
     """`mlflow run <project> -e train -P C=0.5 --env-manager local`, then `-e evaluate`."""
     write_ingested(project_copy / INGESTED_DIR, reviews[:400], reviews[400:])
     mark_validated(project_copy / INGESTED_DIR, project_copy / VALIDATED_MARKER)
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     mlflow_cli = [
         sys.executable,
         "-m",
