@@ -34,6 +34,8 @@ NgramSizes = Annotated[tuple[int, int], Span(ge=1)]
 View = Literal["nb", "tfidf", "nb_tfidf"]
 Classifier = Literal["logistic", "svm"]
 Weighting = Literal["confidence", "uniform"]
+# pyfunc/calibration.py METHODS, plus "best" (the lower held-out ECE of the two) and "none".
+Calibration = Literal["best", "isotonic", "platt", "none"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class TrainConfig(Section):
     """Inverse regularisation strength of each view's classifier."""
     nb_alpha: Positive
     """Smoothing of the Naive-Bayes log-count ratio."""
+    calibration: Calibration
+    """Score calibrator fitted on out-of-fold scores: best (lower ECE), isotonic, platt, none."""
+    calibration_folds: Annotated[int, Range(ge=2, le=10)]
+    """Folds (grouped by movie where there are movies) giving the out-of-fold scores."""
 
 
 @dataclass(frozen=True)
