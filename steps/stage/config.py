@@ -297,6 +297,10 @@ class MonitorConfig(Section):
     """With labels: largest difference of the positive share from training's."""
     max_accuracy_drop: Fraction
     """With labels: largest fall of accuracy below the evaluated figure."""
+    max_estimated_accuracy_drop: Fraction
+    """Largest fall of the label-free accuracy estimate below the evaluated figure."""
+    min_estimate_reviews: Count
+    """Fewer reviews: the estimate is reported with its wide interval, never a finding."""
 
 
 @dataclass(frozen=True)
