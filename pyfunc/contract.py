@@ -35,6 +35,9 @@ PREDICTION_LOG_ENV = "IMDB_PREDICTION_LOG"
 SLOT_ENV = "IMDB_SLOT"
 MODEL_NAME_ENV = "IMDB_MODEL_NAME"
 MODEL_VERSION_ENV = "IMDB_MODEL_VERSION"
+# The version's accuracy on evaluate's test split (the registry's tag); unset: the profile's
+# validation accuracy stands in.
+EVALUATED_ACCURACY_ENV = "IMDB_EVALUATED_ACCURACY"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
 
 # The Prometheus metrics, as named to prometheus_client (pyfunc/telemetry.py). Exported series
@@ -48,6 +51,13 @@ SCORE_METRIC = f"{METRIC_PREFIX}_score"  # histogram: score per review
 REVIEW_CHARS_METRIC = f"{METRIC_PREFIX}_review_chars"  # histogram: characters per review
 MODEL_INFO_METRIC = f"{METRIC_PREFIX}_model_info"  # gauge: 1, labelled with the model served
 BASELINE_SHARE_METRIC = f"{METRIC_PREFIX}_baseline_positive_share"  # gauge: training's share
+# counter: sum over reviews scored of max(p, 1 - p), by slot; only a calibrated model has it,
+# and over any window its rate divided by the reviews' is the label-free accuracy estimate
+EXPECTED_CORRECT_METRIC = f"{METRIC_PREFIX}_expected_correct"
+EVALUATED_ACCURACY_METRIC = f"{METRIC_PREFIX}_evaluated_accuracy"  # gauge: the version's figure
+ACCURACY_KEY = (
+    "accuracy"  # the profile's validation accuracy (when EVALUATED_ACCURACY_ENV is unset)
+)
 # Their labels: every series carries the slot; the model's identity is on the info series.
 SLOT_LABEL = "slot"
 OUTCOME_LABEL = "outcome"

@@ -187,7 +187,9 @@ class SentimentModel(PythonModel):
         else:
             where = artifacts[PIPELINE_ARTIFACT]
             pipeline = _pickled_pipeline(where)
-        self.telemetry = from_environment(where, artifacts.get(PROFILE_ARTIFACT))
+        self.telemetry = from_environment(
+            where, artifacts.get(PROFILE_ARTIFACT), calibrated=calibrator is not None
+        )
         self.pipeline, self.calibrator = pipeline, calibrator
         self.limits = RequestLimits.from_environment()
 

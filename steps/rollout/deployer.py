@@ -222,8 +222,12 @@ class Deployer:
                 self.build(version, image)
             case RollSlot(slot=slot, version=version, image=image, replicas=replicas):
                 uri = registry.model_uri(self.model_name, version)
+                tags = registry.get_version(self.model_name, version).tags
                 # By digest when this deployer pushed it: the tag could be pushed over.
-                slots.roll(slot, version, self._pushed.get(image, image), uri, replicas)
+                slots.roll(
+                    slot, version, self._pushed.get(image, image), uri, replicas,
+                    tags.get(registry.ACCURACY_TAG),
+                )  # fmt: skip
             case WaitReady(slot=slot):
                 slots.wait_ready(slot)
             case CheckReady(slot=slot):

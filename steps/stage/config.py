@@ -223,6 +223,8 @@ class AnalysisConfig(Section):
     """Largest p99 time inside the model of the live slot's calls, seconds."""
     max_positive_share_shift: Fraction
     """Largest distance of the live slot's positive share from the evaluated one."""
+    max_estimated_accuracy_drop: Fraction
+    """Largest fall of the live slot's label-free accuracy estimate below the evaluated one."""
 
 
 @dataclass(frozen=True)
