@@ -126,7 +126,6 @@ def slot_queries(slot: str, window: str) -> dict[str, str]:
         "error_ratio": error_ratio(window, slot),
         "p99_seconds": quantile(0.99, PREDICT_SECONDS_METRIC, window, slot),
         "positive_share": positive_share(window, slot),
-        "estimated_accuracy": estimated_accuracy(window, slot),
     }
 
 
@@ -208,7 +207,7 @@ def alert_rules(cfg: DeployConfig) -> dict[str, Any]:
             "ImdbSentimentEstimatedAccuracyLow",
             f"{ESTIMATE_RECORD} < on ({SLOT_LABEL}) {evaluated_accuracy()} - {drop:g} and on"
             f" ({SLOT_LABEL}) {_aggregate(f'increase({REVIEWS_METRIC}_total[1h])', (SLOT_LABEL,))}"
-            " > 200", "30m", "warning",
+            f" > {bounds.min_estimate_reviews}", "30m", "warning",
             f"{app} slot {slot}: label-free accuracy estimate {drop * 100:g} points under the"
             " evaluated accuracy",
             "The scores say the model is less sure than on its test split: make monitor"

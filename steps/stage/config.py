@@ -225,6 +225,8 @@ class AnalysisConfig(Section):
     """Largest distance of the live slot's positive share from the evaluated one."""
     max_estimated_accuracy_drop: Fraction
     """Largest fall of the live slot's label-free accuracy estimate below the evaluated one."""
+    min_estimate_reviews: Count
+    """Fewest reviews in the window for the estimate to be judged (the alert's: in 1h)."""
 
 
 @dataclass(frozen=True)
