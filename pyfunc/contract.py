@@ -21,11 +21,13 @@ NEGATIVE, POSITIVE = LABELS
 UNKNOWN_LABEL = "unknown"  # the answer for a review without evidence (no known word)
 
 # The recipe's choices (params.yaml train.*): the views the classifier averages
-# (pyfunc/classifier.py), its linear model, the self-training weighting (pyfunc/self_training.py).
-# steps/stage/config.py declares its fields with them.
+# (pyfunc/classifier.py), its linear model, the self-training weighting (pyfunc/self_training.py),
+# the score calibrators (pyfunc/calibration.py); steps/stage/config.py declares its fields
+# with them.
 VIEWS = ("nb", "tfidf", "nb_tfidf")
 CLASSIFIERS = ("logistic", "svm")
 WEIGHTINGS = ("confidence", "uniform")
+CALIBRATIONS = ("isotonic", "platt")
 
 # Keys of the logged model's artifacts (pyfunc/packaging.py).
 STATE_ARTIFACT = "state"  # the fitted Pipeline as data: JSON + .npz, no pickle (pyfunc/state.py)
@@ -42,6 +44,9 @@ PREDICTION_LOG_ENV = "IMDB_PREDICTION_LOG"
 SLOT_ENV = "IMDB_SLOT"
 MODEL_NAME_ENV = "IMDB_MODEL_NAME"
 MODEL_VERSION_ENV = "IMDB_MODEL_VERSION"
+# The version's accuracy on evaluate's test split (the registry's tag); unset: the profile's
+# validation accuracy stands in.
+EVALUATED_ACCURACY_ENV = "IMDB_EVALUATED_ACCURACY"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
 
 # The Prometheus metrics, as named to prometheus_client (pyfunc/telemetry.py). Exported series
@@ -55,6 +60,13 @@ SCORE_METRIC = f"{METRIC_PREFIX}_score"  # histogram: score per review
 REVIEW_CHARS_METRIC = f"{METRIC_PREFIX}_review_chars"  # histogram: characters per review
 MODEL_INFO_METRIC = f"{METRIC_PREFIX}_model_info"  # gauge: 1, labelled with the model served
 BASELINE_SHARE_METRIC = f"{METRIC_PREFIX}_baseline_positive_share"  # gauge: training's share
+# counter: sum over reviews scored of max(p, 1 - p), by slot; only a calibrated model has it,
+# and over any window its rate divided by the reviews' is the label-free accuracy estimate
+EXPECTED_CORRECT_METRIC = f"{METRIC_PREFIX}_expected_correct"
+EVALUATED_ACCURACY_METRIC = f"{METRIC_PREFIX}_evaluated_accuracy"  # gauge: the version's figure
+ACCURACY_KEY = (
+    "accuracy"  # the profile's validation accuracy (when EVALUATED_ACCURACY_ENV is unset)
+)
 # Their labels: every series carries the slot; the model's identity is on the info series.
 SLOT_LABEL = "slot"
 OUTCOME_LABEL = "outcome"

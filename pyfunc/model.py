@@ -3,7 +3,8 @@
 What it accepts: a DataFrame with a `review` column of review strings (other columns are ignored),
 a dict {"review": [...]}, a plain list/tuple/array/Series of strings, or one string.
 What it answers: a DataFrame with, per review, `label` ("positive"/"negative") and `score`
-(probability of positive, 0..1).
+(probability of positive, 0..1), calibrated when the model was logged with a calibrator
+(pyfunc/calibration.py: every version trained since issue 24; `calibrated` says which).
 
 A string is a review, whatever it says: "10", "None" or "" are scored like any other text. What
 it refuses itself, because it also runs outside the server (in a notebook, a batch job, a Spark
@@ -44,6 +45,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from pyfunc.calibration import Calibrator
 from pyfunc.classifier import NO_EVIDENCE
 from pyfunc.contract import (
     LABEL_FIELD,
@@ -59,7 +61,7 @@ from pyfunc.contract import (
     UNKNOWN_LABEL,
 )
 from pyfunc.pipeline import token_counts
-from pyfunc.state import read_state
+from pyfunc.state import read_calibrated_state
 from pyfunc.telemetry import Telemetry, from_environment, watch
 
 NO_EVIDENCE_SCORE = NO_EVIDENCE
@@ -159,22 +161,36 @@ class SentimentModel(PythonModel):
     telemetry: Telemetry | None = None  # metrics and call logs, when the environment asks
     limits = RequestLimits()  # none in-process; load_context reads the serving environment's
 
-    def __init__(self, pipeline: Any = None, limits: RequestLimits | None = None):
+    def __init__(
+        self,
+        pipeline: Any = None,
+        limits: RequestLimits | None = None,
+        calibrator: Calibrator | None = None,
+    ):
         # Set directly in tests and in-process use; a loaded model gets it in load_context.
         self.pipeline = pipeline
+        self.calibrator = calibrator
         if limits is not None:
             self.limits = limits
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether `score` is a calibrated probability (a label-free accuracy estimate)."""
+        return self.calibrator is not None
+
     def load_context(self, context: PythonModelContext) -> None:
         artifacts = context.artifacts
+        calibrator = None
         if STATE_ARTIFACT in artifacts:
             where = artifacts[STATE_ARTIFACT]
-            pipeline = read_state(where)
+            pipeline, calibrator = read_calibrated_state(where)
         else:
             where = artifacts[PIPELINE_ARTIFACT]
             pipeline = _pickled_pipeline(where)
-        self.telemetry = from_environment(where, artifacts.get(PROFILE_ARTIFACT))
-        self.pipeline = pipeline
+        self.telemetry = from_environment(
+            where, artifacts.get(PROFILE_ARTIFACT), calibrated=calibrator is not None
+        )
+        self.pipeline, self.calibrator = pipeline, calibrator
         self.limits = RequestLimits.from_environment()
 
     # No type hints here on purpose: MLflow would read them as the input schema and warn; the
@@ -184,7 +200,7 @@ class SentimentModel(PythonModel):
         with watch(self.telemetry) as call:
             reviews = review_texts(model_input)
             self.limits.check(reviews)
-            return score_reviews(self.pipeline, reviews, call.scored)
+            return score_reviews(self.pipeline, reviews, call.scored, self.calibrator)
 
     def token_counts(self, reviews: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per review: tokens never seen in training, and all tokens (for drift monitoring)."""
@@ -212,10 +228,14 @@ def _pickled_pipeline(path: str) -> Any:
 
 
 def score_reviews(
-    pipeline: Any, reviews: list[str], observe: Callable[..., None] | None = None
+    pipeline: Any,
+    reviews: list[str],
+    observe: Callable[..., None] | None = None,
+    calibrator: Calibrator | None = None,
 ) -> pd.DataFrame:
     """Label and probability of positive per review (see the module docstring for "unknown"),
-    computed in chunks (`chunk_bounds`), so any number of reviews takes bounded extra memory.
+    computed in chunks (`chunk_bounds`), so any number of reviews takes bounded extra memory;
+    with a `calibrator`, the score is calibrated and the label follows it.
 
     `observe(reviews, labels, scores)` sees the two arrays before they become the answer (the
     served model's metrics: reading them back from the DataFrame costs more than recording).
@@ -228,6 +248,8 @@ def score_reviews(
     score = np.empty(len(reviews), dtype=np.float64)
     for start, stop in chunk_bounds(reviews):
         score[start:stop] = pipeline.predict_proba(reviews[start:stop])[:, positive]
+    if calibrator is not None:
+        score = calibrator(score)  # keeps NO_EVIDENCE exactly where it was, and only there
     label = np.where(score > 0.5, POSITIVE, NEGATIVE).astype(object)
     # The classifier gives exactly NO_EVIDENCE to a review without any known n-gram (and only
     # to those: a real mixture of weights never lands on 0.5 exactly).

@@ -19,6 +19,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from packaging.specifiers import SpecifierSet
 
+from pyfunc.calibration import Calibrator
 from pyfunc.contract import (
     LABEL_FIELD,
     PROFILE_ARTIFACT,
@@ -66,28 +67,40 @@ def pip_requirements() -> list[str]:
     return [f"{name}{wanted}" for name, wanted in RUNTIME_REQUIREMENTS.items()]
 
 
-def save_model(pipeline: Any, path: str | Path, profile: dict | None = None) -> None:
+def save_model(
+    pipeline: Any,
+    path: str | Path,
+    profile: dict | None = None,
+    calibrator: Calibrator | None = None,
+) -> None:
     """Write the model to a local folder (which must not exist yet), loadable anywhere.
 
-    `profile`: the training data profile (JSON-able) shipped with the model as an artifact.
+    `profile`: the training data profile (JSON-able) shipped with the model as an artifact;
+    `calibrator`: the score's calibrator, shipped in the state (none: an uncalibrated model).
     """
     with tempfile.TemporaryDirectory() as tmp:
-        arguments = _model_arguments(pipeline, Path(tmp), profile)
+        arguments = _model_arguments(pipeline, Path(tmp), profile, calibrator)
         mlflow.pyfunc.save_model(path=str(path), **arguments)
 
 
 def log_model(
-    pipeline: Any, name: str = "model", profile: dict | None = None, **kwargs: Any
+    pipeline: Any,
+    name: str = "model",
+    profile: dict | None = None,
+    calibrator: Calibrator | None = None,
+    **kwargs: Any,
 ) -> mlflow.models.model.ModelInfo:
     """Log the model to the active MLflow run; extra keyword arguments go to `log_model`."""
     with tempfile.TemporaryDirectory() as tmp:
-        arguments = _model_arguments(pipeline, Path(tmp), profile)
+        arguments = _model_arguments(pipeline, Path(tmp), profile, calibrator)
         return mlflow.pyfunc.log_model(name=name, **arguments, **kwargs)
 
 
-def _model_arguments(pipeline: Any, tmp: Path, profile: dict | None) -> dict[str, Any]:
+def _model_arguments(
+    pipeline: Any, tmp: Path, profile: dict | None, calibrator: Calibrator | None
+) -> dict[str, Any]:
     state_dir = tmp / STATE_ARTIFACT
-    write_state(pipeline, state_dir)
+    write_state(pipeline, state_dir, calibrator)
     artifacts = {STATE_ARTIFACT: str(state_dir)}
     if profile is not None:
         profile_file = tmp / "profile.json"

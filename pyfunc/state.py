@@ -11,7 +11,12 @@ A state folder (the logged model's `artifacts/state/`) holds three files:
 - `weights.npz`: the arrays, uncompressed, read with `allow_pickle=False`: per member the kept
   n-gram keys per size (int64, sorted), the NB log-count ratios and IDF weights (float32), and
   per view its linear model's coefficients and intercepts (float64; an svm view also its folds'
-  sigmoid calibrations).
+  sigmoid calibrations), and the calibrator's knots when it is isotonic.
+
+Since format version 2, `model.json` also says how the score is calibrated (pyfunc/calibration.py):
+`"calibration": null` or `{"method": "platt", "a": ..., "b": ...}` or `{"method": "isotonic",
+"points": n}` with the arrays `calibration.x` and `calibration.y` (float64, n each). A version 1
+state (logged before calibration) reads as an uncalibrated model.
 
 Why data and not a pickle: loading a pickle runs whatever code it names, so whoever can write to
 an artifact store could run code wherever the model loads, and a pickle only loads with the
@@ -38,12 +43,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import Bunch
 
+from pyfunc.calibration import METHODS as CALIBRATION_METHODS
+from pyfunc.calibration import Calibrator
 from pyfunc.classifier import VIEWS, CalibratedLinear, MultiViewClassifier
 from pyfunc.cleaning import TextCleaner
 from pyfunc.features import NgramVectorizer
 
 FORMAT = "imdb-sentiment-state"
-FORMAT_VERSION = 1  # raise it when a reader of this version could misread what is written
+FORMAT_VERSION = 2  # raise it when a reader of this version could misread what is written
+# 2: the calibrator (a version 1 reader would refuse its arrays as unexpected, not say "newer")
 SETTINGS_FILE = "model.json"
 VOCABULARY_FILE = "vocabulary.json"
 WEIGHTS_FILE = "weights.npz"
@@ -56,8 +64,9 @@ class DamagedState(ValueError):
     """A state folder that does not read back as written; the message names the file and what."""
 
 
-def write_state(pipeline: Any, directory: str | Path) -> None:
-    """Write a fitted pipeline (pyfunc.pipeline.build_pipeline's, fitted) to a new folder."""
+def write_state(pipeline: Any, directory: str | Path, calibrator: Calibrator | None = None) -> None:
+    """Write a fitted pipeline (pyfunc.pipeline.build_pipeline's, fitted) to a new folder, with
+    the calibrator of its score when there is one."""
     directory = Path(directory)
     members, weights = _members(pipeline)
     settings: dict[str, Any] = {
@@ -68,6 +77,7 @@ def write_state(pipeline: Any, directory: str | Path) -> None:
     }
     vocabulary: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
+    settings["calibration"] = _calibration_settings(calibrator, arrays)
     for (name, member), weight in zip(members, weights, strict=True):
         steps = dict(member.steps)
         clean, vectorize, classify = steps["clean"], steps["vectorize"], steps["classify"]
@@ -140,12 +150,19 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 
 def read_state(directory: str | Path) -> Pipeline:
     """The fitted pipeline a state folder holds, or a DamagedState naming what is wrong."""
+    return read_calibrated_state(directory)[0]
+
+
+def read_calibrated_state(directory: str | Path) -> tuple[Pipeline, Calibrator | None]:
+    """The fitted pipeline and its score's calibrator (None: an uncalibrated state, such as
+    every format version 1 one), or a DamagedState naming what is wrong."""
     directory = Path(directory)
     settings = _read_settings(directory / SETTINGS_FILE)
     for name in SEALED_FILES:
         _check_fingerprint(directory / name, settings["files"][name])
     vocabulary = _read_json(directory / VOCABULARY_FILE)
     arrays = _read_arrays(directory / WEIGHTS_FILE, settings)
+    calibrator = _calibrator(directory / SETTINGS_FILE, settings["calibration"], arrays)
     built = []
     for member in settings["members"]:
         name = member["name"]
@@ -154,7 +171,7 @@ def read_state(directory: str | Path) -> Pipeline:
         fitted = _member(directory / WEIGHTS_FILE, member, words, chars, keys, arrays)
         built.append((name, fitted, member["weight"]))
     if len(built) == 1:
-        return built[0][1]
+        return built[0][1], calibrator
     voting = VotingClassifier(
         [(name, member) for name, member, _ in built],
         voting="soft",
@@ -164,7 +181,7 @@ def read_state(directory: str | Path) -> Pipeline:
     voting.named_estimators_ = Bunch(**{name: member for name, member, _ in built})
     voting.le_ = LabelEncoder().fit(settings["classes"])
     voting.classes_ = voting.le_.classes_
-    return Pipeline([("average", voting)])
+    return Pipeline([("average", voting)]), calibrator
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -203,6 +220,18 @@ def _linear_parts(model: Any) -> dict[str, np.ndarray]:
             "sigmoid_b": np.array([f.calibrators[0].b_ for f in folds], dtype=np.float64),
         }
     raise ValueError(f"cannot write a {type(model).__name__} view as data")
+
+
+def _calibration_settings(
+    calibrator: Calibrator | None, arrays: dict[str, np.ndarray]
+) -> dict[str, Any] | None:
+    if calibrator is None:
+        return None
+    if calibrator.method == "platt":
+        return {"method": "platt", "a": float(calibrator.a), "b": float(calibrator.b)}
+    arrays["calibration.x"] = np.asarray(calibrator.x, dtype=np.float64)
+    arrays["calibration.y"] = np.asarray(calibrator.y, dtype=np.float64)
+    return {"method": calibrator.method, "points": len(calibrator.x)}
 
 
 def _label(value: Any, kind: type) -> Any:
@@ -282,6 +311,7 @@ def _read_settings(path: Path) -> dict[str, Any]:
         )
     ):
         raise DamagedState(f"{path}: files must give bytes and sha256 of {list(SEALED_FILES)}")
+    settings["calibration"] = _checked_calibration(path, settings, version)
     members = settings.get("members")
     if not isinstance(members, list) or len(members) not in (1, 2):
         raise DamagedState(f"{path}: members must be a list of 1 or 2 member pipelines")
@@ -310,6 +340,47 @@ def _read_settings(path: Path) -> dict[str, Any]:
                 " voted members have weights and classes [0, 1]"
             )
     return settings
+
+
+def _checked_calibration(path: Path, settings: dict, version: int) -> dict[str, Any] | None:
+    """model.json's calibration: absent before format version 2 (uncalibrated), then null or a
+    method's settings."""
+    if version < 2 and "calibration" not in settings:
+        return None
+    if "calibration" not in settings:
+        raise DamagedState(f"{path}: format version {version} has a calibration (null or not)")
+    value = settings["calibration"]
+    expected = (
+        'calibration must be null, {"method": "platt", "a": <number>, "b": <number>} or'
+        ' {"method": "isotonic", "points": <whole number >= 2>}'
+    )
+    if value is None:
+        return None
+    keys = {"platt": {"method", "a", "b"}, "isotonic": {"method", "points"}}
+    method = value.get("method") if isinstance(value, dict) else None
+    if method not in CALIBRATION_METHODS or set(value) != keys[method]:
+        raise DamagedState(f"{path}: {expected}, got {value!r}")
+    if method == "platt" and not (_is_number(value["a"]) and _is_number(value["b"])):
+        raise DamagedState(f"{path}: {expected}, got {value!r}")
+    if method == "isotonic" and not (_is_int(value["points"]) and value["points"] >= 2):
+        raise DamagedState(f"{path}: {expected}, got {value!r}")
+    return value
+
+
+def _calibrator(
+    path: Path, settings: dict[str, Any] | None, arrays: Mapping[str, np.ndarray]
+) -> Calibrator | None:
+    if settings is None:
+        return None
+    if settings["method"] == "platt":
+        return Calibrator("platt", a=float(settings["a"]), b=float(settings["b"]))
+    x, y = arrays["calibration.x"], arrays["calibration.y"]
+    inside = ((x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)).all()
+    if not inside or (np.diff(x) < 0).any() or (np.diff(y) < 0).any():
+        raise DamagedState(
+            f"{path}: the isotonic calibration's knots must be non-decreasing within [0, 1]"
+        )
+    return Calibrator("isotonic", x=x, y=y)
 
 
 def _check_fingerprint(path: Path, recorded: Mapping[str, Any]) -> None:
@@ -380,6 +451,10 @@ def _read_arrays(path: Path, settings: Mapping[str, Any]) -> dict[str, np.ndarra
 def _expected_arrays(settings: Mapping[str, Any]) -> dict[str, tuple[Any, tuple | None]]:
     """name -> (dtype, shape) of every array the settings imply (keys: 1-D, length unchecked)."""
     expected: dict[str, tuple[Any, tuple | None]] = {}
+    calibration = settings["calibration"]
+    if calibration is not None and calibration["method"] == "isotonic":
+        for axis in ("x", "y"):
+            expected[f"calibration.{axis}"] = (np.float64, (calibration["points"],))
     for member in settings["members"]:
         name, views, n = member["name"], member["views"], member["n_features"]
         low, high = member["ngram_range"]

@@ -10,6 +10,7 @@ is not imported, no port is opened and no file is written.
 | `IMDB_PREDICTION_LOG` | `1`: one JSON line per call on stdout (never the review text) |
 | `IMDB_SLOT` | `blue`/`green`: label `slot` on every series and field of every log line |
 | `IMDB_MODEL_NAME`, `IMDB_MODEL_VERSION` | the registered name and version (the pod sets them) |
+| `IMDB_EVALUATED_ACCURACY` | the version's test accuracy (unset: its validation accuracy) |
 | `PROMETHEUS_MULTIPROC_DIR` | where the workers' metric files go (default: a private folder) |
 
 Why an exporter inside the model, not a sidecar: it works wherever the model is served
@@ -44,10 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from pyfunc.contract import (
+    ACCURACY_KEY,
     BASELINE_SHARE_KEY,
     BASELINE_SHARE_METRIC,
     CALLS_METRIC,
     ERROR,
+    EVALUATED_ACCURACY_ENV,
+    EVALUATED_ACCURACY_METRIC,
+    EXPECTED_CORRECT_METRIC,
     IDENTITY_LABELS,
     LABELS,
     METRICS_PORT_ENV,
@@ -99,11 +104,13 @@ def from_environment(
     artifact_path: str | Path | None,
     profile_path: str | Path | None = None,
     environ: Any = os.environ,
+    calibrated: bool = False,
 ) -> Telemetry | None:
     """The telemetry the environment asks for, or None (the default: nothing is recorded).
 
     `artifact_path` is any file inside the model folder (its MLmodel is found above it);
-    `profile_path` the training profile logged with the model (its baseline positive share).
+    `profile_path` the training profile logged with the model (its baseline positive share);
+    `calibrated`: the scores are calibrated, so their confidence is counted (expected correct).
     """
     port = environ.get(METRICS_PORT_ENV, "").strip()
     log_calls = environ.get(PREDICTION_LOG_ENV, "").strip().lower() in ("1", "true", "yes")
@@ -115,7 +122,9 @@ def from_environment(
         host, number = parse_address(port)
         directory = _multiproc_dir(environ)
         metrics = _process_metrics()
-        metrics.describe(ident, _read_profile(profile_path))
+        profile = _read_profile(profile_path)
+        evaluated = _evaluated_accuracy(environ, profile)
+        metrics.describe(ident, profile, evaluated, calibrated)
         _start_exporter(host, number, directory)
     return Telemetry(ident, metrics, log_calls)
 
@@ -145,6 +154,21 @@ def identity(artifact_path: str | Path | None, environ: Any = os.environ) -> Ide
         model_id=model_id,
         slot=environ.get(SLOT_ENV) or UNKNOWN,
     )
+
+
+def _evaluated_accuracy(environ: Any, profile: dict[str, Any]) -> float | None:
+    text = environ.get(EVALUATED_ACCURACY_ENV, "").strip()
+    try:
+        value = float(text) if text else profile.get(ACCURACY_KEY)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        if text:
+            log.warning(
+                "%s=%r is not an accuracy (0-1): not exported", EVALUATED_ACCURACY_ENV, text
+            )
+        return None
+    return float(value)
 
 
 def _read_profile(path: str | Path | None) -> dict[str, Any]:
@@ -304,10 +328,28 @@ class _Metrics:
             "share of positive predictions on the validation split at train time",
             slot, multiprocess_mode="max", registry=None,
         )  # fmt: skip
+        self.expected_correct = Counter(
+            EXPECTED_CORRECT_METRIC, "sum of max(p, 1 - p) over reviews scored (calibrated p)",
+            slot, registry=None,
+        )  # fmt: skip
+        self.evaluated = Gauge(
+            EVALUATED_ACCURACY_METRIC, "the version's evaluated accuracy (test split)",
+            slot, multiprocess_mode="max", registry=None,
+        )  # fmt: skip
 
-    def describe(self, ident: Identity, profile: dict[str, Any]) -> None:
-        """Bind the slot label and publish the info and baseline series."""
+    def describe(
+        self,
+        ident: Identity,
+        profile: dict[str, Any],
+        evaluated: float | None = None,
+        calibrated: bool = False,
+    ) -> None:
+        """Bind the slot label and publish the info, baseline and evaluated accuracy series."""
         slot = ident.slot
+        if evaluated is not None:
+            self.evaluated.labels(slot).set(evaluated)
+        # an uncalibrated model's confidence is no estimate: no series, so the alert skips it
+        self._expected = self.expected_correct.labels(slot) if calibrated else None
         self.info.labels(
             slot, ident.model_name, ident.model_version, ident.run_id, ident.model_id
         ).set(1)
@@ -332,6 +374,8 @@ class _Metrics:
         observe = self._score.observe
         for score in scores:
             observe(score)
+        if self._expected is not None:
+            self._expected.inc(sum(s if s > 0.5 else 1 - s for s in scores))
         observe = self._length.observe
         for length in lengths:
             observe(length)

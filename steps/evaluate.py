@@ -10,8 +10,10 @@ By default the model train saved in models/model (loaded as MLflow loads it anyw
   pass rates, numbers only (`dvc metrics show`);
 - reports/evaluation.json: which model was evaluated (URI, train run) on which data, and
   `behavioural_checks_passed` (register refuses a record made for another model);
-- reports/plots/: confusion matrix, ROC and precision-recall curves as PNG, and the data behind
-  them as CSV/JSON (confusion.json, predictions.csv, roc.csv, precision_recall.csv) for DVC plots;
+- reports/plots/: confusion matrix, ROC and precision-recall curves and the reliability diagram
+  (accuracy against confidence, 15 bins: the ECE's table) as PNG, and the data behind them as
+  CSV/JSON (confusion.json, predictions.csv, roc.csv, precision_recall.csv, reliability.csv)
+  for DVC plots;
 - reports/misclassified.csv: the most confidently wrong test reviews (a review that starts like a
   spreadsheet formula, with = + - @ or a tab, gets a leading apostrophe: shown as text);
 - reports/behavioural.json: every behavioural case with its score and outcome;
@@ -41,7 +43,8 @@ from steps.data import dataset
 from steps.data.dataset import NEGATIVE, POSITIVE
 from steps.entry import cli
 from steps.measure import behavioural, sample, scoring
-from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
+from steps.measure.calibration import expected_calibration_error, reliability_table
+from steps.measure.metrics import ACCURACY, ECE, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.stage import lock
 from steps.stage.config import EvaluateConfig, Params
 from steps.stage.errors import StageError, one_line
@@ -132,7 +135,24 @@ def write_plots(labels: np.ndarray, scores: np.ndarray, plots_dir: Path) -> list
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test split)")
     ax.set_ylim(0, 1.02)
     written.append(_save(fig, plots_dir / "precision_recall.png"))
+    written += _reliability(truth, scores, plots_dir, plt)
     plt.close("all")
+    return written
+
+
+def _reliability(truth: np.ndarray, scores: np.ndarray, plots_dir: Path, plt) -> list[Path]:
+    """The reliability diagram: per confidence bin, accuracy against mean confidence."""
+    table = pd.DataFrame(reliability_table(truth, scores))
+    table = table[table["count"] > 0]
+    written = [write_csv(table, plots_dir / "reliability.csv")]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0.5, 1], [0.5, 1], linestyle="--", color="grey", label="calibrated")
+    ax.plot(table["confidence"], table["accuracy"], marker="o", label="model")
+    ece = expected_calibration_error(truth, scores)
+    ax.set(xlabel="confidence max(p, 1 - p)", ylabel="accuracy",
+           title=f"Reliability (test split), ECE {ece:.4f}")  # fmt: skip
+    ax.legend(loc="upper left")
+    written.append(_save(fig, plots_dir / "reliability.png"))
     return written
 
 
@@ -192,8 +212,8 @@ def run(
     scores = scoring.predict_scores(loaded, reviews, cfg.batch_size)
     metrics = classification_metrics(labels, scores)
     log.info(
-        "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f",
-        metrics[ACCURACY], metrics[F1], metrics[ROC_AUC], metrics[LOG_LOSS],
+        "test: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f, ECE %.4f",
+        metrics[ACCURACY], metrics[F1], metrics[ROC_AUC], metrics[LOG_LOSS], metrics[ECE],
     )  # fmt: skip
 
     def score(texts: list[str]) -> np.ndarray:

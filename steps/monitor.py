@@ -8,6 +8,10 @@ scores it with the registered model (`monitor.model`, default `champion`) and co
 training profile shipped inside that model (steps/monitoring/profile.py): review length, tokens
 the model never saw, reviews not in English, markup, the predicted score distribution (PSI and a
 two-sample KS test) and, with labels, the positive share and accuracy against evaluate's figure.
+Without labels it estimates accuracy, precision, recall and F1 from the calibrated scores
+(steps/monitoring/quality.py), each with a 95% interval, beside the truth when there are labels;
+the estimated accuracy's fall below evaluate's figure is a figure like the others
+(`estimated_accuracy_drop`), judged only for a calibrated version on `min_estimate_reviews`+.
 Writes reports/monitor/report.html and report.json, logs a `monitor` run with every figure, and
 exits non-zero with one line naming each figure over its `monitor.*` bound.
 """
@@ -29,7 +33,7 @@ from mlflow.entities.model_registry import ModelVersion
 from steps.data import sources
 from steps.entry import cli
 from steps.measure import scoring
-from steps.monitoring import drift
+from steps.monitoring import drift, quality
 from steps.monitoring.profile import read_profile
 from steps.monitoring.report import write_report
 from steps.monitoring.text import lengths
@@ -56,6 +60,9 @@ class Monitored:
     labelled: bool
     figures: list[drift.Figure]
     report_dir: Path
+    calibrated: bool = False  # whether the version's scores are calibrated probabilities
+    estimates: dict[str, quality.Estimate] | None = None
+    evaluated_accuracy: float | None = None
 
     @property
     def crossed(self) -> list[drift.Figure]:
@@ -113,19 +120,50 @@ def run(
         profile = read_profile(local, name)
         model = scoring.load_model(str(local), name, version.version)
         scores = scoring.predict_scores(model, reviews, cfg.chunk_size)
-        counts = model.unwrap_python_model().token_counts(reviews)
+        python_model = model.unwrap_python_model()
+        counts = python_model.token_counts(reviews)
+        calibrated = bool(getattr(python_model, "calibrated", False))  # older code: no calibrator
     evaluated = version.tags.get(ACCURACY_TAG)
-    figures = drift.compare(
-        profile, reviews, scores, counts, cfg, labels,
-        evaluated_accuracy=float(evaluated) if evaluated is not None else None,
-    )  # fmt: skip
+    evaluated = float(evaluated) if evaluated is not None else None
+    figures = drift.compare(profile, reviews, scores, counts, cfg, labels, evaluated)
+    estimates = quality.estimate(scores, labels)
+    reference = evaluated if evaluated is not None else float(profile["accuracy"])
+    figures.append(estimated_drop(estimates["accuracy"], reference, calibrated, cfg))
     result = Monitored(
         model=name, version=str(version.version), batch=where, reviews=len(reviews),
         labelled=labels is not None, figures=figures, report_dir=Path(report_dir),
+        calibrated=calibrated, estimates=estimates, evaluated_accuracy=reference,
     )  # fmt: skip
-    summary = {"model": name, "batch": where, "reviews": len(reviews), "labelled": result.labelled}
+    summary = {
+        "model": name, "batch": where, "reviews": len(reviews), "labelled": result.labelled,
+        "calibrated": calibrated, "evaluated_accuracy": reference,
+        "estimated_accuracy": estimates["accuracy"].estimate,
+        **({"accuracy": estimates["accuracy"].truth} if labels is not None else {}),
+        "estimates": {key: value.to_dict() for key, value in estimates.items()},
+    }  # fmt: skip
     write_report(summary, figures, profile, lengths(reviews), scores, report_dir)
     return result
+
+
+def estimated_drop(
+    accuracy: quality.Estimate, evaluated: float, calibrated: bool, cfg: MonitorConfig
+) -> drift.Figure:
+    """The estimate's fall below the evaluated accuracy: judged against
+    `monitor.max_estimated_accuracy_drop`, or only reported (no bound) when the version is
+    uncalibrated or the batch has fewer than `monitor.min_estimate_reviews` reviews."""
+    interval = f"95% interval {accuracy.low:.4f}-{accuracy.high:.4f}"
+    judged = calibrated and accuracy.reviews >= cfg.min_estimate_reviews
+    if not calibrated:
+        why = "uncalibrated version (logged before calibration): not judged"
+    elif not judged:
+        why = f"fewer than monitor.min_estimate_reviews={cfg.min_estimate_reviews}: not judged"
+    else:
+        why = "estimate/evaluate's test accuracy"
+    return drift.Figure(
+        "estimated_accuracy_drop", evaluated - accuracy.estimate, accuracy.estimate, evaluated,
+        cfg.max_estimated_accuracy_drop if judged else None,
+        "monitor.max_estimated_accuracy_drop", f"{why}; {interval}",
+    )  # fmt: skip
 
 
 def log_run(result: Monitored) -> None:
@@ -146,7 +184,21 @@ def summary_lines(result: Monitored) -> list[str]:
         bound = f"<= {f.bound:g}" if f.bound is not None else ""
         mark = "DRIFT" if f.crossed else "ok"
         lines.append(f"  {f.name:<24} {f.value:>9.4f} {bound:<10} {mark}")
+    if result.estimates is not None:
+        lines += estimate_lines(result)
     lines.append(f"report: {result.report_dir / MONITOR_HTML_NAME}")
+    return lines
+
+
+def estimate_lines(result: Monitored) -> list[str]:
+    """The label-free estimates, each with its interval and (with labels) the truth."""
+    if not result.calibrated:
+        lines = ["  label-free estimate: uncalibrated version, mean confidence only (not judged)"]
+    else:
+        lines = [f"  label-free estimate (evaluated accuracy {result.evaluated_accuracy:.4f}):"]
+    for e in result.estimates.values():
+        truth = f"  true {e.truth:.4f}" if e.truth is not None else ""
+        lines.append(f"    {e.name:<10} {e.estimate:.4f}  95% {e.low:.4f}-{e.high:.4f}{truth}")
     return lines
 
 

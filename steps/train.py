@@ -13,6 +13,8 @@ validation split, and ship it.
    `train.unlabeled_fallback` is left out.
 2. With `train.refit_full` (default), refit the same recipe on the whole train split: that model
    ships, as the published IMDB figures are for models trained on all 25,000 reviews.
+   A calibrator fitted on out-of-fold scores of the split (`train.calibration`) ships with it:
+   its score is a calibrated probability (steps/measure/calibration.py, pyfunc/calibration.py).
 3. Save the model to models/model (atomically, for DVC), log it to the MLflow run, and write
    models/model.json (run id, model URI) for evaluate and register.
 Data that was never ingested or validated, or whose files changed since they were validated, is
@@ -37,12 +39,14 @@ from mlflow.exceptions import MlflowException
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from pyfunc import packaging
+from pyfunc import calibration, packaging
+from pyfunc.calibration import Calibrator
 from pyfunc.pipeline import build_pipeline, n_features, token_counts
 from pyfunc.self_training import self_train
 from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE
 from steps.entry import cli
+from steps.measure import calibration as measure_calibration
 from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.monitoring.profile import build_profile
 from steps.stage import chain, lock
@@ -74,6 +78,7 @@ class Trained:
     metrics: dict[str, float]  # val_* metrics, timings, sizes
     profile: dict[str, Any]  # the validation split as drift monitoring sees it (shipped inside)
     validation: pd.DataFrame  # the held-out reviews the val_* metrics were measured on
+    calibrator: Calibrator | None = None  # maps the pipeline's score to a calibrated one
 
 
 def pipeline_for(cfg: TrainConfig) -> Pipeline:
@@ -124,9 +129,11 @@ def train_model(
         "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
         measured[ACCURACY], measured[F1], measured[ROC_AUC], measured[LOG_LOSS], fit_seconds,
     )  # fmt: skip
+    calibrator, calibration_metrics = calibrate(cfg, reviews, labels, movies, unlabeled)
+    metrics.update(calibration_metrics)
     profile = build_profile(
         val_x,
-        scores,
+        calibrator(scores) if calibrator is not None else scores,  # as the served model answers
         token_counts(pipeline, val_x),
         positive_label_share=float(np.mean(np.asarray(labels) == POSITIVE)),
         accuracy=measured[ACCURACY],
@@ -151,7 +158,27 @@ def train_model(
         train_cpu_seconds=fit_cpu,
         n_features=float(n_features(pipeline)),
     )
-    return Trained(pipeline=pipeline, metrics=metrics, profile=profile, validation=validation)
+    return Trained(pipeline, metrics, profile, validation, calibrator)
+
+
+def calibrate(
+    cfg: TrainConfig, reviews: list[str], labels: list[str], movies: list | None, unlabeled: Any
+) -> tuple[Calibrator | None, dict[str, float]]:
+    """`train.calibration`'s calibrator on out-of-fold scores (folds fitted like the model)."""
+    if cfg.calibration == "none":
+        return None, {}
+
+    def fit_and_score(fit_rows: np.ndarray, held_rows: np.ndarray) -> np.ndarray:
+        held, rows = [reviews[i] for i in held_rows], fit_rows
+        kept = set(held)
+        extra = [text for text in unlabeled if text not in kept] if unlabeled else None
+        fitted, _, _ = fit(cfg, [reviews[i] for i in rows], [labels[i] for i in rows], extra)
+        return fitted.predict_proba(held)[:, list(fitted.classes_).index(POSITIVE)]
+
+    methods = calibration.METHODS if cfg.calibration == "best" else (cfg.calibration,)
+    return measure_calibration.fit_calibrator(
+        fit_and_score, calibration.fit, methods, labels, movies, cfg.calibration_folds, cfg.seed
+    )
 
 
 def validation_split(
@@ -248,11 +275,11 @@ def fit(
 
 
 def save_model(
-    pipeline: Pipeline, model_dir: Path = MODEL_DIR, profile: dict[str, Any] | None = None
+    pipeline: Pipeline, model_dir: Path = MODEL_DIR, profile: dict | None = None, calibrator=None
 ) -> float:
     """Write the pyfunc model to `model_dir`, replacing any previous one atomically; size in MB."""
     with atomic_dir(model_dir) as tmp:
-        packaging.save_model(pipeline, tmp, profile=profile)
+        packaging.save_model(pipeline, tmp, profile=profile, calibrator=calibrator)
     return sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file()) / 1e6
 
 
@@ -289,7 +316,7 @@ def run(
             dataset.as_mlflow_dataset(extra, manifest, "unlabeled", ingested_dir), "unlabeled"
         )
     trained = train_model(reviews, labels, cfg, movies=movies, unlabeled=unlabeled)
-    size_mb = save_model(trained.pipeline, model_dir, trained.profile)
+    size_mb = save_model(trained.pipeline, model_dir, trained.profile, trained.calibrator)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}
     write_json(metrics_file, metrics)
@@ -323,7 +350,10 @@ def log_model(trained: Trained, model_dir: Path, run_id: str) -> tuple[str, str 
     """
     try:
         info = packaging.log_model(
-            trained.pipeline, name=MODEL_ARTIFACT_PATH, profile=trained.profile
+            trained.pipeline,
+            name=MODEL_ARTIFACT_PATH,
+            profile=trained.profile,
+            calibrator=trained.calibrator,
         )
     except MlflowException as exc:
         if not _missing_logged_models_api(exc):

@@ -15,10 +15,12 @@ from sklearn.metrics import (
 )
 
 from steps.data.dataset import POSITIVE
+from steps.measure.calibration import expected_calibration_error
 
 # The figures' names (train logs them as val_<name>, evaluate as test_<name>).
 ACCURACY, F1, PRECISION, RECALL = "accuracy", "f1", "precision", "recall"
 ROC_AUC, LOG_LOSS, N_REVIEWS = "roc_auc", "log_loss", "n_reviews"
+ECE = "ece"  # expected calibration error, 15 bins (steps/measure/calibration.py)
 
 
 def classification_metrics(labels: Sequence[str], scores: np.ndarray) -> dict[str, float]:
@@ -32,5 +34,6 @@ def classification_metrics(labels: Sequence[str], scores: np.ndarray) -> dict[st
         RECALL: float(recall_score(truth, predicted, zero_division=0)),
         ROC_AUC: float(roc_auc_score(truth, scores)),
         LOG_LOSS: float(log_loss(truth, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        ECE: expected_calibration_error(truth, scores),
         N_REVIEWS: float(len(truth)),
     }

@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pyfunc.contract import (
     BASELINE_SHARE_METRIC,
     CALLS_METRIC,
     ERROR,
+    EVALUATED_ACCURACY_METRIC,
+    EXPECTED_CORRECT_METRIC,
     IDENTITY_LABELS,
     MODEL_INFO_METRIC,
     OUTCOME_LABEL,
@@ -42,7 +42,7 @@ from pyfunc.contract import (
     SLOT_LABEL,
 )
 from steps.stage.config import DeployConfig
-from steps.stage.files import atomic_path
+from steps.stage.files import YamlBlock, atomic_path, yaml_text
 from steps.stage.paths import MONITORING_DIR
 
 RULES_FILE = MONITORING_DIR / "alerts.rules.yaml"
@@ -55,6 +55,8 @@ CPU_PERIODS = "container_cpu_cfs_periods_total"
 CPU_THROTTLED = "container_cpu_cfs_throttled_periods_total"
 GRAFANA_RATE = "$__rate_interval"  # Grafana's window for rate(): at least four scrapes
 GRAFANA_RANGE = "$__range"  # the dashboard's whole time range
+# The rolling label-free accuracy estimate by slot (expected-correct reviews per review scored).
+ESTIMATE_RECORD = "slot:imdb_sentiment_estimated_accuracy:ratio_rate1h"
 
 
 # --- the queries --------------------------------------------------------------------------------
@@ -99,6 +101,18 @@ def positive_share(window: str, slot: str | None = None) -> str:
     return _share(REVIEWS_METRIC, {PREDICTED_LABEL: POSITIVE}, window, slot)
 
 
+def estimated_accuracy(window: str, slot: str | None = None) -> str:
+    """Mean max(p, 1 - p) of the reviews scored: calibrated models only export its numerator."""
+    by, only = ((), {SLOT_LABEL: slot}) if slot else ((SLOT_LABEL,), {})
+    expected = _aggregate(_rate(f"{EXPECTED_CORRECT_METRIC}_total", window, only), by)
+    return f"{expected} / {_aggregate(_rate(f'{REVIEWS_METRIC}_total', window, only), by)}"
+
+
+def evaluated_accuracy(slot: str | None = None) -> str:
+    return _aggregate(selector(EVALUATED_ACCURACY_METRIC, {SLOT_LABEL: slot} if slot else None),
+                      () if slot else (SLOT_LABEL,), "max")  # fmt: skip
+
+
 def quantile(q: float, histogram: str, window: str, slot: str | None = None) -> str:
     """The q-quantile of a histogram's observations: by slot, or for `slot` alone."""
     by = ("le",) if slot else (SLOT_LABEL, "le")
@@ -125,7 +139,7 @@ def alert_rules(cfg: DeployConfig) -> dict[str, Any]:
     in_pods = {"namespace": ns, "container": cfg.container}
     per_pod = ("namespace", "pod")
     slot, pod = "{{ $labels.slot }}", "{{ $labels.pod }}"
-    shift = bounds.max_positive_share_shift
+    shift, drop = bounds.max_positive_share_shift, bounds.max_estimated_accuracy_drop
     rules = [
         # Calls that failed inside the model (HTTP 500), not bad input.
         _alert(
@@ -188,8 +202,21 @@ def alert_rules(cfg: DeployConfig) -> dict[str, Any]:
             "The pod hits its CPU limit: raise the limit in k8s/deployment-*.yaml or lower"
             " deploy.workers.",
         ),
+        # Skipped (no series) for a version logged without a calibrator: see ESTIMATE_RECORD.
+        _alert(
+            "ImdbSentimentEstimatedAccuracyLow",
+            f"{ESTIMATE_RECORD} < on ({SLOT_LABEL}) {evaluated_accuracy()} - {drop:g} and on"
+            f" ({SLOT_LABEL}) {_aggregate(f'increase({REVIEWS_METRIC}_total[1h])', (SLOT_LABEL,))}"
+            f" > {bounds.min_estimate_reviews}", "30m", "warning",
+            f"{app} slot {slot}: label-free accuracy estimate {drop * 100:g} points under the"
+            " evaluated accuracy",
+            "The scores say the model is less sure than on its test split: make monitor"
+            " BATCH=<recent reviews>, with a small labelled sample (k8s/monitoring/README.md).",
+        ),
     ]  # fmt: skip
-    return {"groups": [{"name": app, "rules": rules}]}
+    record = {"record": ESTIMATE_RECORD, "expr": estimated_accuracy("1h")}
+    return {"groups": [{"name": app, "rules": rules},
+                       {"name": f"{app}-records", "rules": [record]}]}  # fmt: skip
 
 
 def _alert(
@@ -197,7 +224,7 @@ def _alert(
 ) -> dict[str, Any]:
     # A line per operand of the top-level operators, for people (PromQL ignores line breaks).
     lines = re.sub(r" (/|- on|and on) ", r"\n  \1 ", expr)
-    rule: dict[str, Any] = {"alert": name, "expr": _Block(lines + "\n")}
+    rule: dict[str, Any] = {"alert": name, "expr": YamlBlock(lines + "\n")}
     if hold:
         rule["for"] = hold
     rule["labels"] = {"severity": severity}
@@ -252,6 +279,9 @@ def dashboard(cfg: DeployConfig) -> dict[str, Any]:
             (_aggregate(BASELINE_SHARE_METRIC, (SLOT_LABEL,), "max"),
              f"{slot} training (validation split)"),
         ]),
+        ("Label-free accuracy estimate against evaluated accuracy, by slot", "timeseries",
+         "percentunit", [(estimated_accuracy(w), f"{slot} estimated (calibrated scores)"),
+                         (evaluated_accuracy(), f"{slot} evaluated (test split)")]),
         ("Score distribution over the time range, by slot", "bargauge", "short", [
             (_aggregate(f"increase({SCORE_METRIC}_bucket[{GRAFANA_RANGE}])", (SLOT_LABEL, "le")),
              f"{slot} score <= {_shown('le')}"),
@@ -341,8 +371,8 @@ PROMETHEUS_RULE_HEADER = """\
 def rendered(cfg: DeployConfig) -> dict[Path, str]:
     """Each generated file (relative to the project root) and its text."""
     return {
-        RULES_FILE: HEADER + RULES_HEADER + _yaml(alert_rules(cfg)),
-        PROMETHEUS_RULE_FILE: HEADER + PROMETHEUS_RULE_HEADER + _yaml(prometheus_rule(cfg)),
+        RULES_FILE: HEADER + RULES_HEADER + yaml_text(alert_rules(cfg)),
+        PROMETHEUS_RULE_FILE: HEADER + PROMETHEUS_RULE_HEADER + yaml_text(prometheus_rule(cfg)),
         DASHBOARD_FILE: json.dumps(dashboard(cfg), indent=2) + "\n",
     }
 
@@ -358,23 +388,3 @@ def write_files(cfg: DeployConfig, root: Path = Path()) -> list[Path]:
             tmp.write_text(text, encoding="utf-8")
         changed.append(path)
     return changed
-
-
-class _Block(str):
-    """A string written as a YAML literal block (`|`): its line breaks kept."""
-
-    __slots__ = ()
-
-
-class _Dumper(yaml.SafeDumper):
-    """PyYAML's safe dumper, with `_Block` strings as literal blocks."""
-
-
-_Dumper.add_representer(
-    _Block, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, "|")
-)
-
-
-def _yaml(document: dict[str, Any]) -> str:
-    # No width: a folded line would read as two to a person, though YAML joins them.
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1 << 16, allow_unicode=True)

@@ -4,12 +4,17 @@ Before the switch (`replay`): the labelled sample stored with the version at eva
 (steps/measure/sample.py) goes through the preview Service one review per request, through the
 API server's service proxy like the smoke test. The served labels must equal the registered
 version's in-process labels, their accuracy must be within `max_accuracy_drop` of the accuracy
-evaluation measured, and the p99 round trip under `replay_p99_seconds`.
+evaluation measured, and the p99 round trip under `replay_p99_seconds`. Beside the labelled
+accuracy it reports the label-free estimate (mean max(p, 1 - p) of the served scores) of a
+calibrated version, not judged: the sample is too small (200 reviews: +-2.6 points).
 
 After the switch (`watch_live`): every `interval` seconds for `duration` seconds, Prometheus is
 asked for the live slot's error ratio, p99 time inside the model and positive share over the
 last `window` seconds (the series pyfunc/telemetry.py exports, labelled by `slot`), against
-`max_error_ratio`, `max_p99_seconds` and `max_positive_share_shift` from the evaluated share. Fail
+`max_error_ratio`, `max_p99_seconds` and `max_positive_share_shift` from the evaluated share,
+and, for a calibrated version (its pods export expected-correct reviews) over at least
+`min_estimate_reviews` reviews, the label-free accuracy estimate against
+`max_estimated_accuracy_drop` below the evaluated accuracy (an uncalibrated one: one line). Fail
 safe: Prometheus unreachable, an error answer or no series is a failed analysis, as is an
 analysis that never saw a call to judge. A round without calls (NaN) is inconclusive.
 
@@ -30,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import requests
 
+from pyfunc.contract import EXPECTED_CORRECT_METRIC, REVIEWS_METRIC, SCORE_FIELD, SLOT_LABEL
 from steps.measure import sample as samples
 from steps.monitoring import promql
 from steps.rollout import smoke
@@ -74,17 +80,18 @@ def replay(
     """Replay the version's sample through `service`; raise AnalysisFailed on a breach."""
     bounds = cfg.analysis
     expected = smoke.expected_labels(cfg, model_name, version, sample.reviews)
-    served, seconds = [], []
+    served, seconds, scores = [], [], []
     for i, review in enumerate(sample.reviews):
         started = clock()
         try:
-            (label,) = smoke.served_labels(kube, cfg, service, [review])
+            (answer,) = smoke.served_predictions(kube, cfg, service, [review])
         except StageError as exc:
             raise AnalysisFailed(
                 "replay", f"replayed review {i + 1}/{len(sample.reviews)}: {exc}"
             ) from None
         seconds.append(clock() - started)
-        served.append(label)
+        served.append(answer[cfg.label_field] if isinstance(answer, dict) else answer)
+        scores.append(answer.get(SCORE_FIELD) if isinstance(answer, dict) else None)
     accuracy = float(np.mean([s == t for s, t in zip(served, sample.labels, strict=True)]))
     p99 = float(np.percentile(seconds, 99))
     figures = {
@@ -93,6 +100,10 @@ def replay(
         "evaluated_accuracy": sample.accuracy,
         "p99_seconds": p99,
     }
+    if None not in scores and smoke.is_calibrated(model_name, version):
+        figures["estimated_accuracy"] = float(np.mean([max(p, 1 - p) for p in scores]))
+    else:
+        log.info("version %d is not calibrated: no label-free accuracy estimate", version)
     wrong = [i for i, (s, e) in enumerate(zip(served, expected, strict=True)) if s != e]
     if wrong:
         i = wrong[0]
@@ -119,8 +130,10 @@ def replay(
             figures,
         )
     log.info(
-        "pre-promotion analysis passed: %d reviews, accuracy %.4f (evaluated %.4f), p99 %.3fs",
-        len(served), accuracy, sample.accuracy, p99,
+        "pre-promotion analysis passed: %d reviews, accuracy %.4f (evaluated %.4f, label-free"
+        " estimate %s), p99 %.3fs",
+        len(served), accuracy, sample.accuracy,
+        f"{figures['estimated_accuracy']:.4f}" if "estimated_accuracy" in figures else "none", p99,
     )  # fmt: skip
     return Verdict(figures)
 
@@ -179,6 +192,16 @@ class Prometheus:
             )
         return float(result[0]["value"][1])
 
+    def has_series(self, expr: str) -> bool:
+        """Whether `expr` returns any series now (a failed query counts as none)."""
+        try:
+            answer = requests.get(
+                f"{self.url}/api/v1/query", params={"query": expr}, timeout=self.timeout
+            )
+            return bool(answer.json().get("data", {}).get("result"))
+        except (requests.RequestException, ValueError, AttributeError):
+            return False
+
 
 def watch_live(
     prometheus: Prometheus,
@@ -187,12 +210,15 @@ def watch_live(
     expected_share: float | None,
     sleep: Callable[[float], None],
     clock: Callable[[], float],
+    evaluated_accuracy: float | None = None,
 ) -> Verdict:
     """Query the live slot every `interval` s for `duration` s; raise AnalysisFailed on a breach.
 
-    `expected_share` is the positive share evaluation measured (None: that check is skipped).
+    `expected_share` is the positive share evaluation measured, `evaluated_accuracy` its
+    accuracy (None: that check is skipped).
     """
     window = f"{max(1, round(bounds.window))}s"
+    estimate = _estimate_queries(prometheus, slot, window, evaluated_accuracy)
     limits = {
         "error_ratio": bounds.max_error_ratio,
         "p99_seconds": bounds.max_p99_seconds,
@@ -212,6 +238,9 @@ def watch_live(
         else:
             judged += 1
             _judge(figures, limits, slot, window, expected_share)
+            if estimate:
+                figures.update(_judge_estimate(prometheus, estimate, bounds, slot, window,
+                                               evaluated_accuracy, figures))  # fmt: skip
             log.info(
                 "post-promotion round %d: slot %s error ratio %.4f, p99 %.3fs, positive %.3f",
                 rounds, slot, figures["error_ratio"], figures["p99_seconds"],
@@ -227,6 +256,45 @@ def watch_live(
             figures,
         )
     return Verdict({**figures, "rounds": float(rounds), "judged": float(judged)})
+
+
+def _estimate_queries(
+    prometheus: Prometheus, slot: str, window: str, evaluated: float | None
+) -> dict[str, str]:
+    """The live estimate's queries, or none (one line) when the slot's version is uncalibrated
+    (its pods export no expected-correct series) or has no evaluated accuracy."""
+    numerator = f'{EXPECTED_CORRECT_METRIC}_total{{{SLOT_LABEL}="{slot}"}}'
+    if evaluated is None or not prometheus.has_series(numerator):
+        why = "no evaluated accuracy" if evaluated is None else "an uncalibrated version"
+        log.info("slot %s: %s, the label-free accuracy estimate is not judged", slot, why)
+        return {}
+    reviews = f'sum(increase({REVIEWS_METRIC}_total{{{SLOT_LABEL}="{slot}"}}[{window}]))'
+    return {"estimated_accuracy": promql.estimated_accuracy(window, slot), "reviews": reviews}
+
+
+def _judge_estimate(
+    prometheus: Prometheus,
+    queries: dict[str, str],
+    bounds: AnalysisConfig,
+    slot: str,
+    window: str,
+    evaluated: float,
+    figures: dict[str, float],
+) -> dict[str, float]:
+    found = {name: prometheus.value(name, query) for name, query in queries.items()}
+    if not found["reviews"] >= bounds.min_estimate_reviews:  # too few (or NaN): not judged
+        return {"estimated_accuracy": found["estimated_accuracy"]}
+    drop = evaluated - found["estimated_accuracy"]
+    if drop > bounds.max_estimated_accuracy_drop:
+        raise AnalysisFailed(
+            "estimated_accuracy",
+            f"label-free accuracy estimate {found['estimated_accuracy']:.4f} is {drop:.4f}"
+            f" below the evaluated {evaluated:.4f}, over max_estimated_accuracy_drop"
+            f" {bounds.max_estimated_accuracy_drop:g} (slot {slot}, last {window},"
+            f" {found['reviews']:.0f} reviews)",
+            {**figures, **found, "evaluated_accuracy": evaluated},
+        )
+    return {"estimated_accuracy": found["estimated_accuracy"]}
 
 
 def _judge(

@@ -222,8 +222,12 @@ class Deployer:
                 self.build(version, image)
             case RollSlot(slot=slot, version=version, image=image, replicas=replicas):
                 uri = registry.model_uri(self.model_name, version)
+                tags = registry.get_version(self.model_name, version).tags
                 # By digest when this deployer pushed it: the tag could be pushed over.
-                slots.roll(slot, version, self._pushed.get(image, image), uri, replicas)
+                slots.roll(
+                    slot, version, self._pushed.get(image, image), uri, replicas,
+                    tags.get(registry.ACCURACY_TAG),
+                )  # fmt: skip
             case WaitReady(slot=slot):
                 slots.wait_ready(slot)
             case CheckReady(slot=slot):
@@ -276,17 +280,18 @@ class Deployer:
     def watch_live(self, slot: str, version: int) -> None:
         """Post-promotion analysis of the live slot in Prometheus for deploy.analysis.duration."""
         try:
-            expected = self.sample(version).positive_share
+            sample = self.sample(version)
+            expected, accuracy = sample.positive_share, sample.accuracy
         except StageError as exc:
-            log.warning("no evaluated positive share to compare with: %s", exc)
-            expected = None
+            log.warning("no evaluated positive share or accuracy to compare with: %s", exc)
+            expected = accuracy = None
         prometheus = analysis.Prometheus(self.prometheus_url, self.cfg.request_timeout)
         log.info(
             "watching slot %s in Prometheus at %s for %gs",
             slot, analysis.shown_url(self.prometheus_url), self.cfg.analysis.duration,
         )  # fmt: skip
         verdict = analysis.watch_live(
-            prometheus, self.cfg.analysis, slot, expected, self.sleep, self.clock
+            prometheus, self.cfg.analysis, slot, expected, self.sleep, self.clock, accuracy
         )
         deployments.record_analysis(
             self.model_name, version, "post", "passed", verdict.figures, client=self.client

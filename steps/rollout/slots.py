@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 SLOT_LABEL = "slot"  # the label both Services select on; its value is a slot name
 VERSION_LABEL = "model-version"  # on pods, for `kubectl get pods -L model-version`
 VERSION_ANNOTATION = "imdb-sentiment/model-version"  # what a slot runs: deploy's record of it
+# The version's evaluated test accuracy (registry tag), which the pods export as a series.
+ACCURACY_ANNOTATION = "imdb-sentiment/evaluated-accuracy"
 MODEL_URI_ANNOTATION = "imdb-sentiment/model-uri"
 WORKERS_ENV = "MLFLOW_MODELS_WORKERS"
 
@@ -86,7 +88,10 @@ class Slots:
         """The slot the live Service selects."""
         return self._selected_slot(self.cfg.app, required=True)
 
-    def roll(self, slot: str, version: int, image: str, model_uri: str, replicas: int) -> None:
+    def roll(
+        self, slot: str, version: int, image: str, model_uri: str, replicas: int,
+        accuracy: str | None = None,
+    ) -> None:  # fmt: skip
         """Point the slot's Deployment at the image, with the model version in its metadata."""
         name = deployment_name(self.cfg, slot)
         # The autoscaler's floor first, or it would lift the preview count straight back up.
@@ -94,15 +99,21 @@ class Slots:
         # Read just before patching: the build may have taken minutes (and the HPA may have
         # scaled the slot meanwhile); the patch carries this resourceVersion as its guard.
         current = self.kube.deployment(name)
-        patch = self.roll_patch(version, image, model_uri, replicas, current.resource_version)
+        patch = self.roll_patch(
+            version, image, model_uri, replicas, current.resource_version, accuracy
+        )
         rolled = self.kube.patch_deployment(name, patch)
         log.info("%s: generation %d now runs %s", name, rolled.generation, image)
 
     def roll_patch(
-        self, version: int, image: str, model_uri: str, replicas: int, resource_version: str
-    ) -> dict[str, Any]:
-        """The strategic merge patch that rolls a slot to a model version's image."""
+        self, version: int, image: str, model_uri: str, replicas: int, resource_version: str,
+        accuracy: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The strategic merge patch that rolls a slot to a model version's image (and its
+        evaluated accuracy, when the version has one, for the pods' series)."""
         annotations = {VERSION_ANNOTATION: str(version), MODEL_URI_ANNOTATION: model_uri}
+        if accuracy is not None:
+            annotations[ACCURACY_ANNOTATION] = str(accuracy)
         container = {
             "name": self.cfg.container,
             "image": image,

@@ -69,18 +69,36 @@ def expected_labels(cfg: DeployConfig, model_name: str, version: int, reviews: l
 
 def served_labels(kube: Kube, cfg: DeployConfig, service: str, reviews: list[str]) -> list:
     """POST `reviews` to `service`'s /invocations through the API server; the labels served."""
+    return prediction_labels(served_predictions(kube, cfg, service, reviews), cfg.label_field)
+
+
+def served_predictions(kube: Kube, cfg: DeployConfig, service: str, reviews: list[str]) -> Any:
+    """POST `reviews` to `service`'s /invocations; the `predictions` answered (one per review,
+    each with the label field)."""
     payload = {"dataframe_split": _frame(cfg, reviews).to_dict(orient="split", index=False)}
     status, body = kube.proxy_post(service, cfg.port_name, "invocations", payload)
     text = body.decode("utf-8", "replace")
     if status != 200:
         raise StageError(f"preview service {service} answered HTTP {status}: {text[:300]}")
     try:
-        served = prediction_labels(json.loads(text)["predictions"], cfg.label_field)
+        predictions = json.loads(text)["predictions"]
+        served = prediction_labels(predictions, cfg.label_field)
     except (ValueError, KeyError, TypeError):
         raise StageError(f"preview service {service} answered {text[:300]!r}") from None
     if len(served) != len(reviews):
         raise StageError(f"{len(served)} predictions for {len(reviews)} reviews")
-    return served
+    return predictions
+
+
+def is_calibrated(model_name: str, version: int) -> bool:
+    """Whether the version's score is a calibrated probability (one logged before calibration,
+    or another model, is not: its confidence is no accuracy estimate)."""
+    uri = registry.model_uri(model_name, version)
+    try:
+        python_model = _load(mlflow.get_registry_uri(), uri).unwrap_python_model()
+    except Exception:  # not a pyfunc of ours: nothing to estimate with
+        return False
+    return bool(getattr(python_model, "calibrated", False))
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pyfunc.contract import CLASSIFIERS, VIEWS, WEIGHTINGS
+from pyfunc.contract import CALIBRATIONS, CLASSIFIERS, VIEWS, WEIGHTINGS
 from steps.stage import coercion
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.schema import NonEmpty, Pattern, Range, Section, Span
@@ -34,6 +34,8 @@ NgramSizes = Annotated[tuple[int, int], Span(ge=1)]
 View = Literal[VIEWS]
 Classifier = Literal[CLASSIFIERS]
 Weighting = Literal[WEIGHTINGS]
+# A calibration method, or "best" (the lower held-out ECE of the two) or "none".
+Calibration = Literal[("best", *CALIBRATIONS, "none")]
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class TrainConfig(Section):
     """Inverse regularisation strength of each view's classifier."""
     nb_alpha: Positive
     """Smoothing of the Naive-Bayes log-count ratio."""
+    calibration: Calibration
+    """Score calibrator fitted on out-of-fold scores: best (lower ECE), isotonic, platt, none."""
+    calibration_folds: Annotated[int, Range(ge=2, le=10)]
+    """Folds (grouped by movie where there are movies) giving the out-of-fold scores."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,10 @@ class AnalysisConfig(Section):
     """Largest p99 time inside the model of the live slot's calls, seconds."""
     max_positive_share_shift: Fraction
     """Largest distance of the live slot's positive share from the evaluated one."""
+    max_estimated_accuracy_drop: Fraction
+    """Largest fall of the live slot's label-free accuracy estimate below the evaluated one."""
+    min_estimate_reviews: Count
+    """Fewest reviews in the window for the estimate to be judged (the alert's: in 1h)."""
 
 
 @dataclass(frozen=True)
@@ -291,6 +301,10 @@ class MonitorConfig(Section):
     """With labels: largest difference of the positive share from training's."""
     max_accuracy_drop: Fraction
     """With labels: largest fall of accuracy below the evaluated figure."""
+    max_estimated_accuracy_drop: Fraction
+    """Largest fall of the label-free accuracy estimate below the evaluated figure."""
+    min_estimate_reviews: Count
+    """Fewer reviews: the estimate is reported with its wide interval, never a finding."""
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,23 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         safe.to_csv(tmp, index=False)
     return Path(path)
+
+
+class YamlBlock(str):
+    """A string `yaml_text` writes as a YAML literal block (`|`): its line breaks kept."""
+
+    __slots__ = ()
+
+
+def yaml_text(document: Any) -> str:
+    """`document` as YAML in its own key order, YamlBlock strings as literal blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(
+        YamlBlock, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, "|")
+    )
+    # No width: a folded line would read as two to a person, though YAML joins them.
+    return yaml.dump(document, Dumper=Dumper, sort_keys=False, width=1 << 16, allow_unicode=True)

@@ -82,6 +82,8 @@ def test_a_good_version_passes_the_replay_and_is_switched(
     assert tags["analysis.pre"] == "passed"
     assert float(tags["analysis.pre.accuracy"]) == pytest.approx(4 / 6)
     assert float(tags["analysis.pre.reviews"]) == 6
+    # an uncalibrated version (these keyword models): no label-free estimate is reported
+    assert "analysis.pre.estimated_accuracy" not in tags
 
 
 @pytest.mark.parametrize(

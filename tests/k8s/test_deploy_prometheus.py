@@ -35,6 +35,7 @@ from steps.rollout import analysis
 from steps.rollout.kube import Kube
 from steps.rollout.slots import image_ref
 from steps.stage.config import load_params
+from steps.stage.errors import StageError
 from steps.stage.paths import PROJECT_ROOT
 from steps.tracking.deployments import HELD_TAG
 
@@ -48,7 +49,10 @@ SLOW_SECONDS = 0.4  # inside the bad version, per call: over the bound below
 MAX_P99 = 0.2
 # Version -> (slot its server claims, seconds it sleeps per call). 1 runs in blue; 2 (good) and
 # 3 (slow) are candidates for green, each with its own server.
-VERSIONS = {1: ("blue", 0.0), 2: ("green", 0.0), 3: ("green", SLOW_SECONDS)}
+VERSIONS = {1: ("blue", 0.0), 2: ("green", 0.0), 3: ("green", SLOW_SECONDS), 4: ("green", 0.0)}
+# Version 4 is calibrated and unsure: each answer right with probability 0.6 by its own account,
+# so its label-free estimate (0.6) is far below the accuracy evaluation measured.
+UNSURE = 4
 TRAFFIC = [["A wonderful film."], ["A dull film."]]  # half positive, as evaluation measured
 
 WATCHED_MODEL = textwrap.dedent("""
@@ -66,7 +70,8 @@ WATCHED_MODEL = textwrap.dedent("""
 
             self.words = tuple(context.model_config["positive_words"])
             self.delay = float(context.model_config["delay"])
-            self.telemetry = from_environment(None)
+            self.sure = float(context.model_config["sure"])
+            self.telemetry = from_environment(None, calibrated=self.sure < 0.9)
 
         def predict(self, context, model_input, params=None):
             from pyfunc.telemetry import watch
@@ -76,7 +81,7 @@ WATCHED_MODEL = textwrap.dedent("""
                 time.sleep(self.delay)
                 hits = np.array([any(w in t.lower() for w in self.words) for t in texts])
                 labels = np.where(hits, "positive", "negative")
-                scores = np.where(hits, 0.9, 0.1)
+                scores = np.where(hits, self.sure, 1 - self.sure)
                 call.scored(texts, labels, scores)
             return pd.DataFrame({"label": labels, "probability": scores})
 
@@ -88,7 +93,11 @@ WATCHED_MODEL = textwrap.dedent("""
 def model_args(code: Path, version: int) -> dict:
     return {
         "python_model": str(code),
-        "model_config": {"positive_words": WORDS, "delay": VERSIONS[version][1]},
+        "model_config": {
+            "positive_words": WORDS,
+            "delay": VERSIONS[version][1],
+            "sure": 0.6 if version == UNSURE else 0.9,
+        },
         "code_paths": [str(PROJECT_ROOT / "pyfunc")],
         "pip_requirements": PIP_REQUIREMENTS,
     }
@@ -269,6 +278,30 @@ def test_a_slow_version_is_switched_back_and_champion_moves_back(
     assert float(tags["analysis.post.p99_seconds"]) > MAX_P99
     # A watching deployer now sees champion = 1, which blue runs: nothing to roll out again.
     assert deploy.reconcile(make_deployer(cfg, name)).kind == "noop"
+
+
+@pytest.mark.parametrize("prometheus", [UNSURE], indirect=True)
+def test_a_version_whose_estimated_accuracy_falls_is_switched_back(
+    cluster, watched, watched_registry, prometheus, deploy_cfg
+):
+    client, name = watched_registry
+    cfg = watch_cfg(deploy_cfg, prometheus.url)
+    cfg = dataclasses.replace(
+        cfg, analysis=dataclasses.replace(cfg.analysis, min_estimate_reviews=5, window=6.0)
+    )
+    start_on_blue(cluster, cfg, watched, client, name, candidate=UNSURE)
+
+    with LiveTraffic(cfg), pytest.raises(StageError) as failed:
+        deploy.reconcile(make_deployer(cfg, name))
+
+    message = str(failed.value)
+    assert "label-free accuracy estimate 0.6000 is " in message
+    assert "over max_estimated_accuracy_drop 0.02 (slot green, last 6s," in message
+    assert cluster.selector(LIVE)["slot"] == "blue"
+    tags = version_tags(client, name, UNSURE)
+    assert tags["analysis.post.failed_check"] == "estimated_accuracy"
+    assert float(tags["analysis.post.estimated_accuracy"]) == pytest.approx(0.6)
+    assert client.get_registered_model(name).aliases["champion"] == 1
 
 
 @pytest.mark.parametrize("prometheus", [2], indirect=True)

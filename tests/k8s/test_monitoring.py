@@ -37,9 +37,16 @@ CLUSTER_SERIES = {
 }
 # What the model exports, by Prometheus's naming of each kind: counters `_total`, histograms
 # `_bucket` (the ones queried), gauges as named.
-COUNTERS = (contract.CALLS_METRIC, contract.REVIEWS_METRIC, contract.REJECTED_METRIC)
+COUNTERS = (
+    contract.CALLS_METRIC, contract.REVIEWS_METRIC, contract.REJECTED_METRIC,
+    contract.EXPECTED_CORRECT_METRIC,
+)  # fmt: skip
 HISTOGRAMS = (contract.PREDICT_SECONDS_METRIC, contract.SCORE_METRIC, contract.REVIEW_CHARS_METRIC)
-GAUGES = (contract.MODEL_INFO_METRIC, contract.BASELINE_SHARE_METRIC)
+GAUGES = (
+    contract.MODEL_INFO_METRIC,
+    contract.BASELINE_SHARE_METRIC,
+    contract.EVALUATED_ACCURACY_METRIC,
+)
 MODEL_SERIES = {f"{c}_total" for c in COUNTERS} | {f"{h}_bucket" for h in HISTOGRAMS} | set(GAUGES)
 
 
@@ -135,16 +142,20 @@ def test_the_committed_files_are_the_generated_ones():
 def test_rules_cover_the_issue_and_use_only_known_series():
     groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    names = {r["alert"] for r in rules}
+    names = {r["alert"] for r in rules if "alert" in r}
     assert names == {
         "ImdbSentimentErrors", "ImdbSentimentRejectsSpike", "ImdbSentimentLatencyHigh",
         "ImdbSentimentNoTraffic", "ImdbSentimentPositiveShareDrift",
         "ImdbSentimentPodRestarting", "ImdbSentimentCPUThrottled",
+        "ImdbSentimentEstimatedAccuracyLow",
     }  # fmt: skip
+    assert {r["record"] for r in rules if "record" in r} == {promql.ESTIMATE_RECORD}
     for rule in rules:
-        assert rule["labels"]["severity"] in {"warning", "critical"}
-        assert {"summary", "description"} <= set(rule["annotations"])
-        series = set(re.findall(r"\b((?:imdb_sentiment|kube|container)_\w+)", rule["expr"]))
+        if "alert" in rule:
+            assert rule["labels"]["severity"] in {"warning", "critical"}
+            assert {"summary", "description"} <= set(rule["annotations"])
+        expr = rule["expr"].replace(promql.ESTIMATE_RECORD, "")
+        series = set(re.findall(r"\b((?:imdb_sentiment|kube|container)_\w+)", expr))
         assert series <= MODEL_SERIES | CLUSTER_SERIES, rule["alert"]
         for namespace in re.findall(r'namespace="([^"]+)"', rule["expr"]):
             assert namespace == PARAMS.deploy.namespace

@@ -35,8 +35,10 @@ MODEL_ENV = "IMDB_SERVING_MODEL"  # serve this model instead of training a small
 
 def log_small_model() -> str:
     """Train the real pipeline on small synthetic reviews, log it as the pyfunc with a training
-    profile of other synthetic reviews (as train ships one); its model URI."""
+    profile of other synthetic reviews (as train ships one) and a calibrator (a mild Platt map
+    that keeps every label: its fit on toy reviews would send every score to 0 or 1); its URI."""
     from pyfunc import packaging
+    from pyfunc.calibration import Calibrator
     from pyfunc.pipeline import build_pipeline, token_counts
     from steps.monitoring.profile import build_profile
 
@@ -50,7 +52,10 @@ def log_small_model() -> str:
         accuracy=float(((scores > 0.5) == (held_out["sentiment"] == "positive")).mean()),
     )  # fmt: skip
     with mlflow.start_run():
-        return packaging.log_model(pipeline, name="model", profile=profile).model_uri
+        calibrator = Calibrator("platt", a=0.8, b=0.0)
+        return packaging.log_model(
+            pipeline, name="model", profile=profile, calibrator=calibrator
+        ).model_uri
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ import requests
 from support import free_port, serving_env
 
 from pyfunc import contract
+from steps.monitoring import promql
 from steps.tracking import registry
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -35,6 +36,7 @@ MODEL_NAME = "imdb-sentiment"  # the champion of tests/serving/conftest.py
 READY_TIMEOUT = 180.0
 MONITORING = Path(__file__).resolve().parents[2] / "k8s" / "monitoring"
 SLOT = "green"
+EVALUATED = "0.9123"  # the version's evaluated accuracy, as deploy would set it
 MARKER = "zqxjvmarker"  # in every review sent: it must never reach the log
 TIMEOUT = 60
 GOOD_SINGLE = 24
@@ -71,6 +73,7 @@ def monitored(champion_store, prometheus_tools, tmp_path_factory):
         contract.SLOT_ENV: SLOT,
         contract.MODEL_NAME_ENV: MODEL_NAME,
         contract.MODEL_VERSION_ENV: version,
+        contract.EVALUATED_ACCURACY_ENV: EVALUATED,
         contract.MULTIPROC_DIR_ENV: str(folder / "multiproc"),
         **serving_env(),  # as the pods set them: the "too long" requests are refused
     })  # fmt: skip
@@ -135,6 +138,7 @@ def send_load(
     assert all(r.status_code == 200 for r in good), [r.text[:200] for r in good]
     assert all(r.status_code == 400 for r in refused), [r.text[:200] for r in refused]
     labels = collections.Counter(p["label"] for r in good for p in r.json()["predictions"])
+    scores = [p["score"] for r in good for p in r.json()["predictions"]]
     texts = [text for body in bodies for text in body["inputs"]]
     return {
         "calls": len(bodies) + len(refusals),
@@ -143,6 +147,7 @@ def send_load(
         "reviews": len(texts),
         "chars": sum(map(len, texts)),
         "labels": labels,
+        "expected_correct": sum(max(p, 1 - p) for p in scores),
     }
 
 
@@ -166,6 +171,25 @@ def test_counts_equal_what_was_sent_across_both_workers(monitored):
     # Both workers answered (their pids in the log) and one scrape summed them.
     pids = {line["pid"] for line in log_lines(monitored["server"])}
     assert len(pids) == 2, pids
+
+
+def test_the_label_free_estimate_equals_what_was_sent(monitored):
+    """The served model is calibrated: the expected-correct counter is the sum of max(p, 1 - p)
+    of the scores answered, and the recording rule divides it by the reviews."""
+    prometheus, sent = monitored["prometheus"], monitored["sent"]
+    total = prometheus.value(f"sum({contract.EXPECTED_CORRECT_METRIC}_total)")
+    assert total == pytest.approx(sent["expected_correct"], rel=1e-9)
+    assert prometheus.value(promql.evaluated_accuracy(SLOT)) == float(EVALUATED)
+    expected = sent["expected_correct"] / sent["reviews"]
+    assert 0.5 < expected < 1
+    recorded = []
+    for _ in range(60):  # bounded: the rule evaluates every second once two scrapes exist
+        recorded = prometheus.query(f'{promql.ESTIMATE_RECORD}{{slot="{SLOT}"}}')
+        if recorded:
+            break
+        time.sleep(0.5)
+    assert recorded, f"{promql.ESTIMATE_RECORD} never recorded"
+    assert float(recorded[0]["value"][1]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_histograms_are_filled(monitored):
@@ -246,5 +270,5 @@ def test_alert_rules_load_and_evaluate(monitored):
             evaluated = rules
             break
         time.sleep(0.5)
-    assert len(evaluated) == 7, "the rules never evaluated"
+    assert len(evaluated) == 9, "the rules never evaluated"  # 8 alerts and 1 recording rule
     assert {r["name"]: r["health"] for r in evaluated} == {r["name"]: "ok" for r in evaluated}

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from config_cases import BREAKERS, Case, cases, constrained_fields, wrongly_typed
 
+from pyfunc.calibration import METHODS as CALIBRATION_METHODS
 from pyfunc.classifier import CLASSIFIERS, VIEWS
 from pyfunc.self_training import WEIGHTINGS
 from steps.stage import config, schema
@@ -256,3 +257,4 @@ def test_the_recipe_choices_are_the_ones_the_model_accepts():
     assert typing.get_args(config.View) == VIEWS
     assert typing.get_args(config.Classifier) == CLASSIFIERS
     assert typing.get_args(config.Weighting) == WEIGHTINGS
+    assert typing.get_args(config.Calibration) == ("best", *CALIBRATION_METHODS, "none")

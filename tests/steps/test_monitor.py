@@ -8,6 +8,7 @@ figure that describes its shift. Bad input is one line, exit 1, and no report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -42,14 +43,17 @@ def champion_store(tmp_path_factory) -> str:
         point_mlflow_at(patch, uri)
         store.configure()
         try:
-            trained: Trained = train_model(
-                reviews["review"].tolist(), reviews["sentiment"].tolist(), load_params().train
-            )
-            with mlflow.start_run() as run:
-                model_uri, _ = train_log_model(trained, folder / "unused", run.info.run_id)
-            version = mlflow.register_model(model_uri, MODEL_NAME).version
-            registry.set_version_tags(MODEL_NAME, version, {monitor.ACCURACY_TAG: 0.97})
-            registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, version)
+            texts, labels = reviews["review"].tolist(), reviews["sentiment"].tolist()
+            cfg = load_params().train
+            # the champion (version 1) is calibrated; version 2, as logged before calibration, not
+            for calibration in ("best", "none"):
+                recipe = dataclasses.replace(cfg, calibration=calibration)
+                trained: Trained = train_model(texts, labels, recipe)
+                with mlflow.start_run() as run:
+                    model_uri, _ = train_log_model(trained, folder / "unused", run.info.run_id)
+                version = mlflow.register_model(model_uri, MODEL_NAME).version
+                registry.set_version_tags(MODEL_NAME, version, {monitor.ACCURACY_TAG: 0.97})
+            registry.set_alias(MODEL_NAME, registry.CHAMPION_ALIAS, "1")
         finally:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
@@ -217,3 +221,76 @@ def test_labels_stay_required_for_ingest_and_are_optional_only_when_asked():
     bad = pd.DataFrame({"review": ["x"], "sentiment": ["meh"]})
     with pytest.raises(SourceError, match="sentiment other than"):
         tidy(bad, "t.csv", Labels.OPTIONAL)  # a label column that is there is still checked
+
+
+def mixed(n: int, seed: int = 5) -> pd.DataFrame:
+    """Reviews that praise and pan at once: the model is unsure of each (labels kept)."""
+    pos = make_reviews(n, seed=seed, positive_share=1.0)["review"]
+    neg = make_reviews(n, seed=seed + 1, positive_share=0.0)["review"]
+    labels = ["positive" if i % 2 else "negative" for i in range(n)]
+    return pd.DataFrame(
+        {"review": [f"{a} {b}" for a, b in zip(pos, neg, strict=True)], "sentiment": labels}
+    )
+
+
+def figure(found: dict, name: str) -> dict:
+    return next(f for f in found["figures"] if f["name"] == name)
+
+
+@pytest.mark.parametrize("labelled", [False, True], ids=["unlabelled", "labelled"])
+def test_the_label_free_estimate_is_reported_with_intervals_and_the_truth(
+    workdir, capsys, labelled
+):
+    frame = make_reviews(300, seed=5)
+    assert run_monitor(write_batch(workdir, frame if labelled else frame[["review"]])) == 0
+    found = report(workdir)
+    assert found["calibrated"] is True and found["evaluated_accuracy"] == EVALUATED_ACCURACY
+    assert 0.9 <= found["estimated_accuracy"] <= 1
+    assert ("accuracy" in found) == labelled
+    for name in ("accuracy", "precision", "recall", "f1"):
+        entry = found["estimates"][name]
+        low, high = entry["interval_95"]
+        assert 0 <= low <= entry["estimate"] <= high <= 1, (name, entry)
+        assert (entry["truth"] is not None) == labelled
+    if labelled:
+        assert found["accuracy"] == found["estimates"]["accuracy"]["truth"] > 0.9
+    drop = figure(found, "estimated_accuracy_drop")
+    assert drop["bound"] == 0.02 and not drop["crossed"]
+    assert drop["value"] == pytest.approx(EVALUATED_ACCURACY - found["estimated_accuracy"])
+    out = capsys.readouterr().out
+    assert "label-free estimate (evaluated accuracy 0.9700)" in out and "95%" in out
+
+
+@pytest.mark.parametrize(
+    ("reviews", "version", "finding"),
+    [(400, "champion", True), (150, "champion", False), (400, "2", False)],
+    ids=["calibrated", "too-few-reviews", "uncalibrated-version"],
+)
+def test_an_estimated_accuracy_drop_is_a_finding_only_when_it_can_be_trusted(
+    workdir, capsys, reviews, version, finding
+):
+    batch = write_batch(workdir, mixed(reviews)[["review"]])
+    loose = ["--max_score_psi", "100", "--max_score_ks", "1", "--max_length_psi", "100"]
+    code = run_monitor(batch, "--model", version, *loose)
+    found = report(workdir)
+    drop = figure(found, "estimated_accuracy_drop")
+    assert found["estimated_accuracy"] < EVALUATED_ACCURACY - 0.02  # the model is unsure
+    assert drop["crossed"] is finding and (drop["bound"] is not None) is finding
+    assert code == (1 if finding else 0)
+    captured = capsys.readouterr()
+    if finding:
+        assert "estimated_accuracy_drop" in error_line_of(captured.err)
+        assert "monitor.max_estimated_accuracy_drop 0.02" in captured.err
+    elif version == "2":
+        assert found["calibrated"] is False and "uncalibrated" in drop["detail"]
+        assert sum("uncalibrated version" in line for line in captured.out.splitlines()) == 1
+    else:
+        assert "fewer than monitor.min_estimate_reviews=200" in drop["detail"]
+        low, high = found["estimates"]["accuracy"]["interval_95"]
+        assert high - low > 0.05  # reported, with its wide interval
+
+
+def error_line_of(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1
+    return lines[0]

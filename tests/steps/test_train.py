@@ -241,7 +241,9 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
     for use in ("self_training", "none"):
         paths = _run_paths(tmp_path / use, ingested)
         with mlflow.start_run() as run:
-            train.run(dataclasses.replace(cfg, unlabeled=use), ingested, **paths)
+            # uncalibrated: on toy reviews an isotonic map sends both answers to its margins
+            recipe = dataclasses.replace(cfg, unlabeled=use, calibration="none")
+            train.run(recipe, ingested, **paths)
         logged = MlflowClient().get_run(run.info.run_id)
         contexts = {
             {t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset.name
@@ -339,3 +341,40 @@ def test_unlabeled_none_ignores_even_an_unusable_split(with_movies, cfg, trackin
         train.usable_unlabeled(
             empty, with_movies, with_movies, dataclasses.replace(cfg, unlabeled="x")
         )
+
+
+def test_train_model_ships_a_calibrator_fitted_on_out_of_fold_scores(with_movies, cfg):
+    texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
+    trained = train.train_model(texts, labels, cfg, with_movies["movie"].tolist())
+    assert trained.calibrator is not None and trained.calibrator.method in ("isotonic", "platt")
+    m = trained.metrics
+    chosen = m[f"calibration_ece_{trained.calibrator.method}"]
+    assert chosen == min(m["calibration_ece_isotonic"], m["calibration_ece_platt"])
+    assert chosen >= 0 and m["calibration_cpu_seconds"] > 0
+    scores = trained.pipeline.predict_proba(texts[:50])[:, 1]
+    assert not (trained.calibrator(scores) == scores).all()  # the calibrator changes scores
+    uncalibrated = train.train_model(texts, labels, dataclasses.replace(cfg, calibration="none"))
+    assert uncalibrated.calibrator is None
+    assert not any(k.startswith("calibration_") for k in uncalibrated.metrics)
+
+
+def test_each_calibration_fold_learns_from_no_copy_of_its_held_out_reviews(
+    with_movies, cfg, monkeypatch
+):
+    texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
+    copies = texts[:40]
+    fits = []
+    real_fit = train.fit
+
+    def spy(cfg, reviews, labels, unlabeled=None):
+        fits.append((set(reviews), set(unlabeled or ())))
+        return real_fit(cfg, reviews, labels, unlabeled)
+
+    monkeypatch.setattr(train, "fit", spy)
+    cfg = dataclasses.replace(cfg, refit_full=False, calibration_folds=3, self_training_rounds=1)
+    train.calibrate(cfg, texts, labels, with_movies["movie"].tolist(), make_unlabeled(30) + copies)
+    assert len(fits) == 3
+    for seen, unlabeled in fits:
+        held = set(texts) - seen
+        assert held and not unlabeled & held
+        assert len(unlabeled) >= 30
