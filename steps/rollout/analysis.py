@@ -10,8 +10,10 @@ After the switch (`watch_live`): every `interval` seconds for `duration` seconds
 asked for the live slot's error ratio, p99 time inside the model and positive share over the
 last `window` seconds (the series pyfunc/telemetry.py exports, labelled by `slot`), against
 `max_error_ratio`, `max_p99_seconds` and `max_positive_share_shift` from the evaluated share. Fail
-safe: Prometheus unreachable, an error answer or no series is a failed analysis, as is an
-analysis that never saw a call to judge. A round without calls (NaN) is inconclusive.
+closed: Prometheus unreachable, an error answer, no series, or any answer that cannot be judged
+(not JSON, no result list, several series, a sample that is not a finite number, a figure outside
+its range, some figures NaN and others not) is a failed analysis, as is an analysis that never
+saw a call to judge. A round without calls (every figure NaN) is inconclusive.
 
 Either way a failure is an `AnalysisFailed` naming the check and its numbers; the executor
 (deployer.py) decides what to undo.
@@ -153,31 +155,65 @@ class Prometheus:
 
     def value(self, name: str, expr: str) -> float:
         """The single value of `expr` (NaN when no calls fell in the window); AnalysisFailed
-        when Prometheus cannot be asked, refuses the query or has no series for it."""
+        when Prometheus cannot be asked, refuses the query or gives an answer that cannot be
+        judged (fail closed: whatever is not one finite-or-NaN sample is a failed analysis)."""
         where = shown_url(self.url)
         try:
             answer = requests.get(
                 f"{self.url}/api/v1/query", params={"query": expr}, timeout=self.timeout
             )
-            body = answer.json()
-        except (requests.RequestException, ValueError) as exc:
+        except requests.RequestException as exc:
             raise AnalysisFailed(
                 "prometheus", f"Prometheus at {where} did not answer ({one_line(exc)[:200]})"
             ) from None
-        if answer.status_code != 200 or body.get("status") != "success":
+        try:
+            body = answer.json()
+        except ValueError:  # requests' JSONDecodeError, whatever the body was
+            body = None
+        refused = not isinstance(body, dict) or body.get("status") != "success"
+        if answer.status_code != 200 or refused:
+            said = body.get("error", "") if isinstance(body, dict) else answer.text
             raise AnalysisFailed(
                 "prometheus",
                 f"Prometheus at {where} refused the {name} query: HTTP {answer.status_code}"
-                f" {one_line(str(body.get('error', '')))[:200]}",
+                f" {one_line(str(said))[:200]}",
             )
-        result = body.get("data", {}).get("result", [])
-        if not result:
-            raise AnalysisFailed(
-                "prometheus",
-                f"Prometheus at {where} has no series for {name} ({expr}): is it scraping"
-                " the slot's metrics port?",
-            )
-        return float(result[0]["value"][1])
+        return sample_value(body, f"Prometheus at {where}", name, expr)
+
+
+def sample_value(body: dict, where: str, name: str, expr: str) -> float:
+    """The one sample of an instant query's successful answer, as a float (NaN kept: no calls);
+    AnalysisFailed for any other shape: not a vector, no series, several series, a value that is
+    not [time, "number"], an infinite number."""
+    data = body.get("data")
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, list) or data.get("resultType") != "vector":
+        raise AnalysisFailed(
+            "prometheus", f"{where} answered the {name} query with data {data!r:.80}, not a vector"
+        )
+    if not result:
+        raise AnalysisFailed(
+            "prometheus",
+            f"{where} has no series for {name} ({expr}): is it scraping the slot's metrics port?",
+        )
+    if len(result) != 1:
+        raise AnalysisFailed(
+            "prometheus", f"{where} answered the {name} query with {len(result)} series, not one"
+        )
+    pair = result[0].get("value") if isinstance(result[0], dict) else None
+    try:
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+            raise ValueError
+        value = float(pair[1])
+    except ValueError:
+        raise AnalysisFailed(
+            "prometheus",
+            f"{where} answered the {name} query with the sample {result[0]!r:.80}, not"
+            ' [time, "number"]',
+        ) from None
+    if math.isinf(value):
+        raise AnalysisFailed("prometheus", f"{where} answered the {name} query with {value}")
+    return value
 
 
 def watch_live(
@@ -207,11 +243,21 @@ def watch_live(
             name: prometheus.value(name, query)
             for name, query in promql.slot_queries(slot, window).items()
         }
-        if any(math.isnan(value) for value in figures.values()):
+        missing = [name for name, value in figures.items() if math.isnan(value)]
+        if len(missing) == len(figures):
             log.info("post-promotion round %d: no calls to slot %s in %s", rounds, slot, window)
         else:
-            judged += 1
+            _in_range(figures, slot, window)
+            # A NaN never breaches a bound, so a partial answer's real breach is named first.
             _judge(figures, limits, slot, window, expected_share)
+            if missing:
+                raise AnalysisFailed(
+                    "prometheus",
+                    f"no value for {', '.join(missing)} while the other figures have one"
+                    f" (slot {slot}, last {window}): cannot judge",
+                    figures,
+                )
+            judged += 1
             log.info(
                 "post-promotion round %d: slot %s error ratio %.4f, p99 %.3fs, positive %.3f",
                 rounds, slot, figures["error_ratio"], figures["p99_seconds"],
@@ -227,6 +273,22 @@ def watch_live(
             figures,
         )
     return Verdict({**figures, "rounds": float(rounds), "judged": float(judged)})
+
+
+# What each figure can be: a ratio, a share, a duration. Outside it, the answer is not judged.
+_RANGES = {"error_ratio": (0.0, 1.0), "p99_seconds": (0.0, math.inf), "positive_share": (0.0, 1.0)}
+
+
+def _in_range(figures: dict[str, float], slot: str, window: str) -> None:
+    for name, value in figures.items():
+        low, high = _RANGES[name]
+        if not low <= value <= high and not math.isnan(value):
+            raise AnalysisFailed(
+                "prometheus",
+                f"{name} {value:g} is outside [{low:g}, {high:g}] (slot {slot}, last {window}):"
+                " cannot judge",
+                figures,
+            )
 
 
 def _judge(
