@@ -66,9 +66,12 @@ class AclImdb(SourceKind):
         if "://" in source:
             return False
         path = local_path(source)
-        if path.is_dir():
-            return find_root(path) is not None
-        return path.is_file() and kind_of(path.name) == "tar"
+        try:
+            if path.is_dir():
+                return find_root(path) is not None
+            return path.is_file() and kind_of(path.name) == "tar"
+        except OSError:  # a name too long, a link loop: not this kind's (the reader says why)
+            return False
 
     def load(self, request: Request, labels: Labels) -> Loaded:
         """Labelled whatever `labels` says: the layout's folders are the labels."""
