@@ -148,11 +148,13 @@ def run(
 def _download(model: ModelRef, folder: Path) -> str:
     """The model's files, fetched once, so every engine loads the same copy."""
     try:
-        return mlflow.artifacts.download_artifacts(
+        local = mlflow.artifacts.download_artifacts(
             artifact_uri=model.load_uri, dst_path=str(folder)
         )
     except Exception as exc:  # MlflowException, OSError...: one line either way
         raise StageError(f"model {model.uri} does not resolve: {one_line(exc, 300)}") from None
+    loading.require_mlmodel(local, model.uri)
+    return local
 
 
 def _without_serving_limits() -> None:

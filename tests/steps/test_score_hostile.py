@@ -240,3 +240,61 @@ def test_ids_a_spreadsheet_would_run_are_neutralised_in_csv(tmp_path, model_dir,
     (tmp_path / "plain.csv").write_bytes(text)
     written = pd.read_csv(tmp_path / "plain.csv", dtype=str, keep_default_na=False)
     assert written["id"].tolist() == ["'" + f for f in FORMULAS] + ["plain", "7"]
+
+
+def _empty(tmp: Path) -> Path:
+    (tmp / "m").mkdir()
+    return tmp / "m"
+
+
+def _other_files(tmp: Path) -> Path:
+    (tmp / "m").mkdir()
+    (tmp / "m" / "model.pkl").write_bytes(b"not a model")
+    (tmp / "m" / "conda.yaml").write_text("name: x\n")
+    return tmp / "m"
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "m.pkl").write_bytes(b"not a model")
+    return tmp / "m.pkl"
+
+
+def _mlmodel_a_folder(tmp: Path) -> Path:
+    (tmp / "m" / "MLmodel").mkdir(parents=True)
+    return tmp / "m"
+
+
+NOT_A_MODEL = {
+    "an empty folder": _empty,
+    "a folder of other files": _other_files,
+    "a file": _a_file,
+    "MLmodel a folder": _mlmodel_a_folder,
+}
+
+
+@pytest.mark.parametrize("case", NOT_A_MODEL, ids=str)
+def test_a_model_path_without_an_mlmodel_file_is_one_line(case, tmp_path, tracking_uri, capsys):
+    model = NOT_A_MODEL[case](tmp_path)
+    reviews_with_ids(10, seed=96).to_csv(tmp_path / "reviews.csv", index=False)
+
+    code = cli("--input", str(tmp_path / "reviews.csv"), "--output",
+               str(tmp_path / "s.csv"), "--model", str(model))  # fmt: skip
+
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: score: model {model}: no MLmodel file there, so not an MLflow model: give the"
+        " folder a model was saved to, or models:/<name>/<version>"
+    )
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("case", NOT_A_MODEL, ids=str)
+def test_the_image_build_refuses_a_model_path_without_an_mlmodel_file(case, tmp_path):
+    from steps.rollout import image
+    from steps.stage.errors import StageError
+
+    model = NOT_A_MODEL[case](tmp_path)
+    (tmp_path / "into").mkdir()
+    with pytest.raises(StageError, match=rf"^model {model}: no MLmodel file there"):
+        image._download_model(str(model), tmp_path / "into")
