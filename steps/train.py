@@ -41,7 +41,7 @@ from pyfunc import packaging
 from pyfunc.pipeline import build_pipeline, n_features, token_counts
 from pyfunc.self_training import self_train
 from steps.data import dataset
-from steps.data.dataset import MOVIE_COLUMN, POSITIVE
+from steps.data.dataset import MOVIE_COLUMN, POSITIVE, model_text
 from steps.entry import cli
 from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.monitoring.profile import build_profile
@@ -195,7 +195,8 @@ def usable_unlabeled(
         return None
     reviews = unlabeled["review"]
     copies = int(reviews.isin(set(train["review"])).sum())
-    in_test = reviews[reviews.isin(set(test["review"]))]
+    # as the model sees them: a case or spacing variant of a test review leaks it just the same
+    in_test = reviews[model_text(reviews).isin(set(model_text(test["review"])))]
     problem = None
     if reviews.empty:
         problem = "holds no reviews"

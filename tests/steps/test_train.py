@@ -301,8 +301,12 @@ def test_without_an_unlabeled_split_training_is_labelled_only(
             lambda train_, test: [*make_unlabeled(40), test[0]],
             "1 reviews also occur in the test split",
         ),
+        (  # the model lower-cases: a case variant is the same review to it
+            lambda train_, test: [*make_unlabeled(40), test[0].swapcase()],
+            "1 reviews also occur in the test split",
+        ),
     ],
-    ids=["empty", "mostly-copies", "test-overlap"],
+    ids=["empty", "mostly-copies", "test-overlap", "test-overlap-other-case"],
 )
 def test_unusable_unlabeled_split_stops_or_falls_back_as_params_say(
     with_movies, cfg, tracking_uri, tmp_path, unlabeled, problem, caplog
