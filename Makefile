@@ -113,10 +113,11 @@ WORKERS ?= 1
 METRICS_PORT ?=
 MONITORING_ENV = export IMDB_METRICS_PORT=127.0.0.1:$(METRICS_PORT) IMDB_PREDICTION_LOG=1 \
 	IMDB_MODEL_NAME='$(MODEL_NAME)' IMDB_MODEL_VERSION=$$($(PY) -m steps.models --champion) &&
-# The served model's request limits in characters (pyfunc/model.py), as the pods set them
-# (k8s/deployment-*.yaml; a test keeps them equal). Batches are scored without them.
+# The served model's request limits in characters and reviews (pyfunc/model.py), as the pods set
+# them (k8s/deployment-*.yaml; a test keeps them equal). Batches are scored without them.
 MAX_CALL_CHARS ?= 5000000
 MAX_REVIEW_CHARS ?= 100000
+MAX_CALL_REVIEWS ?= 20000
 # The model is code and data (pyfunc/README.md): served as the pods serve it, refusing any pickle
 # (a champion logged as pickles, before that, is refused in one line saying how to re-log it).
 REFUSE_PICKLES = MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
@@ -129,6 +130,7 @@ serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKER
 	@$(REFUSE_PICKLES) $(PY) -m steps.models --servable >/dev/null
 	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) $(REFUSE_PICKLES) \
 	IMDB_MAX_CALL_CHARS=$(MAX_CALL_CHARS) IMDB_MAX_REVIEW_CHARS=$(MAX_REVIEW_CHARS) \
+	IMDB_MAX_CALL_REVIEWS=$(MAX_CALL_REVIEWS) \
 	mlflow models serve -m 'models:/$(MODEL_NAME)@champion' --env-manager local \
 		-h 127.0.0.1 -p $(PORT) --workers $(WORKERS)
 

@@ -50,6 +50,7 @@ from pyfunc.classifier import NO_EVIDENCE
 from pyfunc.contract import (
     LABEL_FIELD,
     MAX_CALL_CHARS_ENV,
+    MAX_CALL_REVIEWS_ENV,
     MAX_REVIEW_CHARS_ENV,
     NEGATIVE,
     PIPELINE_ARTIFACT,
@@ -70,9 +71,11 @@ NO_EVIDENCE_SCORE = NO_EVIDENCE
 # larger chunks, in a fraction of their memory (bench/bench_score.py measures a whole batch).
 CHUNK_REVIEWS = 2_000
 CHUNK_CHARS = 4_000_000
-# The server's request limits (MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV), in characters (unset
-# or "" = no limit), bound the work and memory one request can ask for before any cleaning;
-# values: `make serve`, k8s/deployment-*.yaml.
+# The server's request limits (MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV in characters,
+# MAX_CALL_REVIEWS_ENV in reviews; unset or "" = no limit), bound the work and memory one request
+# can ask for before any cleaning: characters alone let a body of a million tiny reviews through,
+# which costs the pipeline and telemetry a per-review price a million times; values: `make serve`,
+# k8s/deployment-*.yaml.
 _HOW_TO_SEND = (
     f'send a DataFrame with a "{TEXT_COLUMN}" column of strings, e.g. '
     f'{{"dataframe_records": [{{"{TEXT_COLUMN}": "A great film"}}]}}'
@@ -103,10 +106,11 @@ class InvalidReviews(MlflowException, ValueError):
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """A server's limits on one call, in characters (None = no limit)."""
+    """A server's limits on one call, in characters and reviews (None = no limit)."""
 
     max_call_chars: int | None = None
     max_review_chars: int | None = None
+    max_call_reviews: int | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RequestLimits:
@@ -114,10 +118,19 @@ class RequestLimits:
         return cls(
             max_call_chars=_limit(environ, MAX_CALL_CHARS_ENV),
             max_review_chars=_limit(environ, MAX_REVIEW_CHARS_ENV),
+            max_call_reviews=_limit(environ, MAX_CALL_REVIEWS_ENV, "reviews"),
         )
 
     def check(self, values: Sequence[str]) -> None:
         """Refuse a call over a limit, saying which and how to get the reviews scored."""
+        if self.max_call_reviews is not None and len(values) > self.max_call_reviews:
+            _reject(  # first: it costs nothing, where the others read every review
+                f"{len(values):,} reviews in one call; this server's limit is"
+                f" {self.max_call_reviews:,} reviews per call ({MAX_CALL_REVIEWS_ENV}): split them"
+                " into smaller batches, or score them offline (mlflow models predict, or the"
+                " project's `score` entry point)",
+                "call_too_many_reviews",
+            )
         if self.max_review_chars is not None:
             for i, value in enumerate(values):
                 if len(value) > self.max_review_chars:
@@ -139,7 +152,7 @@ class RequestLimits:
                 )
 
 
-def _limit(environ: Mapping[str, str], name: str) -> int | None:
+def _limit(environ: Mapping[str, str], name: str, unit: str = "characters") -> int | None:
     text = environ.get(name, "").strip()
     if not text:
         return None
@@ -150,7 +163,7 @@ def _limit(environ: Mapping[str, str], name: str) -> int | None:
     if value < 1:
         # Raised while the server loads the model: it stops with this line instead of serving
         # without the limit its operator asked for.
-        raise ValueError(f"{name} must be a positive whole number of characters, got {text!r}")
+        raise ValueError(f"{name} must be a positive whole number of {unit}, got {text!r}")
     return value
 
 

@@ -23,7 +23,9 @@ multiprocess files in one shared folder. One worker at a time holds an exclusive
 `exporter.lock` in that folder and serves `/metrics` on the port, summing every worker's files,
 so one scrape sees all of them; the others wait on the lock in a daemon thread and take over if
 the holder dies (the kernel releases its lock). A port already taken by another program: the
-lock holder logs one warning and the model serves on, without metrics.
+lock holder logs one warning and the model serves on, without metrics. So does a
+`PROMETHEUS_MULTIPROC_DIR` this server cannot write in (a file, a read-only or missing mount):
+each worker says so in one warning line and serves, unwatched.
 
 The registered name and version are not in the model's files (a version is made after the model
 is logged), so they come from the environment; the run id and logged-model id come from the
@@ -120,7 +122,15 @@ def from_environment(
     metrics = None
     if port:
         host, number = parse_address(port)
-        directory = _multiproc_dir(environ)
+        try:
+            directory = _multiproc_dir(environ)
+        except OSError as exc:  # a file, a read-only or missing mount: serve, unwatched
+            log.warning(
+                "%s=%s is not a folder this server can write its metric files in (%s): the"
+                " model serves without metrics; point it at a writable folder (or unset it)",
+                MULTIPROC_DIR_ENV, environ.get(MULTIPROC_DIR_ENV), exc.strerror or exc,
+            )  # fmt: skip
+            return Telemetry(ident, None, log_calls) if log_calls else None
         metrics = _process_metrics()
         profile = _read_profile(profile_path)
         evaluated = _evaluated_accuracy(environ, profile)
@@ -411,6 +421,8 @@ def _multiproc_dir(environ: Any) -> Path:
         parent = os.getppid()
         folder = Path(tempfile.gettempdir()) / f"imdb-sentiment-metrics-{parent}-{_started(parent)}"
     folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):  # writable? (an OSError says why not)
+        pass
     os.environ[MULTIPROC_DIR_ENV] = str(folder)  # where prometheus_client looks, on import
     return folder
 

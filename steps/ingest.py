@@ -35,6 +35,7 @@ from steps.data.dataset import (
     changed_files,
     content_hash,
     file_digests,
+    model_text,
     read_manifest,
 )
 from steps.entry import cli
@@ -88,8 +89,10 @@ def run(
     if unlabeled is not None:
         unlabeled, dropped = drop_test_copies(unlabeled, test)
         if dropped:
-            details["unlabeled_dropped"] = f"{dropped} copies of test reviews"
-            log.info("left out %d unlabeled reviews that copy a test review", dropped)
+            details["unlabeled_dropped"] = f"{dropped} copies of test reviews (once cleaned)"
+            log.info(
+                "left out %d unlabeled reviews that are a test review as the model sees it", dropped
+            )
     manifest = Manifest(
         source=where,
         content_sha256=content_hash([train, test], unlabeled),
@@ -166,12 +169,13 @@ def carve_test_split(
 
 
 def drop_test_copies(unlabeled: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The unlabeled reviews without those whose text is also a test review, and how many went.
+    """The unlabeled reviews without those that are a test review as the model sees it (equal
+    once cleaned: case, whitespace, HTML variants too), and how many went.
 
     The aclImdb unlabeled reviews hold a few hundred copies of labelled reviews (generic or
     re-posted texts); one of a test review would let self-training see the test split.
     """
-    copies = unlabeled["review"].isin(set(test["review"]))
+    copies = model_text(unlabeled["review"]).isin(set(model_text(test["review"])))
     return unlabeled[~copies].reset_index(drop=True), int(copies.sum())
 
 

@@ -112,6 +112,7 @@ def run(
     target = output.target_of(cfg.output)
     if cfg.engine == "spark" and target.kind != "parquet":
         raise StageError(f"{target.uri}: engine=spark writes Parquet: end the output in .parquet")
+    output.check_not_input(target, cfg.input)
     output.check_free(target, cfg.overwrite, ingest.s3_endpoint_url)
     source = dataclasses.replace(ingest, sha256="", sql_query=cfg.sql_query)
     columns = Columns(review=cfg.review_column, id=cfg.id_column)
@@ -147,11 +148,13 @@ def run(
 def _download(model: ModelRef, folder: Path) -> str:
     """The model's files, fetched once, so every engine loads the same copy."""
     try:
-        return mlflow.artifacts.download_artifacts(
+        local = mlflow.artifacts.download_artifacts(
             artifact_uri=model.load_uri, dst_path=str(folder)
         )
     except Exception as exc:  # MlflowException, OSError...: one line either way
         raise StageError(f"model {model.uri} does not resolve: {one_line(exc, 300)}") from None
+    loading.require_mlmodel(local, model.uri)
+    return local
 
 
 def _without_serving_limits() -> None:
@@ -170,15 +173,29 @@ def _score_locally(
     target: output.Target,
     s3_endpoint_url: str,
 ) -> Tally:
-    loaded = scoring.load_model(model_dir)
+    try:
+        loaded = scoring.load_model(model_dir)
+    except StageError:
+        raise
+    except Exception as exc:  # MlflowException, OSError, ImportError...: the model's, one line
+        raise StageError(f"model {model.uri} cannot be loaded: {one_line(exc, 300)}") from None
     schema = loaded.metadata.get_input_schema()
     text_column = schema.input_names()[0] if schema else TEXT_COLUMN
-    with output.committed(target, s3_endpoint_url) as tmp, output.TableWriter(tmp, target) as out:
-        tally = score_stream(
-            stream, loaded, text_column, out, model.name, model.version, cfg.bad_rows
-        )
-        if tally.rows == 0:
-            raise StageError(f"{stream.where}: no rows to score")
+    try:
+        with (
+            output.committed(target, s3_endpoint_url) as tmp,
+            output.TableWriter(tmp, target) as out,
+        ):
+            tally = score_stream(
+                stream, loaded, text_column, out, model.name, model.version, cfg.bad_rows
+            )
+            if tally.rows == 0:
+                raise StageError(f"{stream.where}: no rows to score")
+    except OSError as exc:  # the reads are SourceErrors by now: this is the output's
+        raise StageError(
+            f"{target.uri}: cannot write the output ({exc.strerror or one_line(exc)}); nothing"
+            " was written"
+        ) from None
     return tally
 
 

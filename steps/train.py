@@ -44,7 +44,7 @@ from pyfunc.calibration import Calibrator
 from pyfunc.pipeline import build_pipeline, n_features, token_counts
 from pyfunc.self_training import self_train
 from steps.data import dataset
-from steps.data.dataset import MOVIE_COLUMN, POSITIVE
+from steps.data.dataset import MOVIE_COLUMN, POSITIVE, model_text
 from steps.entry import cli
 from steps.measure import calibration as measure_calibration
 from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
@@ -113,9 +113,15 @@ def train_model(
     fit_x, val_x = [reviews[i] for i in fit_idx], [reviews[i] for i in val_idx]
     fit_y, val_y = [labels[i] for i in fit_idx], [labels[i] for i in val_idx]
     unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
-    # as ingest does for the test split: no unlabeled copy of a validation review is learnt from
-    held_out = set(val_x)
-    val_unlabeled = [text for text in unlabeled if text not in held_out] if unlabeled else None
+    # as ingest does for the test split: no unlabeled copy of a validation review, as the model
+    # sees it (a case or spacing variant too), is learnt from
+    val_unlabeled = None
+    if unlabeled:
+        held_out = set(model_text(pd.Series(val_x, dtype=object)))
+        seen = model_text(pd.Series(unlabeled, dtype=object))
+        val_unlabeled = [
+            text for text, key in zip(unlabeled, seen, strict=True) if key not in held_out
+        ]
     extra = f" + {len(val_unlabeled):,} unlabeled (self-training)" if val_unlabeled else ""
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
     pipeline, fit_seconds, fit_cpu = fit(cfg, fit_x, fit_y, val_unlabeled)
@@ -222,7 +228,8 @@ def usable_unlabeled(
         return None
     reviews = unlabeled["review"]
     copies = int(reviews.isin(set(train["review"])).sum())
-    in_test = reviews[reviews.isin(set(test["review"]))]
+    # as the model sees them: a case or spacing variant of a test review leaks it just the same
+    in_test = reviews[model_text(reviews).isin(set(model_text(test["review"])))]
     problem = None
     if reviews.empty:
         problem = "holds no reviews"

@@ -29,9 +29,11 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from pyfunc.contract import TEXT_COLUMN
 from steps.data.dataset import (
     FILES,
     LABELS,
+    MODEL_TEXT_COLUMN,
     SPLITS,
     UNLABELED,
     Manifest,
@@ -39,6 +41,7 @@ from steps.data.dataset import (
     file_sha256,
     load_split,
     marker_record,
+    model_text,
     read_manifest,
     read_marker,
     write_marker,
@@ -67,7 +70,6 @@ SUCCESS_TAG = "validation_success"  # the run's verdict: "true" / "false"
 CACHED_TAG = "validation_cached"  # "true" when the marker already covered these exact files
 PAIR_BATCH = "train+test"  # the stacked splits the train/test suite runs on
 SPLIT_COLUMN = "split"  # tells the stacked rows apart (the train/test suite's group_column)
-OVERLAP_COLUMN = "review"
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,10 @@ def check(
             f"{ingested_dir}: the Parquet files do not match {ingested_dir}/manifest.json"
             " (content hash differs): run the ingest stage again"
         )
+    # duplicates and overlaps are judged as the model sees the text (steps/data/dataset.py)
+    frames = {split: _with_model_text(frame) for split, frame in frames.items()}
+    if unlabeled is not None:
+        unlabeled = _with_model_text(unlabeled)
     batches = [
         *(_batch(split, frame, cfg.suite) for split, frame in frames.items()),
         _batch(PAIR_BATCH, _stack(frames), cfg.train_test_suite),
@@ -212,15 +218,22 @@ def _batch(name: str, frame: pd.DataFrame, suite: str) -> tuple[Checked, str]:
     return Checked(name, frame, result={}, raw_suite=load_suite_json(Path(suite))), suite
 
 
+def _with_model_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` plus its reviews as the model sees them (none if it has no review column: the
+    suite's column check says so, and the checks on the cleaned text are folded into it)."""
+    if TEXT_COLUMN not in frame.columns:
+        return frame
+    return frame.assign(**{MODEL_TEXT_COLUMN: model_text(frame[TEXT_COLUMN])})
+
+
 def _stack(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Both splits' reviews stacked and tagged by split (no review column if a split lacks it)."""
-    if not all(OVERLAP_COLUMN in frame.columns for frame in frames.values()):
+    """Both splits' reviews (raw and as the model sees them) stacked and tagged by split (no
+    review columns if a split lacks them)."""
+    columns = [TEXT_COLUMN, MODEL_TEXT_COLUMN]
+    if not all(set(columns) <= set(frame.columns) for frame in frames.values()):
         return pd.DataFrame({SPLIT_COLUMN: pd.Series([], dtype="str")})
     return pd.concat(
-        [
-            frame[[OVERLAP_COLUMN]].assign(**{SPLIT_COLUMN: split})
-            for split, frame in frames.items()
-        ],
+        [frame[columns].assign(**{SPLIT_COLUMN: split}) for split, frame in frames.items()],
         ignore_index=True,
     )
 

@@ -475,3 +475,19 @@ def own_code_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(steering)}
     env.pop("PYTHONPATH", None)
     return env
+
+
+# Spellings of one review that the model cannot tell apart (pyfunc/cleaning.py cleans them to
+# the same tokens): a test review spelled so must count as a copy wherever copies matter.
+SAME_TO_THE_MODEL = {
+    "upper-case": str.upper,
+    "swapped-case": str.swapcase,
+    "doubled-spaces": lambda text: text.replace(" ", "  "),
+    "tabs-newlines": lambda text: text.replace(" ", "\t", 2).replace(" ", "\r\n", 1),
+    "padded": lambda text: f"  {text} \n",
+    "html-breaks": lambda text: text.replace(" ", "<br /><br />", 2),
+    "no-break-spaces": lambda text: text.replace(" ", "\u00a0"),
+    "u2028": lambda text: text.replace(" ", "\u2028", 2),
+    "form-feed": lambda text: text.replace(" ", "\x0c", 2),
+    "x85": lambda text: text.replace(" ", "\x85", 2),
+}

@@ -23,7 +23,7 @@ DOCS = [
 CODE_DIRS = ("steps", "pyfunc", "k8s", "expectations", "tests", "bench", ".ci", ".github")
 DIR_PATTERN = "|".join(map(re.escape, CODE_DIRS))
 STEPS_FILES = sorted((REPO_ROOT / "steps").rglob("*.py"))
-README_MAX_LINES = 260
+README_MAX_LINES = 285  # 260 + the reliability table the issue-22 round asked for in README
 
 
 def layout_block() -> list[str]:

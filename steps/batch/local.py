@@ -77,6 +77,13 @@ def score_stream(
                     f" ({one_line(exc, 300)}); nothing was written"
                 ) from None
             labels = answer[LABEL_FIELD].to_numpy(dtype=object)
+            known = writer.schema.field(0).type if writer.schema is not None else keys.type
+            if keys.type != known:
+                raise StageError(
+                    f"{stream.where}: the {key} column is {known} in the rows before"
+                    f" row {first_row:,} and {keys.type} from there: give every file the same"
+                    " id type"
+                )
             writer.write(
                 scores_table(
                     key,

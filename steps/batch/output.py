@@ -26,9 +26,10 @@ import pyarrow.parquet as pq
 
 from pyfunc.contract import LABEL_FIELD, OUTPUT_FIELDS, SCORE_FIELD
 from steps.data.sources import kind_name, s3
-from steps.data.sources.common import is_gzip, kind_of
-from steps.stage.errors import StageError
-from steps.stage.files import atomic_path
+from steps.data.sources.common import is_gzip, kind_of, local_path
+from steps.stage.errors import StageError, one_line
+from steps.stage.files import atomic_path, spreadsheet_safe
+from steps.stage.secrets import shown
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,50 @@ def check_free(target: Target, overwrite: bool, s3_endpoint_url: str) -> None:
     if target.scheme:  # hdfs://, s3a://...: only Spark's filesystems can look (spark.py does)
         return
     path = target.path
-    if path.exists() and not overwrite:
-        raise _exists(target)
-    parent = path.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
+    try:
+        if path.exists() and not overwrite:
+            raise _exists(target)
+        parent = path.resolve().parent
+        while not parent.exists():
+            parent = parent.parent
+    except (OSError, RuntimeError) as exc:  # a name too long, a loop of links (RuntimeError)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise StageError(f"{target.uri}: cannot write the output ({why})") from None
     if not parent.is_dir():
         raise StageError(f"{target.uri}: {parent} is not a folder")
+
+
+def check_not_input(target: Target, source: str) -> None:
+    """Refuse an output that is the input, resolves to it (a link, `..`), lies inside an input
+    folder or holds the input: overwrite=true replaces an older output, never the reviews being
+    scored (Spark replaces a folder output whole)."""
+    source = source.strip()
+    if not source:  # no input: the read says so
+        return
+    kind = kind_name(source)
+    if target.on_s3 and kind == "s3":
+        out, given = target.uri.rstrip("/"), source.rstrip("/")
+        clash = out == given or out.startswith(given + "/") or given.startswith(out + "/")
+    elif not target.scheme and kind in ("local", "aclimdb"):
+        clash = _overlap(target.path, local_path(source))
+    else:
+        return
+    if clash:
+        raise StageError(
+            f"{target.uri}: the output is the input {shown(source)}, inside it or holding it:"
+            " refused even with overwrite=true (it would replace the reviews): give an output"
+            " outside the input"
+        )
+
+
+def _overlap(output: Path, given: Path) -> bool:
+    try:
+        out, source = output.resolve(), given.resolve()
+        if out == source or out.is_relative_to(source) or source.is_relative_to(out):
+            return True
+        return output.samefile(given)  # another name for the same file: a hard link
+    except (OSError, RuntimeError):  # missing, unreadable, a link loop: the read or write says so
+        return False
 
 
 def _exists(target: Target) -> StageError:
@@ -123,9 +161,13 @@ class TableWriter:
         self._writer: Any = None
         self._sink: Any = None
         self.rows = 0
+        self.schema: pa.Schema | None = None
 
     def write(self, table: pa.Table) -> None:
+        if self.target.kind == "csv":
+            table = _spreadsheet_safe(table)
         if self._writer is None:
+            self.schema = table.schema
             if self.target.kind == "parquet":
                 self._writer = pq.ParquetWriter(str(self.path), table.schema)
             else:
@@ -162,3 +204,13 @@ def scores_table(
             "model_version": pa.array([model_version] * rows, type=pa.string()),
         }
     )
+
+
+def _spreadsheet_safe(table: pa.Table) -> pa.Table:
+    """The text columns with cells a spreadsheet would run as formulas neutralised, as the
+    reports' CSVs are (steps/stage/files.py): an id is input, and a CSV output is opened in one."""
+    for i, column in enumerate(table.columns):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            safe = pa.array([spreadsheet_safe(v) for v in column.to_pylist()], type=column.type)
+            table = table.set_column(i, table.field(i), safe)
+    return table

@@ -49,6 +49,8 @@ from steps.stage.paths import (
 
 COLUMNS = (TEXT_COLUMN, "sentiment")  # the review column is the model's input column
 MOVIE_COLUMN = "movie"  # optional: the movie a review is about, where the source says
+# Duplicates and overlaps are judged on the review as the model sees it (see model_text).
+MODEL_TEXT_COLUMN = "review as the model sees it"
 UNLABELED = "unlabeled"  # the split of reviews without a label (optional)
 NEGATIVE, POSITIVE = LABELS  # the model's labels; index = the numeric class (0/1)
 SPLITS = {"train": TRAIN_FILE_NAME, "test": TEST_FILE_NAME}
@@ -94,6 +96,21 @@ def _digest_columns(digest, frame: pd.DataFrame, columns: tuple[str, ...]) -> No
             digest.update(value.encode("utf-8"))
             digest.update(b"\x00")
     digest.update(b"\x01")
+
+
+def model_text(reviews: pd.Series) -> pd.Series:
+    """Each review in the served cleaner's normal form (pyfunc/cleaning.py: case, whitespace,
+    accents, HTML, punctuation), None where it is not text. Two reviews equal here are one
+    review to the model: a test review's case or spacing variant in train or in the unlabeled
+    split is a leak, so duplicates and overlaps are found on this. Negation marking is left
+    out, which can only join more reviews (fails closed)."""
+    from pyfunc.cleaning import clean  # imports sklearn: only when there is text to clean
+
+    return pd.Series(
+        [clean(text) if isinstance(text, str) else None for text in reviews],
+        index=reviews.index,
+        dtype=object,
+    )
 
 
 def read_manifest(ingested_dir: Path = INGESTED_DIR) -> Manifest:

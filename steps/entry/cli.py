@@ -32,7 +32,7 @@ from steps.stage.config import Params, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError, error_line
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.schema import allowed, flat_docs, flat_fields, flat_value, section_fields
-from steps.tracking import store
+from steps.tracking import purge, store
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,7 @@ def main(
     try:
         params, cfg, args = parse(section, argv, add_arguments, doc and doc.strip(), name)
         store.configure()
+        purge.refuse_logged_credentials()
         command(params, cfg, args)
     except StageError as exc:
         report(name, exc)

@@ -15,8 +15,10 @@ last `window` seconds (the series pyfunc/telemetry.py exports, labelled by `slot
 and, for a calibrated version (its pods export expected-correct reviews) over at least
 `min_estimate_reviews` reviews, the label-free accuracy estimate against
 `max_estimated_accuracy_drop` below the evaluated accuracy (an uncalibrated one: one line). Fail
-safe: Prometheus unreachable, an error answer or no series is a failed analysis, as is an
-analysis that never saw a call to judge. A round without calls (NaN) is inconclusive.
+closed: Prometheus unreachable, an error answer, no series, or any answer that cannot be judged
+(not JSON, no result list, several series, a sample that is not a finite number, a figure outside
+its range, some figures NaN and others not) is a failed analysis, as is an analysis that never
+saw a call to judge. A round without calls (every figure NaN) is inconclusive.
 
 Either way a failure is an `AnalysisFailed` naming the check and its numbers; the executor
 (deployer.py) decides what to undo.
@@ -166,31 +168,30 @@ class Prometheus:
 
     def value(self, name: str, expr: str) -> float:
         """The single value of `expr` (NaN when no calls fell in the window); AnalysisFailed
-        when Prometheus cannot be asked, refuses the query or has no series for it."""
+        when Prometheus cannot be asked, refuses the query or gives an answer that cannot be
+        judged (fail closed: whatever is not one finite-or-NaN sample is a failed analysis)."""
         where = shown_url(self.url)
         try:
             answer = requests.get(
                 f"{self.url}/api/v1/query", params={"query": expr}, timeout=self.timeout
             )
-            body = answer.json()
-        except (requests.RequestException, ValueError) as exc:
+        except requests.RequestException as exc:
             raise AnalysisFailed(
                 "prometheus", f"Prometheus at {where} did not answer ({one_line(exc)[:200]})"
             ) from None
-        if answer.status_code != 200 or body.get("status") != "success":
+        try:
+            body = answer.json()
+        except ValueError:  # requests' JSONDecodeError, whatever the body was
+            body = None
+        refused = not isinstance(body, dict) or body.get("status") != "success"
+        if answer.status_code != 200 or refused:
+            said = body.get("error", "") if isinstance(body, dict) else answer.text
             raise AnalysisFailed(
                 "prometheus",
                 f"Prometheus at {where} refused the {name} query: HTTP {answer.status_code}"
-                f" {one_line(str(body.get('error', '')))[:200]}",
+                f" {one_line(str(said))[:200]}",
             )
-        result = body.get("data", {}).get("result", [])
-        if not result:
-            raise AnalysisFailed(
-                "prometheus",
-                f"Prometheus at {where} has no series for {name} ({expr}): is it scraping"
-                " the slot's metrics port?",
-            )
-        return float(result[0]["value"][1])
+        return sample_value(body, f"Prometheus at {where}", name, expr)
 
     def has_series(self, expr: str) -> bool:
         """Whether `expr` returns any series now (a failed query counts as none)."""
@@ -201,6 +202,41 @@ class Prometheus:
             return bool(answer.json().get("data", {}).get("result"))
         except (requests.RequestException, ValueError, AttributeError):
             return False
+
+
+def sample_value(body: dict, where: str, name: str, expr: str) -> float:
+    """The one sample of an instant query's successful answer, as a float (NaN kept: no calls);
+    AnalysisFailed for any other shape: not a vector, no series, several series, a value that is
+    not [time, "number"], an infinite number."""
+    data = body.get("data")
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, list) or data.get("resultType") != "vector":
+        raise AnalysisFailed(
+            "prometheus", f"{where} answered the {name} query with data {data!r:.80}, not a vector"
+        )
+    if not result:
+        raise AnalysisFailed(
+            "prometheus",
+            f"{where} has no series for {name} ({expr}): is it scraping the slot's metrics port?",
+        )
+    if len(result) != 1:
+        raise AnalysisFailed(
+            "prometheus", f"{where} answered the {name} query with {len(result)} series, not one"
+        )
+    pair = result[0].get("value") if isinstance(result[0], dict) else None
+    try:
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+            raise ValueError
+        value = float(pair[1])
+    except ValueError:
+        raise AnalysisFailed(
+            "prometheus",
+            f"{where} answered the {name} query with the sample {result[0]!r:.80}, not"
+            ' [time, "number"]',
+        ) from None
+    if math.isinf(value):
+        raise AnalysisFailed("prometheus", f"{where} answered the {name} query with {value}")
+    return value
 
 
 def watch_live(
@@ -233,11 +269,21 @@ def watch_live(
             name: prometheus.value(name, query)
             for name, query in promql.slot_queries(slot, window).items()
         }
-        if any(math.isnan(value) for value in figures.values()):
+        missing = [name for name, value in figures.items() if math.isnan(value)]
+        if len(missing) == len(figures):
             log.info("post-promotion round %d: no calls to slot %s in %s", rounds, slot, window)
         else:
-            judged += 1
+            _in_range(figures, slot, window)
+            # A NaN never breaches a bound, so a partial answer's real breach is named first.
             _judge(figures, limits, slot, window, expected_share)
+            if missing:
+                raise AnalysisFailed(
+                    "prometheus",
+                    f"no value for {', '.join(missing)} while the other figures have one"
+                    f" (slot {slot}, last {window}): cannot judge",
+                    figures,
+                )
+            judged += 1
             if estimate:
                 figures.update(_judge_estimate(prometheus, estimate, bounds, slot, window,
                                                evaluated_accuracy, figures))  # fmt: skip
@@ -256,6 +302,28 @@ def watch_live(
             figures,
         )
     return Verdict({**figures, "rounds": float(rounds), "judged": float(judged)})
+
+
+# What each figure can be: a ratio, a share, a duration. Outside it, the answer is not judged.
+_RANGES = {
+    "error_ratio": (0.0, 1.0),
+    "p99_seconds": (0.0, math.inf),
+    "positive_share": (0.0, 1.0),
+    "estimated_accuracy": (0.0, 1.0),
+    "reviews": (0.0, math.inf),
+}
+
+
+def _in_range(figures: dict[str, float], slot: str, window: str) -> None:
+    for name, value in figures.items():
+        low, high = _RANGES[name]
+        if not low <= value <= high and not math.isnan(value):
+            raise AnalysisFailed(
+                "prometheus",
+                f"{name} {value:g} is outside [{low:g}, {high:g}] (slot {slot}, last {window}):"
+                " cannot judge",
+                figures,
+            )
 
 
 def _estimate_queries(
@@ -282,8 +350,16 @@ def _judge_estimate(
     figures: dict[str, float],
 ) -> dict[str, float]:
     found = {name: prometheus.value(name, query) for name, query in queries.items()}
+    _in_range(found, slot, window)
     if not found["reviews"] >= bounds.min_estimate_reviews:  # too few (or NaN): not judged
         return {"estimated_accuracy": found["estimated_accuracy"]}
+    if math.isnan(found["estimated_accuracy"]):  # reviews counted but no estimate: fail closed
+        raise AnalysisFailed(
+            "prometheus",
+            f"no label-free accuracy estimate for {found['reviews']:.0f} reviews (slot {slot},"
+            f" last {window}): cannot judge",
+            {**figures, **found},
+        )
     drop = evaluated - found["estimated_accuracy"]
     if drop > bounds.max_estimated_accuracy_drop:
         raise AnalysisFailed(

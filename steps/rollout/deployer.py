@@ -59,7 +59,7 @@ from steps.rollout.kube import Kube
 from steps.rollout.slots import Slots, image_ref, preview_service
 from steps.rollout.smoke import smoke_test
 from steps.stage.config import DeployConfig
-from steps.stage.errors import StageError
+from steps.stage.errors import StageError, one_line
 from steps.tracking import champion, deployments, registry
 
 log = logging.getLogger(__name__)
@@ -290,9 +290,16 @@ class Deployer:
             "watching slot %s in Prometheus at %s for %gs",
             slot, analysis.shown_url(self.prometheus_url), self.cfg.analysis.duration,
         )  # fmt: skip
-        verdict = analysis.watch_live(
-            prometheus, self.cfg.analysis, slot, expected, self.sleep, self.clock, accuracy
-        )
+        try:
+            verdict = analysis.watch_live(
+                prometheus, self.cfg.analysis, slot, expected, self.sleep, self.clock, accuracy
+            )
+        except AnalysisFailed:
+            raise
+        except Exception as exc:  # fail closed: a watch that broke did not pass
+            raise AnalysisFailed(
+                "watch", f"the watch of slot {slot} broke: {type(exc).__name__}: {one_line(exc)}"
+            ) from None
         deployments.record_analysis(
             self.model_name, version, "post", "passed", verdict.figures, client=self.client
         )

@@ -189,6 +189,8 @@ def _normalized(name: str) -> str:
 def _download_model(uri: str, into: Path) -> Path:
     """The model's files (MLmodel, python_env.yaml...), or one line saying why not."""
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
     except (MlflowException, OSError) as exc:
         raise StageError(f"model {uri}: {one_line(exc, 300)}") from None
+    loading.require_mlmodel(local, uri)
+    return local

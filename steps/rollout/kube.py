@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -93,6 +94,7 @@ class Kube:
         (the client raises whatever its parser met: YAML errors, TypeError, AttributeError...).
         """
         where = "the in-cluster service account"
+        config_file = ""
         try:
             if not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 configuration = client.Configuration()
@@ -117,6 +119,13 @@ class Kube:
                 " (kubectl config view)"
             ) from None
         except (ConfigException, OSError) as exc:
+            if config_file and _present(config_file):
+                # A kubeconfig that is there but unusable is a mistake to report, not "no
+                # cluster" (a dry run would plan from the manifests as if there were none).
+                raise KubeError(
+                    f"{where} is not a usable kubeconfig ({one_line(exc, 200)}): fix it"
+                    " (kubectl config view) or point KUBECONFIG at another file"
+                ) from None
             raise NoKubeConfig(
                 f"no usable Kubernetes configuration in {where} ({one_line(exc)}): set KUBECONFIG,"
                 " create ~/.kube/config or run in a pod with a service account"
@@ -275,3 +284,8 @@ def _api_message(exc: ApiException) -> str:
     except (ValueError, AttributeError):
         message = None
     return one_line(f"{exc.reason}: {message}" if message else str(exc.reason))
+
+
+def _present(config_file: str) -> bool:
+    """Whether any file of a KUBECONFIG (paths joined by the OS separator) is there at all."""
+    return any(Path(p).expanduser().exists() for p in config_file.split(os.pathsep) if p)

@@ -14,6 +14,10 @@ turns instead.
   free at once and its leftover record is reported as recovered. No PID guessing, no lock that
   outlives its holder. (flock is per host: two machines sharing one checkout over NFS are not
   kept apart.)
+- The lock file is opened without following a link and must be a regular file: a link there
+  (whose target the record would overwrite), a folder, a FIFO or a read-only checkout is one
+  line. `IMDB_LOCK_WAIT` must be a finite number of seconds, 0 or more (NaN or infinity would
+  wait forever).
 - Child runs of the holder (main's stages; the ingest and validate that train chains) inherit its
   token in `IMDB_PIPELINE_LOCK` and work under the lock their parent holds.
 
@@ -26,9 +30,11 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import shlex
 import socket
+import stat
 import sys
 import time
 import uuid
@@ -63,8 +69,7 @@ def hold(stage: str, path: Path = PIPELINE_LOCK, wait: float | None = None) -> I
         yield  # a child run of the holder: its parent's lock covers it
         return
     wait = wait_seconds() if wait is None else wait
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(path)
     try:
         _acquire(fd, path, stage, wait)
         stale = _read(fd)
@@ -82,13 +87,49 @@ def hold(stage: str, path: Path = PIPELINE_LOCK, wait: float | None = None) -> I
         os.close(fd)  # releases the flock
 
 
-def holder(path: Path = PIPELINE_LOCK) -> dict[str, Any]:
-    """The record of whoever holds (or last held) the lock; {} when there is none."""
+def _open(path: Path) -> int:
+    """The lock file, opened for reading and writing (created if missing): never through a
+    symbolic link (writing the record would overwrite what it points at), only a regular file;
+    anything else is one line."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StageError(
+            f"cannot take the pipeline lock {path}: its folder cannot be made there"
+            f" ({exc.strerror or exc}); run from a writable checkout"
+        ) from None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            why = "it is a symbolic link, refused (the lock's record would overwrite its target)"
+        elif path.is_dir():
+            why = "it is a folder"
+        else:
+            why = f"{exc.strerror or exc}: is the checkout read-only?"
+        raise StageError(
+            f"cannot take the pipeline lock {path}: {why}; a stage writes its lock there:"
+            " remove what is in the way, or run from a writable checkout"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StageError(
+            f"cannot take the pipeline lock {path}: it is not a regular file; remove it"
+        )
+    return fd
+
+
+def holder(path: Path = PIPELINE_LOCK) -> dict[str, Any]:
+    """The record of whoever holds (or last held) the lock; {} when there is none (or it is not
+    a regular file: never read through a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return {}
-    return raw if isinstance(raw, dict) else {}
+    try:
+        return _read(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else {}
+    finally:
+        os.close(fd)
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -108,8 +149,9 @@ def wait_seconds() -> float:
         seconds = float(text) if text else 0.0
     except ValueError:
         raise StageError(f"{WAIT_ENV}={text!r} must be a number of seconds") from None
-    if seconds < 0:
-        raise StageError(f"{WAIT_ENV}={text!r} must not be negative")
+    # NaN and infinity would wait forever (a NaN deadline is never reached).
+    if not math.isfinite(seconds) or seconds < 0:
+        raise StageError(f"{WAIT_ENV}={text!r} must be a finite number of seconds, 0 or more")
     return seconds
 
 

@@ -63,3 +63,14 @@ def check_loadable(location: str | Path, what: str, version: str | int | None = 
     """Refuse (StageError) a pickled model where pickles are not allowed; nothing otherwise."""
     if not pickle_allowed() and is_pickled(location):
         raise StageError(refusal(what, version))
+
+
+def require_mlmodel(folder: str | Path, uri: str) -> None:
+    """Refuse, in one line, downloaded files of `uri` that hold no MLmodel file (a folder that
+    is not a saved model): MLflow's own error names a temp path and comes later, as a traceback
+    in some callers."""
+    if not (Path(folder) / "MLmodel").is_file():
+        raise StageError(
+            f"model {uri}: no MLmodel file there, so not an MLflow model: give the folder a model"
+            " was saved to, or models:/<name>/<version>"
+        )

@@ -52,6 +52,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import ARTIFACTS_DIR, PROJECT_ROOT, TRACKING_DB
 from steps.stage.secrets import find_credential, shown
+from steps.tracking import purge
 
 log = logging.getLogger(__name__)
 
@@ -306,10 +307,15 @@ def discard_run_with_credentials() -> str | None:
     except MlflowException as exc:
         log.warning("could not delete run %s: %s", run_id, one_line(exc.message, 200))
         return None
-    return (
+    said = (
         f"`mlflow run` had already logged it as a parameter of run {run_id} before any project"
-        f" code ran: that run is now deleted; purge it for good with `mlflow gc --run-ids"
-        f" {run_id}` against the tracking store's database"
+        " code ran: that run is now"
+    )
+    if purge.purge_run(client, run_id):
+        return f"{said} purged from the tracking store (as `mlflow gc --run-ids {run_id}` does)"
+    return (
+        f"{said} deleted; purge it for good with `mlflow gc --run-ids {run_id}` against the"
+        " tracking server's database (only the server can)"
     )
 
 

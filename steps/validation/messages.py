@@ -17,12 +17,16 @@ from typing import Any
 
 import pandas as pd
 
+from pyfunc.contract import TEXT_COLUMN
+from steps.data.dataset import MODEL_TEXT_COLUMN
 from steps.stage.errors import one_line
 
 EXAMPLES = 3  # example values per line
 EXAMPLE_CHARS = 40  # longer examples are cut with an ellipsis
 BLANK_REGEX = r"^\s*$"  # the suite's "blank review" pattern, named as such in messages
 KNOB_SECTION = "validate"  # params.yaml section whose keys the suite's $PARAMETERs name
+# A column validate derives from another: its checks cannot run when the other is missing.
+DERIVED_FROM = {MODEL_TEXT_COLUMN: TEXT_COLUMN}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ def describe_failures(checked: Checked) -> list[str]:
     described = []
     for item in failed:
         column = _kwargs(item).get("column")
+        column = DERIVED_FROM.get(column, column)  # no review column: no cleaned one either
         if _raised(item) and column in missing:
             skipped[column] = skipped.get(column, 0) + 1
             continue
@@ -67,7 +72,8 @@ def describe_failures(checked: Checked) -> list[str]:
 def _describe(checked: Checked, item: Mapping[str, Any]) -> str:
     kwargs = _kwargs(item)
     column = kwargs.get("column")
-    where = f"{checked.name}: {column}" if column else checked.name
+    shown = DERIVED_FROM.get(column, column)  # a check on the cleaned review is on the review
+    where = f"{checked.name}: {shown}" if column else checked.name
     if _raised(item):
         if column and column not in checked.frame.columns:
             return f"{where}: {_type(item)} could not run: column {column!r} is missing"
@@ -88,7 +94,7 @@ def _describe_row_count(checked, item, kwargs) -> str:
 
 
 def _describe_missing_column(checked, item, kwargs) -> str:
-    present = ", ".join(map(str, checked.frame.columns)) or "none"
+    present = ", ".join(str(c) for c in checked.frame.columns if c not in DERIVED_FROM) or "none"
     return f"column is missing (columns present: {present})"
 
 
@@ -127,7 +133,13 @@ def _describe_duplicates(checked, item, kwargs) -> str:
     allowed = 1 - kwargs["min_value"] if kwargs.get("min_value") is not None else 0.0
     counts = values.value_counts()
     top = counts[counts > 1].head(EXAMPLES)
-    examples = ", ".join(f"{_quote(v)} x{n}" for v, n in top.items())
+    source = DERIVED_FROM.get(kwargs["column"])
+    if source in checked.frame.columns:  # the first review spelled so, not its cleaned tokens
+        first = values.reset_index().drop_duplicates(kwargs["column"]).set_index(kwargs["column"])
+        shown = checked.frame.loc[first.loc[top.index, "index"], source].tolist()
+    else:
+        shown = top.index.tolist()
+    examples = ", ".join(f"{_quote(v)} x{n}" for v, n in zip(shown, top, strict=True))
     share = repeats / len(values) if len(values) else 0.0
     return (
         f"{repeats:,} of {len(values):,} rows ({share:.1%}) repeat an earlier {kwargs['column']},"
@@ -164,9 +176,12 @@ def _describe_overlap(checked, item, kwargs) -> str:
     )
     high = kwargs.get("max_value")
     bound = f", more than the {high:.1%} allowed" if high is not None else ""
+    column = kwargs["column"]
+    seen = f" ({column})" if column in DERIVED_FROM else ""
     return (
-        f"{group}: {kwargs['column']}: {details['overlap_rows']:,} of {details['group_rows']:,}"
-        f" rows ({share:.1%}) also occur in {' or '.join(others) or 'another group'}{bound}"
+        f"{group}: {DERIVED_FROM.get(column, column)}: {details['overlap_rows']:,} of"
+        f" {details['group_rows']:,} rows ({share:.1%}) also occur in"
+        f" {' or '.join(others) or 'another group'}{seen}{bound}"
         f"{_examples(details['examples'])}"
     )
 

@@ -17,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from support import small_data_project
 
+from steps.data.dataset import model_text
 from steps.stage.paths import (
     INGESTED_DIR,
     MANIFEST_FILE_NAME,
@@ -94,6 +95,7 @@ def test_ingest_then_validate_entry_points_on_the_aclimdb_archive(
     assert manifest["unlabeled_rows"] == len(unlabeled) == 50_000 - dropped
     assert 0 < dropped < 200  # the unlabeled reviews hold a few copies of labelled ones
     assert not set(unlabeled["review"]) & set(test["review"])
+    assert not set(model_text(unlabeled["review"])) & set(model_text(test["review"]))  # as seen
     assert not set(unlabeled["movie"]) & (set(train["movie"]) | set(test["movie"]))
     assert manifest["test_split"] == "carved (grouped by movie, test_size=0.2, seed=0)"
     marker = json.loads((project_copy / VALIDATED_MARKER).read_text())

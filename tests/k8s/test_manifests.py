@@ -162,19 +162,20 @@ def test_the_serving_images_nginx_conf_is_mlflows_but_for_the_marked_changes():
             unmarked.append(code.rstrip().replace("@MAX_BODY@", "100m"))
     header = next(i for i, line in enumerate(unmarked) if not line.startswith("#"))
     assert unmarked[header:] == mlflow_conf.read_text().splitlines()
-    assert sum("# imdb-sentiment:" in line for line in ours) == 5
+    assert sum("# imdb-sentiment:" in line for line in ours) == 12
 
 
 @pytest.mark.integration
 def test_both_slots_and_make_serve_give_the_model_the_same_request_limits():
-    from pyfunc.contract import MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV
+    from pyfunc.contract import SERVING_LIMITS_ENV
     from pyfunc.model import RequestLimits
 
     limits = {slot: serving_limits(slot) for slot in SLOTS}
-    assert set(limits["blue"]) == {MAX_CALL_CHARS_ENV, MAX_REVIEW_CHARS_ENV}
+    assert set(limits["blue"]) == set(SERVING_LIMITS_ENV)
     assert all(found == limits["blue"] for found in limits.values())
     parsed = RequestLimits.from_environment(limits["blue"])
     assert parsed.max_review_chars < parsed.max_call_chars
+    assert parsed.max_call_reviews is not None
     serve = make_dry_run("serve")
     for name, value in limits["blue"].items():
         assert f"{name}={value} " in serve  # set for the `mlflow models serve` make starts

@@ -138,15 +138,24 @@ def test_chunk_bounds_respect_both_caps(lengths, max_reviews, max_chars, expecte
 
 
 def test_the_serving_environment_sets_the_limits_and_nothing_else_does():
-    assert RequestLimits.from_environment({}) == RequestLimits(None, None)
+    assert RequestLimits.from_environment({}) == RequestLimits(None, None, None)
     limits = RequestLimits.from_environment(
-        {"IMDB_MAX_CALL_CHARS": "5_000_000", "IMDB_MAX_REVIEW_CHARS": " 100000 "}
+        {
+            "IMDB_MAX_CALL_CHARS": "5_000_000",
+            "IMDB_MAX_REVIEW_CHARS": " 100000 ",
+            "IMDB_MAX_CALL_REVIEWS": "20_000",
+        }
     )
-    assert limits == RequestLimits(max_call_chars=5_000_000, max_review_chars=100_000)
+    assert limits == RequestLimits(
+        max_call_chars=5_000_000, max_review_chars=100_000, max_call_reviews=20_000
+    )
     assert RequestLimits.from_environment({"IMDB_MAX_CALL_CHARS": ""}).max_call_chars is None
-    for bad in ("lots", "0", "-5", "1.5"):
-        with pytest.raises(ValueError, match="IMDB_MAX_CALL_CHARS must be a positive whole"):
-            RequestLimits.from_environment({"IMDB_MAX_CALL_CHARS": bad})
+    for name, unit in [("IMDB_MAX_CALL_CHARS", "characters"), ("IMDB_MAX_CALL_REVIEWS", "reviews")]:
+        for bad in ("lots", "0", "-5", "1.5"):
+            with pytest.raises(
+                ValueError, match=f"{name} must be a positive whole number of {unit}"
+            ):
+                RequestLimits.from_environment({name: bad})
 
 
 @pytest.mark.parametrize(
@@ -154,10 +163,15 @@ def test_the_serving_environment_sets_the_limits_and_nothing_else_does():
     [
         (["x" * 30, "y"], "row 0 has 30 characters; this server's limit is 20 per review"),
         (["x" * 15] * 4, "4 reviews with 60 characters in one call; this server's limit is 50"),
+        # the count is checked first: a million tiny reviews are refused before any is read
+        (["x"] * 6, "6 reviews in one call; this server's limit is 5 reviews per call"),
+        (["x" * 30] * 6, "6 reviews in one call; this server's limit is 5 reviews per call"),
+        ([""] * 1_000_000, "1,000,000 reviews in one call; this server's limit is 5 reviews"),
     ],
+    ids=["long-review", "long-call", "many-reviews", "many-long-reviews", "a-million-empty"],
 )
 def test_a_call_over_a_servers_limit_is_refused_saying_which(model, given, message):
-    served = SentimentModel(model.pipeline, RequestLimits(max_call_chars=50, max_review_chars=20))
+    served = SentimentModel(model.pipeline, RequestLimits(50, 20, max_call_reviews=5))
     with pytest.raises(MlflowException, match=message) as raised:
         served.predict(None, given)
     assert raised.value.error_code == "INVALID_PARAMETER_VALUE"

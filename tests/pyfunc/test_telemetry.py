@@ -85,12 +85,13 @@ def test_an_error_inside_the_model_is_logged_as_an_error(capfd):
 
 
 def test_rejections_carry_a_reason_for_the_metrics(pipeline):
-    model = SentimentModel(pipeline, RequestLimits(max_call_chars=50, max_review_chars=20))
+    model = SentimentModel(pipeline, RequestLimits(50, 20, max_call_reviews=4))
     cases = {
         "no_text_column": {"text": ["x"]},
         "not_a_string": [1.5],
         "review_too_long": ["x" * 21],
         "call_too_long": ["x" * 20] * 3,
+        "call_too_many_reviews": ["x"] * 5,
         "unreadable_input": 42,
     }
     for reason, given in cases.items():

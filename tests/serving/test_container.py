@@ -134,8 +134,23 @@ def test_every_documented_input_format_answers_as_the_model_in_process(pod, in_p
         ({"reviews": ["A great film."]}, JSON, 400),
         ({"dataframe_records": [{"no such column": "A great film."}]}, JSON, 400),
         ("A great film.", {"Content-Type": "text/plain"}, 415),
+        # nginx's 415 (k8s/serving-image/nginx.conf): MLflow answers a missing one with a 500
+        ('{"inputs": ["A great film."]}', {}, 415),
+        ('{"inputs": ["A great film."]}', {"Content-Type": "application/jsonx"}, 415),
+        ("inputs=A+great+film.", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
     ],
-    ids=["empty", "invalid-json", "numbers", "bool", "unknown-field", "unknown-column", "text"],
+    ids=[
+        "empty",
+        "invalid-json",
+        "numbers",
+        "bool",
+        "unknown-field",
+        "unknown-column",
+        "text",
+        "no-content-type",
+        "jsonx",
+        "form",
+    ],
 )
 def test_bad_input_is_a_4xx(pod, body, headers, status):
     response = invoke(pod, body, headers)

@@ -203,8 +203,9 @@ def test_a_review_without_words_gets_the_defined_answer(server, text):
         ({"inputs": ["x" * 20_000_000]}, "IMDB_MAX_REVIEW_CHARS"),
         ({"dataframe_records": [{"review": "word " * 4_000_000}]}, "IMDB_MAX_REVIEW_CHARS"),
         ({"inputs": [REVIEWS[0] * 50] * 16_000}, "IMDB_MAX_CALL_CHARS"),  # 20 MB of reviews
+        ({"inputs": ["ok"] * 1_000_000}, "IMDB_MAX_CALL_REVIEWS"),  # a million tiny reviews
     ],
-    ids=["one-20MB-review-inputs", "one-20MB-review-records", "16k-reviews"],
+    ids=["one-20MB-review-inputs", "one-20MB-review-records", "16k-reviews", "1M-tiny-reviews"],
 )
 def test_a_20_mb_payload_is_400_saying_which_server_limit_and_what_to_do(server, body, setting):
     # The server runs with the limits the pods set; the model in-process has none

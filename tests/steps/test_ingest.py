@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from support import (
     REVIEWS_PER_MOVIE,
+    SAME_TO_THE_MODEL,
     free_port,
     make_reviews,
     make_unlabeled,
@@ -124,12 +125,24 @@ def test_aclimdb_unlabeled_reviews_and_movies_are_ingested(tmp_path, dirs):
     assert stored["movie"].tolist() == [movie_of("unsup", i) for i in range(20) if i != 3]
     manifest = read_manifest(dirs.out)
     assert manifest.unlabeled_rows == 19
-    assert manifest.details["unlabeled_dropped"] == "1 copies of test reviews"
+    assert manifest.details["unlabeled_dropped"] == "1 copies of test reviews (once cleaned)"
     train, test = read_split("train", dirs.out), read_split("test", dirs.out)
     assert list(train.columns) == list(test.columns) == ["review", "sentiment", "movie"]
     assert manifest.content_sha256 == content_hash([train, test], stored)
     assert manifest.content_sha256 != content_hash([train, test])  # unlabeled reviews count
     assert outcome.manifest == manifest
+
+
+@pytest.mark.parametrize("spell", SAME_TO_THE_MODEL.values(), ids=SAME_TO_THE_MODEL.keys())
+def test_unlabeled_reviews_the_model_reads_as_a_test_review_are_left_out(spell):
+    test = make_reviews(12, seed=46)
+    unlabeled = pd.DataFrame({"review": make_unlabeled(6)})
+    first, second = test["review"].iloc[0], test["review"].iloc[1]
+    unlabeled.loc[2, "review"] = spell(first)
+    unlabeled.loc[4, "review"] = spell(second) + " and one more word"  # another review: kept
+    kept, dropped = stage.drop_test_copies(unlabeled, test)
+    assert dropped == 1
+    assert kept["review"].tolist() == unlabeled["review"].drop(index=2).tolist()
 
 
 def test_other_sources_have_no_unlabeled_split_or_movies(tmp_path, dirs, reviews):

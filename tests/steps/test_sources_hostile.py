@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from support import (
     REPO_ROOT,
+    aclimdb_order,
     make_reviews,
     review_server,
     stage_env,
@@ -69,8 +70,118 @@ def test_symlinks_in_an_aclimdb_folder_are_skipped_and_counted(tmp_path, splits,
     everything = pd.concat([loaded.train, loaded.test])
     assert not everything["review"].str.contains("root:x:0:0").any()
     assert len(loaded.train) == len(splits["train"])  # the two links in train/ are not reviews
-    assert loaded.details["skipped"].startswith("3 (symlinks or outside the dataset): ")
+    assert loaded.details["skipped"].startswith("3 (links or outside the dataset): ")
     assert "train/pos/123_9.txt" in loaded.details["skipped"]
+
+
+OUTSIDE = "<the file outside>"
+
+
+@pytest.mark.parametrize(
+    ("names", "target", "read"),
+    [
+        (["train/pos/123_9.txt"], OUTSIDE, False),
+        (["train/pos/123_9.txt", "train/neg/124_1.txt"], OUTSIDE, False),
+        (["train/neg/124_1.txt"], "test/neg/0_3.txt", True),
+        (["train/pos/123_9.txt", "train/neg/124_1.txt"], "train/pos/0_8.txt", True),
+    ],
+    ids=["outside", "outside-two-names-inside", "inside-other-split", "inside-three-names"],
+)
+def test_hard_links_in_an_aclimdb_folder(tmp_path, splits, outside, names, target, read):
+    """A review file that is another name of a file outside the folder is skipped and counted
+    (its link count is above its names in the dataset); a file whose names are all inside is
+    read under each of them."""
+    acl = write_aclimdb(tmp_path / "src", splits, urls=False)
+    source = outside if target == OUTSIDE else acl / target
+    for name in names:
+        os.link(source, acl / name)
+    loaded = read_path(tmp_path / "src")
+    texts = pd.concat([loaded.train, loaded.test])["review"]
+    if read:
+        assert "skipped" not in loaded.details
+        assert len(loaded.train) == len(splits["train"]) + len(names)
+        copies = len(names) + 1  # the new names and the original one
+        assert (texts == source.read_text()).sum() == copies
+    else:
+        assert loaded.details["skipped"] == (
+            f"{len(names)} (links or outside the dataset): {', '.join(names)}"
+        )
+        assert len(loaded.train) == len(splits["train"])
+        assert not texts.str.contains("root:x:0:0").any()
+
+
+def test_a_url_file_hard_linked_outside_is_skipped(tmp_path, splits):
+    """The same rule for the URL files: the split is read without a movie column."""
+    acl = write_aclimdb(tmp_path / "src", splits)
+    copy = tmp_path / "outside-urls.txt"
+    (acl / "train" / "urls_pos.txt").rename(copy)
+    os.link(copy, acl / "train" / "urls_pos.txt")
+    loaded = read_path(tmp_path / "src")
+    assert loaded.details["skipped"] == "1 (links or outside the dataset): train/urls_pos.txt"
+    assert "movie" not in loaded.train.columns
+    assert "movie" in loaded.test.columns
+
+
+# Every character str.splitlines() breaks on besides "\n": the official URL files are split on
+# "\n" only, so one of these inside a line must not shift the movie of every later review.
+LINE_BREAKS_NOT_NEWLINE = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize(
+    "breaker", LINE_BREAKS_NOT_NEWLINE, ids=[repr(c) for c in LINE_BREAKS_NOT_NEWLINE]
+)
+def test_a_line_break_inside_a_url_line_does_not_shift_the_movies(tmp_path, splits, breaker):
+    acl = write_aclimdb(tmp_path / "src", splits)
+    urls = acl / "train" / "urls_pos.txt"
+    lines = urls.read_text().split("\n")
+    lines[1] = lines[1].replace("/usercomments", f"/user{breaker}comments")
+    urls.write_text("\n".join(lines), newline="")
+    loaded = read_path(tmp_path / "src")
+    assert loaded.train["movie"].tolist() == aclimdb_order(splits["train"])["movie"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("change", "lines"),
+    [
+        (lambda text: text.split("\n", 1)[1], "19"),  # the first line gone: all shift by one
+        (lambda text: text + "http://www.imdb.com/title/tt9999999/usercomments\n", "21"),
+        (lambda text: text + "\n", "21"),  # an empty line at the end
+        (lambda text: text.replace("\n", "\n\n", 1), "21"),
+    ],
+    ids=["one-fewer", "one-more", "blank-at-end", "blank-inside"],
+)
+@pytest.mark.parametrize("form", ["folder", "archive"])
+def test_url_lines_not_matching_the_reviews_are_refused_in_one_line(
+    tmp_path, splits, change, lines, form
+):
+    acl = write_aclimdb(tmp_path / "src", splits)
+    urls = acl / "train" / "urls_pos.txt"
+    urls.write_text(change(urls.read_text()), newline="")
+    source = acl
+    if form == "archive":
+        source = tmp_path / "aclImdb_v1.tar.gz"
+        with tarfile.open(source, "w:gz") as archive:
+            archive.add(acl, arcname="aclImdb")
+    with pytest.raises(SourceError) as error:
+        read_path(source)
+    assert str(error.value) == (
+        f"{source}: train/urls_pos.txt has {lines} lines for 20 reviews in train/pos/ (line i is"
+        " the movie of review id i, so the counts must be equal): the dataset is damaged or"
+        " altered; fetch it again"
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda text: text.replace("\n", "\r\n"), lambda text: text.removesuffix("\n")],
+    ids=["crlf", "no-final-newline"],
+)
+def test_url_files_written_otherwise_still_map_every_review(tmp_path, splits, change):
+    acl = write_aclimdb(tmp_path / "src", splits)
+    urls = acl / "train" / "urls_neg.txt"
+    urls.write_text(change(urls.read_text()), newline="")
+    loaded = read_path(tmp_path / "src")
+    assert loaded.train["movie"].tolist() == aclimdb_order(splits["train"])["movie"].tolist()
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tarfile
 from pathlib import Path
 
 import pandas as pd
@@ -117,7 +118,17 @@ def test_url_file_shorter_than_the_reviews_names_both(tmp_path, splits):
     urls.write_text("".join(urls.read_text().splitlines(keepends=True)[:5]))
     with pytest.raises(SourceError) as err:
         read_path(acl)
-    assert "train/neg/5_3.txt has no line in train/urls_neg.txt (5 lines" in str(err.value)
+    assert "train/urls_neg.txt has 5 lines for 22 reviews in train/neg/" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_review_id_past_the_url_lines_names_both(tmp_path, splits):
+    """As many lines as reviews, but one id beyond them (a file renamed): no line is its."""
+    acl = write_aclimdb(tmp_path, splits)
+    (acl / "train" / "neg" / "5_3.txt").rename(acl / "train" / "neg" / "90_3.txt")
+    with pytest.raises(SourceError) as err:
+        read_path(acl)
+    assert "train/neg/90_3.txt has no line in train/urls_neg.txt (22 lines" in str(err.value)
     assert "\n" not in str(err.value)
 
 
@@ -202,6 +213,22 @@ def test_damaged_archive_is_reported(tmp_path, splits, damage):
     archive.write_bytes(damage(archive.read_bytes()))
     with pytest.raises(SourceError, match=r"aclImdb_v1\.tar\.gz: not a readable \.tar\.gz archive"):
         read_path(archive)
+
+
+def test_an_archive_damaged_inside_a_review_is_reported_as_damaged(tmp_path, splits):
+    """Bytes a flipped bit made invalid UTF-8 come before gzip's check at the end: the archive
+    is called damaged (fetch it again), not the review replaced (as a whole archive would be)."""
+    acl = write_aclimdb(tmp_path / "src", splits)
+    (acl / "train" / "neg" / "3_3.txt").write_bytes(b"caf\xe9 as a bit flip leaves it")
+    archive = tmp_path / "aclImdb_v1.tar.gz"
+    with tarfile.open(archive, "w:gz") as out:
+        out.add(acl, arcname="aclImdb")
+    whole = archive.read_bytes()
+    with pytest.raises(SourceError, match=r"member aclImdb/train/neg/3_3\.txt: not UTF-8 text"):
+        read_path(archive)  # whole: the review itself is named
+    archive.write_bytes(whole[:-8] + bytes(b ^ 0xFF for b in whole[-8:-4]) + whole[-4:])
+    with pytest.raises(SourceError, match=r"aclImdb_v1\.tar\.gz: not a readable \.tar\.gz archive"):
+        read_path(archive)  # its CRC no longer matches: damaged
 
 
 def test_archive_without_reviews_is_reported(tmp_path):

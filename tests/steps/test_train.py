@@ -14,7 +14,13 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from support import make_reviews, make_unlabeled, mark_validated, write_ingested
+from support import (
+    SAME_TO_THE_MODEL,
+    make_reviews,
+    make_unlabeled,
+    mark_validated,
+    write_ingested,
+)
 
 from steps import train
 from steps.data import dataset
@@ -274,7 +280,8 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
 def test_validation_fit_learns_from_no_copy_of_a_validation_review(with_movies, cfg):
     texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
     _, val_idx, _ = train.validation_split(labels, with_movies["movie"].tolist(), cfg)
-    copies = [texts[i] for i in val_idx[:7]]
+    spellings = [str, *SAME_TO_THE_MODEL.values()]  # the copy as is, and as the model reads it
+    copies = [spell(texts[i]) for spell, i in zip(spellings[:7], val_idx[:7], strict=True)]
     unlabeled = make_unlabeled(50) + copies
     held_out = dataclasses.replace(cfg, refit_full=False)
     metrics = train.train_model(texts, labels, held_out, with_movies["movie"].tolist(), unlabeled)
@@ -304,8 +311,12 @@ def test_without_an_unlabeled_split_training_is_labelled_only(
             lambda train_, test: [*make_unlabeled(40), test[0]],
             "1 reviews also occur in the test split",
         ),
+        (  # the model lower-cases: a case variant is the same review to it
+            lambda train_, test: [*make_unlabeled(40), test[0].swapcase()],
+            "1 reviews also occur in the test split",
+        ),
     ],
-    ids=["empty", "mostly-copies", "test-overlap"],
+    ids=["empty", "mostly-copies", "test-overlap", "test-overlap-other-case"],
 )
 def test_unusable_unlabeled_split_stops_or_falls_back_as_params_say(
     with_movies, cfg, tracking_uri, tmp_path, unlabeled, problem, caplog

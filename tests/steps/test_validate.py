@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import make_reviews, make_unlabeled, write_ingested
+from support import SAME_TO_THE_MODEL, make_reviews, make_unlabeled, write_ingested
 
 from steps import validate as stage
 from steps.data.dataset import (
@@ -206,8 +206,8 @@ def test_many_duplicates(layout, cfg):
     train.loc[1:40, "review"] = train.loc[0, "review"]  # 40 extra copies: 10% of the split
     (failure,) = failures_of(layout, cfg, train, test)
     assert failure.startswith(
-        "train: review: 40 of 400 rows (10.0%) repeat an earlier review, more than the 2.0%"
-        " allowed, e.g. "
+        "train: review: 40 of 400 rows (10.0%) repeat an earlier review as the model sees it,"
+        f" more than the 2.0% allowed, e.g. '{train.loc[0, 'review'][:39]}…' x41"
     )
     assert re.search(r"x41 \[validate.max_duplicate_fraction\]$", failure)
 
@@ -217,7 +217,7 @@ def test_train_test_leakage(layout, cfg):
     test.loc[:11, "review"] = train["review"].iloc[:12].to_numpy()  # 12 of 120 test rows: 10%
     (failure,) = failures_of(layout, cfg, train, test)
     assert failure.startswith(
-        "test: review: 12 of 120 rows (10.0%) also occur in train,"
+        "test: review: 12 of 120 rows (10.0%) also occur in train (review as the model sees it),"
         " more than the 2.0% allowed, e.g. "
     )
     assert failure.endswith("[validate.max_overlap_fraction]")
@@ -251,8 +251,34 @@ def test_unlabeled_blank_too_long_and_test_copies_fail(layout, cfg):
         for f in failures
     ), failures
     (overlap,) = [f for f in failures if "also occur" in f]
-    assert overlap.startswith("unlabeled: review: 3 of 150 rows (2.0%) also occur in test,")
+    assert overlap.startswith(
+        "unlabeled: review: 3 of 150 rows (2.0%) also occur in test (review as the model sees it),"
+    )
     assert len(failures) == 3
+
+
+SPELLINGS = ["swapped-case", "tabs-newlines", "u2028"]
+
+
+@pytest.mark.parametrize("name", SPELLINGS)
+def test_copies_are_found_as_the_model_sees_the_text(layout, cfg, name):
+    """Case and whitespace variants are copies: in a split, between train and test, and
+    between unlabeled and test."""
+    spell = SAME_TO_THE_MODEL[name]
+    train, test = clean()
+    train.loc[:39, "review"] = [spell(text) for text in train["review"].iloc[40:80]]  # 10%
+    test.loc[:11, "review"] = [spell(text) for text in train["review"].iloc[100:112]]
+    unlabeled = unlabeled_reviews()
+    unlabeled.loc[:2, "review"] = [spell(text) for text in test["review"].iloc[20:23]]
+    failures = failures_of(layout, cfg, train, test, unlabeled)
+    assert [f.split(" rows ")[0] for f in failures] == [
+        "train: review: 40 of 400",
+        "test: review: 12 of 120",
+        "unlabeled: review: 3 of 150",
+    ]
+    assert "repeat an earlier review as the model sees it" in failures[0]
+    assert "also occur in train (review as the model sees it)" in failures[1]
+    assert "also occur in test (review as the model sees it)" in failures[2]
 
 
 def test_changed_unlabeled_file_no_longer_matches_the_manifest(layout, cfg):

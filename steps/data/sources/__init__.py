@@ -25,6 +25,7 @@ from steps.data.sources.aclimdb import AclImdb
 from steps.data.sources.https import Https
 from steps.data.sources.kind import (
     ENVIRONMENT_REMEDY,
+    Chunk,
     Columns,
     Labels,
     Loaded,
@@ -140,13 +141,22 @@ def open_stream(
     request = Request(source, describe(source), settings, Path(download_dir), sql_setting)
     with ExitStack() as stack:
         try:
-            try:
-                stream = kind_for(source).stream(request, columns, chunk_rows, stack)
-            except ValueError as exc:
-                raise _unusable(request.where, exc) from None
-            yield stream
+            stream = kind_for(source).stream(request, columns, chunk_rows, stack)
+        except ValueError as exc:
+            raise _unusable(request.where, exc) from None
         except OSError as exc:  # a file system problem the readers did not expect
             raise SourceError(f"{request.where}: cannot read ({one_line(exc)})") from None
+        # Only the reads are the input's: an OSError of the caller's own work (the output, the
+        # model) passes through the `yield` as what it is.
+        stream.chunks = _read(stream.chunks, request.where)
+        yield stream
+
+
+def _read(chunks: Iterator[Chunk], where: str) -> Iterator[Chunk]:
+    try:
+        yield from chunks
+    except OSError as exc:  # a file system problem the readers did not expect
+        raise SourceError(f"{where}: cannot read ({one_line(exc)})") from None
 
 
 def _unusable(where: str, exc: ValueError) -> SourceError:

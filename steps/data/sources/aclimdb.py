@@ -16,8 +16,9 @@ id) whichever form was read, so a folder and its archive give the same content h
 the URL files may come before or after the reviews, so ids are mapped to movies after reading.
 
 Only regular files inside the dataset are read: in a folder, a review or URL file that is a
-symlink or that resolves outside the folder (`train/pos/1_9.txt -> /etc/passwd`, a linked `pos/`
-folder) is skipped; in an archive, symlink and hardlink members and names that climb out (`../`,
+symlink, that resolves outside the folder (`train/pos/1_9.txt -> /etc/passwd`, a linked `pos/`
+folder) or that is a hard link with a name outside it (a link count above its names here) is
+skipped; in an archive, symlink and hardlink members and names that climb out (`../`,
 `/abs`) are skipped. Skipped entries are counted in the log and the manifest (`details.skipped`).
 """
 
@@ -66,9 +67,12 @@ class AclImdb(SourceKind):
         if "://" in source:
             return False
         path = local_path(source)
-        if path.is_dir():
-            return find_root(path) is not None
-        return path.is_file() and kind_of(path.name) == "tar"
+        try:
+            if path.is_dir():
+                return find_root(path) is not None
+            return path.is_file() and kind_of(path.name) == "tar"
+        except OSError:  # a name too long, a link loop: not this kind's (the reader says why)
+            return False
 
     def load(self, request: Request, labels: Labels) -> Loaded:
         """Labelled whatever `labels` says: the layout's folders are the labels."""
@@ -98,38 +102,61 @@ def read_folder(root: Path, where: str) -> Loaded:
     urls: _Urls = {}
     skipped: list[str] = []
     inside = root.resolve()
+    found: list[tuple[str, str, Path]] = []  # (split, folder, path): reviews, then the URL file
     for split in SPLITS:
         for folder_name in (*LABEL_DIRS, UNLABELED_DIR):
             if not _wanted(split, folder_name):
                 continue
             folder = root / split / folder_name
-            for path in folder.glob("*.txt") if folder.is_dir() else ():
-                shown = str(path.relative_to(root))
-                if not _readable_inside(path, inside, shown, where):
-                    skipped.append(shown)
-                    continue
-                text = _decode(path.read_bytes(), f"{where}: {shown}")
-                rows.append((split, folder_name, _review_order(path.stem), text))
+            found += [
+                (split, folder_name, p) for p in (folder.glob("*.txt") if folder.is_dir() else ())
+            ]
             url_file = root / split / f"urls_{folder_name}.txt"
             if url_file.is_file() or url_file.is_symlink():
-                if not _readable_inside(url_file, inside, str(url_file.relative_to(root)), where):
-                    skipped.append(str(url_file.relative_to(root)))
-                    continue
-                urls[split, folder_name] = _url_lines(url_file.read_bytes(), f"{where}: {url_file}")
+                found.append((split, f"urls_{folder_name}", url_file))
+    links = _links_here([path for _, _, path in found])
+    for split, folder_name, path in found:
+        shown = str(path.relative_to(root))
+        if not _readable_inside(path, inside, shown, where, links):
+            skipped.append(shown)
+            continue
+        text = _decode(path.read_bytes(), f"{where}: {shown}")
+        if folder_name.startswith("urls_"):
+            urls[split, folder_name.removeprefix("urls_")] = _url_lines(text)
+        else:
+            rows.append((split, folder_name, _review_order(path.stem), text))
     details = {"format": "aclImdb folder", "path": str(root)}
-    return _to_loaded(
-        rows, urls, where, _note_skipped(details, skipped, where, "symlinks or outside")
-    )
+    return _to_loaded(rows, urls, where, _note_skipped(details, skipped, where, "links or outside"))
 
 
-def _readable_inside(path: Path, inside: Path, shown: str, where: str) -> bool:
-    """False for a symlink or a path resolving outside the dataset (to skip); raises for what is
-    not a regular file (a FIFO would block the read forever, a device reads whatever it is)."""
+def _links_here(paths: list[Path]) -> dict[tuple[int, int], int]:
+    """How many of `paths` are each file (device, inode): a hard link's other names among them."""
+    counts: dict[tuple[int, int], int] = {}
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        key = (info.st_dev, info.st_ino)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _readable_inside(
+    path: Path, inside: Path, shown: str, where: str, links: dict[tuple[int, int], int]
+) -> bool:
+    """False (to skip) for a symlink, a path resolving outside the dataset, or a hard link with
+    a name outside it (its link count is above the names it has here: the file is shared with
+    something else, which could be anything); raises for what is not a regular file (a FIFO
+    would block the read forever, a device reads whatever it is)."""
     if path.is_symlink() or not path.resolve().is_relative_to(inside):
         return False
     if path.exists() and not (path.is_file() or path.is_dir()):
         raise SourceError(f"{where}: {shown} is not a regular file: refused")
-    return True
+    if not path.is_file():  # a folder named *.txt: reading it says so
+        return True
+    info = path.stat()
+    return info.st_nlink <= links.get((info.st_dev, info.st_ino), 0)
 
 
 def read_archive(path: Path, where: str) -> Loaded:
@@ -147,6 +174,7 @@ def read_tar(stream: BinaryIO, where: str) -> Loaded:
     rows: list[_Row] = []
     urls: _Urls = {}
     skipped: list[str] = []
+    not_text: SourceError | None = None  # raised once the archive is known to be whole
     try:
         # gzip checks its trailer (length, CRC) only at the end: the stream is read to its end
         # below, so an archive cut anywhere, even between two tar headers, is refused.
@@ -161,17 +189,22 @@ def read_tar(stream: BinaryIO, where: str) -> Loaded:
                     continue
                 if not member.isfile():
                     continue
-                if found := _URLS.search(member.name):
-                    data = archive.extractfile(member).read()
-                    urls[found.groups()] = _url_lines(data, f"{where}: member {member.name}")
+                found = _URLS.search(member.name)
+                match = found or _MEMBER.search(member.name)
+                if not (match and (found or _wanted(*match.groups()[:2]))):
                     continue
-                match = _MEMBER.search(member.name)
-                if not (match and _wanted(*match.groups()[:2])):
+                try:
+                    text = _decode(
+                        archive.extractfile(member).read(), f"{where}: member {member.name}"
+                    )
+                except SourceError as exc:
+                    not_text = not_text or exc
                     continue
-                split, folder, stem = match.groups()
-                handle = archive.extractfile(member)
-                text = _decode(handle.read(), f"{where}: member {member.name}")
-                rows.append((split, folder, _review_order(stem), text))
+                if found:
+                    urls[found.groups()] = _url_lines(text)
+                else:
+                    split, folder, stem = match.groups()
+                    rows.append((split, folder, _review_order(stem), text))
             while unzipped.read(1 << 20):
                 pass
     except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -180,6 +213,8 @@ def read_tar(stream: BinaryIO, where: str) -> Loaded:
             f"{where}: not a readable .tar.gz archive ({reason}): the file is damaged or"
             " incomplete; fetch it again"
         ) from None
+    if not_text:  # bytes that are not UTF-8 in a whole archive: not a flipped bit in transit
+        raise not_text
     details = {"format": "aclImdb archive"}
     return _to_loaded(rows, urls, where, _note_skipped(details, skipped, where, "links or outside"))
 
@@ -223,8 +258,11 @@ def _decode(data: bytes, where: str) -> str:
         ) from None
 
 
-def _url_lines(data: bytes, where: str) -> list[str]:
-    return _decode(data, where).splitlines()
+def _url_lines(text: str) -> list[str]:
+    """The lines of a URL file as the official files are written: split on "\n" only, so a form
+    feed, U+2028 or "\r" inside a line cannot shift the movie of every later review."""
+    lines = text.split("\n")
+    return lines[:-1] if text.endswith("\n") else lines
 
 
 def _review_order(stem: str) -> tuple:
@@ -267,6 +305,14 @@ def _with_movies(frame: pd.DataFrame, rows: list[_Row], urls: _Urls, where: str)
     folders = {(split, folder) for split, folder, _, _ in rows}
     if not folders <= urls.keys():
         return frame
+    for split, folder in sorted(folders):
+        count = sum(1 for row in rows if row[:2] == (split, folder))
+        if len(urls[split, folder]) != count:
+            raise SourceError(
+                f"{where}: {split}/urls_{folder}.txt has {len(urls[split, folder]):,} lines for"
+                f" {count:,} reviews in {split}/{folder}/ (line i is the movie of review id i, so"
+                " the counts must be equal): the dataset is damaged or altered; fetch it again"
+            )
     movies = []
     for split, folder, (unnumbered, review_id, stem), _ in rows:
         lines = urls[split, folder]

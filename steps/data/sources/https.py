@@ -106,7 +106,7 @@ def downloaded(url: str, expected_sha256: str, download_dir: Path) -> Iterator[t
     record = download_dir / f"{name}{RECORD_SUFFIX}"
     sweep_stale(download_dir)  # the temp file of a download that was killed
 
-    facts = _reuse(url, target, record, expected)
+    facts = _reuse(where, target, record, expected)
     fresh = facts is None
     if fresh:
         facts = _download(url, target, expected)
@@ -117,11 +117,13 @@ def downloaded(url: str, expected_sha256: str, download_dir: Path) -> Iterator[t
             target.unlink(missing_ok=True)
         raise
     if fresh:
-        write_json(record, {"url": url, **facts})
+        # The URL as shown: a presigned URL's signature or a token never lands in a file.
+        write_json(record, {"url": where, **facts})
 
 
 def _reuse(url: str, target: Path, record: Path, expected: str) -> dict | None:
-    """The recorded facts of a cached, still-valid download of `url`, or None to download."""
+    """The recorded facts of a cached, still-valid download of `url` (as shown: credentials
+    hidden, so a fresh signature for the same file reuses it), or None to download."""
     if not (target.is_file() and record.is_file()):
         return None
     try:

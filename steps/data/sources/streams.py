@@ -65,15 +65,30 @@ def stream_files(
             )
     totals = [t.total for t in opened]
     kinds = sorted({kind_of(f.name) for f in files})
+    chunks = (chunk for table in opened for chunk in table.chunks)
+    if len(kinds) > 1 and id_name is not None:
+        # CSV has no types: its ids are text, so mixed with Parquet every id is read as text.
+        chunks = (_ids_as_text(chunk, where) for chunk in chunks)
     return ReviewStream(
         where=where,
         id_name=id_name,
         total=None if None in totals else sum(totals),
-        chunks=(chunk for table in opened for chunk in table.chunks),
+        chunks=chunks,
         details={"format": "+".join(kinds), "files": str(len(files))},
         location=location if len(kinds) == 1 else None,
         kind=kinds[0] if len(kinds) == 1 else None,
     )
+
+
+def _ids_as_text(chunk: Chunk, where: str) -> Chunk:
+    if chunk.ids is None or pa.types.is_string(chunk.ids.type):
+        return chunk
+    try:
+        return Chunk(chunk.reviews, chunk.ids.cast(pa.string()))
+    except pa.ArrowException as exc:
+        raise SourceError(
+            f"{where}: ids of type {chunk.ids.type} cannot be read as text ({one_line(exc)})"
+        ) from None
 
 
 def _file_where(where: str, file: TableFile, count: int) -> str:
