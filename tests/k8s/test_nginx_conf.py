@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import pytest
 from deploy_support import K8S_DIR
-from support import free_port
+from support import free_port, unavailable
 
 CONF = K8S_DIR / "serving-image" / "nginx.conf"
 MAX_BODY_MB = 1  # rendered as the Dockerfile renders image.max_body_mb
@@ -141,8 +141,10 @@ def _send(port: int, method: str, path: str, ctype: str | None, body: bytes) -> 
         connection.close()
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx binary on this machine")
+@pytest.mark.integration
 def test_a_real_nginx_refuses_before_the_server_reads_anything(tmp_path):
+    if shutil.which("nginx") is None:
+        unavailable("no nginx binary on this machine (apt-get install nginx-light)")
     _Upstream.seen = []
     with nginx_in_front(tmp_path) as port:
         for method, ctype, refused in CONTENT_TYPES:
