@@ -211,3 +211,47 @@ def test_healthy_answers_pass_and_no_calls_at_all_fails(
         with pytest.raises(analysis.AnalysisFailed) as failure:
             analysis.watch_live(prom, bounds, SLOT, 0.5, lambda _: None, lambda: 0.0)
     assert failure.value.check == "no-traffic"
+
+
+class _Answers:
+    """Prometheus as the watch sees it (value, has_series): healthy figures, and the label-free
+    estimate's two queries answered with `estimate` and `reviews`."""
+
+    def __init__(self, estimate: float, reviews: float) -> None:
+        self.estimate = {"estimated_accuracy": estimate, "reviews": reviews}
+
+    def has_series(self, expr: str) -> bool:
+        return True  # the slot's pods export expected-correct reviews: a calibrated version
+
+    def value(self, name: str, expr: str) -> float:
+        return self.estimate[name] if name in self.estimate else float(HEALTHY[name])
+
+
+@pytest.mark.parametrize(
+    ("estimate", "reviews", "said"),
+    [
+        (float("nan"), 500.0, "no label-free accuracy estimate for 500 reviews"),
+        (1.5, 500.0, "estimated_accuracy 1.5 is outside [0, 1]"),
+        (-0.1, 500.0, "estimated_accuracy -0.1 is outside [0, 1]"),
+        (0.9, -3.0, "reviews -3 is outside [0, inf]"),
+    ],
+)
+def test_an_estimate_the_watch_cannot_judge_fails_the_analysis(deploy_cfg, estimate, reviews, said):
+    bounds = dataclasses.replace(deploy_cfg.analysis, duration=0.0, min_estimate_reviews=200)
+    with pytest.raises(analysis.AnalysisFailed) as failure:
+        analysis.watch_live(
+            _Answers(estimate, reviews), bounds, SLOT, 0.3333, lambda _: None, lambda: 0.0, 0.9
+        )
+    assert failure.value.check == "prometheus" and said in str(failure.value)
+
+
+def test_a_plausible_estimate_passes_and_too_few_reviews_are_not_judged(deploy_cfg):
+    bounds = dataclasses.replace(deploy_cfg.analysis, duration=0.0, min_estimate_reviews=200)
+    verdict = analysis.watch_live(
+        _Answers(0.895, 500.0), bounds, SLOT, 0.3333, lambda _: None, lambda: 0.0, 0.9
+    )
+    assert verdict.figures["estimated_accuracy"] == 0.895
+    few = analysis.watch_live(  # a NaN estimate on 10 reviews: too few to judge, not a failure
+        _Answers(float("nan"), 10.0), bounds, SLOT, 0.3333, lambda _: None, lambda: 0.0, 0.9
+    )
+    assert few.figures["judged"] == 1.0
