@@ -36,6 +36,8 @@ SLOT_ENV = "IMDB_SLOT"
 MODEL_NAME_ENV = "IMDB_MODEL_NAME"
 MODEL_VERSION_ENV = "IMDB_MODEL_VERSION"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
+# Which interface the user called (make, mlflow, python), so hints speak it (steps/stage/hints.py).
+CALLER_ENV = "IMDB_CALLER"
 
 # The Prometheus metrics, as named to prometheus_client (pyfunc/telemetry.py). Exported series
 # add the usual suffixes: a counter's `_total`, a histogram's `_bucket`, `_count` and `_sum`.

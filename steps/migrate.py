@@ -37,7 +37,7 @@ from pyfunc import packaging
 from pyfunc.contract import PIPELINE_ARTIFACT, PROFILE_ARTIFACT
 from steps.entry import cli
 from steps.measure import behavioural, sample, scoring
-from steps.stage import lock
+from steps.stage import hints, lock
 from steps.stage.config import MigrateConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.tracking import cards, loading, registry, store
@@ -205,7 +205,7 @@ def _command(params: Params, cfg: MigrateConfig, args: argparse.Namespace) -> No
     model_name = params.register.model_name
     if not (args.version or "").strip():  # checked here, after the parameters: they come first
         raise StageError(
-            "migrate needs the version to re-log: --version N (make migrate VERSION=N)"
+            f"migrate needs the version to re-log: {hints.command('migrate', {'version': 'N'})}"
         )
     with lock.hold("migrate"), store.stage_run("migrate"):
         store.log_config(cfg, prefix="migrate.")

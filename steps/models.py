@@ -26,7 +26,6 @@ from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
 
 from steps.entry import cli
 from steps.stage.config import Params, RegisterConfig
-from steps.stage.errors import StageError
 from steps.stage.secrets import shown
 from steps.tracking import champion, loading, registry, store
 
@@ -40,9 +39,7 @@ def run(cfg: RegisterConfig, champion_only: bool = False, servable: bool = False
     champion.notice(cfg.model_name, by="models")
     if not (champion_only or servable):
         return registry.describe(cfg.model_name)
-    current = registry.version_by_alias(cfg.model_name, registry.CHAMPION_ALIAS)
-    if current is None:
-        raise StageError(f"{cfg.model_name} has no @{registry.CHAMPION_ALIAS}: run promote first")
+    current = champion.serving(cfg.model_name)
     if servable:
         uri = registry.model_uri(cfg.model_name, current.version)
         what = f"{cfg.model_name} version {current.version} (@{registry.CHAMPION_ALIAS})"

@@ -32,7 +32,7 @@ from steps.data import dataset
 from steps.entry import cli
 from steps.measure import behavioural
 from steps.measure.metrics import ACCURACY
-from steps.stage import lock
+from steps.stage import hints, lock
 from steps.stage.config import Params, RegisterConfig, TrainConfig
 from steps.stage.errors import StageError
 from steps.stage.files import read_json
@@ -93,7 +93,7 @@ def register(
         rerun = (
             "run the evaluate stage again"
             if model.location != model.model_uri
-            else f"run evaluate on it first (mlflow run . -e evaluate -P run_id={model.run_id})"
+            else f"run evaluate on it first ({hints.command('evaluate', {'run_id': model.run_id})})"
         )
         raise StageError(
             f"the evaluation report is for {report.model_uri}, not the trained model"

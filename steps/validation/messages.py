@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from steps.stage import hints
 from steps.stage.errors import one_line
 
 EXAMPLES = 3  # example values per line
@@ -83,7 +84,11 @@ def _describe_row_count(checked, item, kwargs) -> str:
     rows = item["result"]["observed_value"]
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     if low is not None and rows < low:
-        return f"{rows:,} rows, fewer than the {low:,} required"
+        # A small source passes with a lower floor for one run (the README's small-data recipe).
+        return (
+            f"{rows:,} rows, fewer than the {low:,} required (a smaller source for one run:"
+            f" {hints.setting('min_rows', rows)})"
+        )
     return f"{rows:,} rows, more than the {high:,} allowed"
 
 

@@ -123,7 +123,7 @@ def test_a_pipeline_that_cannot_be_read_is_one_line_and_nothing_registered(
     [
         (["--version", "7"], f"{MODEL_NAME} has no version 7 (registered versions: 1)"),
         (["--version", "x"], "model version must be a whole number, got 'x'"),
-        ([], "migrate needs the version to re-log: --version N (make migrate VERSION=N)"),
+        ([], "migrate needs the version to re-log: python -m steps.migrate --version N"),
         (
             ["--version", "1", "--max_score_difference", "-1"],
             "migrate parameters: max_score_difference must be at least 0 and under 0.5, got -1.0",
