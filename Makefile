@@ -178,6 +178,16 @@ base-image: $(STAMP) ## pull python:<this Python>-slim, or build a stand-in from
 deployer-image: $(STAMP) ## build the deployer's image (k8s/deployer/Dockerfile) on the same base
 	$(PY) -m steps.image --deployer
 
+.PHONY: ui
+UI_PORT ?= 5000
+
+ui: $(STAMP) ## MLflow UI on the project's store (UI_PORT=5000): prints the link that opens the runs view
+	@# The link names the classic runs view: the UI otherwise reopens the GenAI view it remembers.
+	@$(WITH_TRACKING) echo "runs: $$($(PY) -m steps.models --ui $(UI_PORT))" && \
+	case "$$MLFLOW_TRACKING_URI" in http://*|https://*) ;; *) \
+		mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" \
+			--registry-store-uri "$$MLFLOW_REGISTRY_URI" -h 127.0.0.1 -p $(UI_PORT) ;; esac
+
 .PHONY: compare repro monitor score
 METRIC ?=
 BATCH ?=

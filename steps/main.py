@@ -32,7 +32,7 @@ from steps.stage.errors import ConfigError, CredentialRefused, StageError
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.schema import flat_fields, section_fields
 from steps.stage.secrets import find_password, shown
-from steps.tracking import champion, registry, store
+from steps.tracking import champion, registry, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"main: {args.params} and the overrides are fine")
             return 0
-        store.configure()
+        experiment_id = store.configure()
         run(args.params, overrides)
         params = load_params(args.params)
+        print(f"runs: {runs.ui_link(mlflow.get_tracking_uri(), experiment_id)} (make ui)")
         # The last line says what serves, or the exact command that promotes by hand.
         print(champion.status(params.register.model_name))
     except StageError as exc:

@@ -196,3 +196,21 @@ def choose(
     if model_uri:
         return from_uri(model_uri)
     return from_record(info_file, model_dir)
+
+
+# MLflow 3's UI (mlflow/server/js: a hash router, route /experiments/:experimentId/:tabName)
+# opens an experiment in the view the browser last used (local storage `mlflow.workflowType`,
+# GenAI by default: traces, token usage); the `workflowType` query parameter overrides it, so
+# this link opens the classic-ML runs table whatever the browser remembers.
+UI_RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+UI_PORT = 5000  # `mlflow ui`'s own default (make ui UI_PORT=...)
+
+
+def ui_link(tracking_uri: str, experiment_id: str, port: int = UI_PORT) -> str:
+    """The link that opens the experiment's runs view: at the tracking server when runs go to
+    one, else at `make ui`'s local UI on `port`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri.rstrip("/")
+    else:
+        base = f"http://127.0.0.1:{port}"
+    return f"{base}/{UI_RUNS_VIEW.format(experiment_id=experiment_id)}"
