@@ -53,6 +53,7 @@ from steps.stage.paths import (
     INGESTED_DIR,
     MODEL_DIR,
     TRAIN_METRICS_FILE,
+    TRAIN_STATS_FILE,
     TRAINED_MODEL_INFO_FILE,
     UNLABELED_FILE_NAME,
     VALIDATED_MARKER,
@@ -292,7 +293,11 @@ def run(
     size_mb = save_model(trained.pipeline, model_dir, trained.profile)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}
-    write_json(metrics_file, metrics)
+    # The headline (val_accuracy first) in the metrics file, the rest beside it: `dvc exp show`
+    # makes its first columns of the first metrics file's keys, in order (dvc.yaml).
+    write_json(metrics_file, {k: metrics[k] for k in VAL_METRIC_NAMES}, sort_keys=False)
+    stats = {k: v for k, v in metrics.items() if k not in VAL_METRIC_NAMES}
+    write_json(Path(metrics_file).with_name(TRAIN_STATS_FILE.name), stats)
     run = mlflow.active_run()
     model_uri, model_id = log_model(trained, model_dir, run.info.run_id)
     mlflow.set_tag(store.MODEL_URI_TAG, model_uri)

@@ -58,7 +58,8 @@ def test_clean_removes_only_regenerated_untracked_files(tmp_path):
     repro; git add ...`, make clean leaves every tracked file and the downloads alone."""
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
-    committed = ["reports/metrics.json", "reports/train_metrics.json", "reports/plots/kept.csv"]
+    committed = ["reports/metrics.json", "reports/train_metrics.json", "reports/train_stats.json"]
+    committed.append("reports/plots/kept.csv")
     regenerated = [
         "data/ingested/train.parquet",
         "data/validated.json",
