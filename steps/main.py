@@ -119,7 +119,8 @@ def run(params_file: str, overrides: dict[str, dict[str, str]]) -> dict[str, str
     hints.pass_down()  # the stages run under `mlflow run`, but their hints speak main's caller
     children = {}
     with lock.hold("main"), store.stage_run("main"):
-        for stage in chain.PIPELINE:
+        for number, stage in enumerate(chain.PIPELINE, start=1):
+            log.info("[%d/%d] %s", number, len(chain.PIPELINE), stage)
             parameters = {"params": params_file, **overrides.get(stage, {})}
             children[stage] = chain.run_entry_point(stage, parameters)
         roll_up(children)
