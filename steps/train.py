@@ -23,6 +23,7 @@ train split is then read only if its bytes are those validation passed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -281,6 +282,10 @@ def run(
         cfg,
         where=str(Path(ingested_dir) / UNLABELED_FILE_NAME),
     )
+    if cfg.val_split == "grouped" and movies is None:
+        # What was used is what the run, the main run and the model card then say.
+        log.info("val_split random: the reviews have no movie key to group them by")
+        cfg = dataclasses.replace(cfg, val_split="random")
     store.log_config(cfg)
     mlflow.set_tags({store.DATA_TAG: manifest.content_sha256, store.SOURCE_TAG: manifest.source})
     mlflow.log_input(dataset.as_mlflow_dataset(frame, manifest, "train", ingested_dir), "train")

@@ -76,7 +76,8 @@ def test_each_registration_is_a_new_version_with_a_model_card_and_few_tags(local
     }
     assert version.run_id == trained.run_id
     card = version.description
-    assert f"Trained by run `{trained.run_id}` ({trained.model_uri})" in card
+    assert card.startswith(f"Trained by run `{trained.run_id}` ({trained.model_uri})")
+    assert not MlflowClient().get_registered_model(NAME).description.startswith("<!--")
     assert f"manifest `{DATA}` from `https://example.org/a.tar.gz`" in card
     assert "| accuracy | 0.912346 |" in card and "| n_reviews | 5000 |" in card
     assert "**Behavioural checks: passed** (directional 100%, invariance 90%)" in card
@@ -113,8 +114,8 @@ def test_a_report_for_another_model_is_refused_and_nothing_registered(local_stor
     with pytest.raises(
         StageError,
         match="the evaluation report is for models:/m-some-older-model, not the trained model"
-        rf" {chosen.model_uri}: run evaluate on it first \(mlflow run . -e evaluate -P"
-        rf" run_id={chosen.run_id}\)",
+        rf" {chosen.model_uri}: run evaluate on it first \(python -m steps.evaluate"
+        rf" --run_id {chosen.run_id}\)",
     ):
         register.register(NAME, chosen, stale)
     assert MlflowClient().search_model_versions(f"name = '{NAME}'") == []

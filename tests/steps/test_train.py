@@ -100,6 +100,14 @@ def test_train_run_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, 
     data = MlflowClient().get_run(run.info.run_id).data
     assert data.params["C"] == str(cfg.C)
     assert data.params["ngram_range"] == ",".join(map(str, cfg.ngram_range))
+    # no movie key in these reviews: the split used, and logged, is random whatever was asked
+    assert (cfg.val_split, data.params["val_split"], data.metrics["val_grouped"]) == (
+        "grouped", "random", 0.0,
+    )  # fmt: skip
+    # the headline in the metrics file, in order (dvc exp show's columns); the rest beside it
+    assert list(json.loads(paths["metrics_file"].read_text())) == list(train.VAL_METRIC_NAMES)
+    stats = json.loads((paths["metrics_file"].parent / "train_stats.json").read_text())
+    assert {"train_seconds", "model_size_mb", "n_features"} <= set(stats)
     assert {"val_accuracy", "val_f1", "val_roc_auc", "val_log_loss", "train_seconds",
             "model_size_mb"} <= set(data.metrics)  # fmt: skip
     manifest = dataset.read_manifest(ingested)
@@ -253,7 +261,7 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
         models[use] = (paths["model_dir"], logged.data)
     (model_dir, data), (plain_dir, plain_data) = models.values()
     assert data.metrics["unlabeled_reviews"] == 300 and plain_data.metrics["unlabeled_reviews"] == 0
-    assert data.metrics["val_grouped"] == 1.0
+    assert data.metrics["val_grouped"] == 1.0 and data.params["val_split"] == "grouped"
     assert data.params["unlabeled"] == "self_training"
     # the same features, signature and output; only the classifiers' weights differ
     assert data.metrics["n_features"] == plain_data.metrics["n_features"]
