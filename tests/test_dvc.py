@@ -295,6 +295,8 @@ def test_metrics_are_numbers_and_plots_are_what_evaluate_wrote(pipeline):
     assert "models:/" not in table and "run_id" not in table
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline.repo, pipeline.env).stdout)
     assert set(plots["data"]) == set(declared(stages["evaluate"], "plots"))
+    # each curve once: drawn from its CSV, its PNG twin is an output, not a plot
+    assert [name for name in plots["data"] if name.endswith(".png")] == []
     for name in ("roc.csv", "precision_recall.csv", "predictions.csv"):
         assert f"reports/plots/{name}" in plots["data"]
     # `dvc plots show` writes dvc_plots/index.html: generated, and ignored by git.
