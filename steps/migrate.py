@@ -208,7 +208,7 @@ def _command(params: Params, cfg: MigrateConfig, args: argparse.Namespace) -> No
             f"migrate needs the version to re-log: {hints.command('migrate', {'version': 'N'})}"
         )
     with lock.hold("migrate"), store.stage_run("migrate"):
-        store.log_config(cfg, prefix="migrate.")
+        store.log_config(cfg)
         mlflow.log_param("version", args.version)
         migrated = run(cfg, model_name, args.version)
     print(migrated.summary())

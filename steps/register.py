@@ -167,7 +167,7 @@ def _is_number(value: Any) -> bool:
 def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
     model = runs.choose(args.run_id, args.model_uri)
     with lock.hold("register"), store.stage_run("register"):
-        store.log_config(cfg, prefix="register.")
+        store.log_config(cfg)
         version, report = run(cfg, model)
         mlflow.set_tags(
             {

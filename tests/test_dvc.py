@@ -414,8 +414,10 @@ def exp_params_and_metrics(repo: Path, env: dict[str, str]) -> tuple[dict, dict[
 def test_a_queued_sweep_runs_each_value_and_exp_show_compares_it_with_the_commit(pipeline):
     """The README's sweep: `dvc exp run --queue -S train.C=...` per value, `dvc queue start`;
     each runs in its own temporary workspace, and `dvc exp show` lists each value's metrics next
-    to the committed baseline's."""
-    repo, env = pipeline.repo, pipeline.env
+    to the committed baseline's. With the default store, each run lands in the checkout's
+    mlflow.db (not the temporary copy's), tagged with its experiment's name and baseline."""
+    repo = pipeline.repo
+    env = {k: v for k, v in pipeline.env.items() if k != "MLFLOW_TRACKING_URI"}
     names = []
     for value in SWEEP:
         queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.C={value}"], repo, env)
@@ -433,6 +435,14 @@ def test_a_queued_sweep_runs_each_value_and_exp_show_compares_it_with_the_commit
     for value in SWEEP:
         assert by_c[float(value)]["reports/metrics.json"]["data"]["accuracy"] > 0.5
     assert run(["git", "status", "--porcelain"], repo, env).stdout == ""  # workspace untouched
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("imdb-sentiment")
+    trained = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+    baseline = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    assert sorted((r.data.params["C"], r.data.tags["dvc.exp_name"]) for r in trained) == sorted(
+        zip(SWEEP, names, strict=True)
+    )
+    assert {r.data.tags["dvc.baseline_rev"] for r in trained} == {baseline}
 
 
 @pytest.mark.slow

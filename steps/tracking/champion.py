@@ -2,10 +2,10 @@
 
 The aliases are the only state, and setting `champion` by hand (MLflow UI, `MlflowClient`) is as
 valid as promote doing it. MLflow keeps no history of an alias, so the tools remember the champion
-they last saw as a tag on the registered model (`champion.recorded`). When `champion` is found
-elsewhere (`notice`: promote, rollback and `make models` call it first), it was moved by hand: the
-recorded version, which served before, becomes `previous` (so `make rollback` returns to it), and
-both versions' cards say what happened.
+they last saw as a tag on the registered model (`bookkeeping.last_seen_champion`). When
+`champion` is found elsewhere (`notice`: promote, rollback and `make models` call it first), it
+was moved by hand: the recorded version, which served before, becomes `previous` (so `make
+rollback` returns to it), and both versions' cards say what happened.
 """
 
 from __future__ import annotations
@@ -67,7 +67,12 @@ def notice(name: str, by: str, client: MlflowClient | None = None) -> HandMove |
         return None
     current = (model.aliases or {}).get(registry.CHAMPION_ALIAS)
     current = str(current) if current is not None else None
-    tags = model.tags or {}
+    tags = dict(model.tags or {})
+    if (legacy := tags.pop(registry.LEGACY_RECORDED_CHAMPION_TAG, None)) is not None:
+        if registry.RECORDED_CHAMPION_TAG not in tags:  # recorded by older code: moved
+            tags[registry.RECORDED_CHAMPION_TAG] = legacy
+            record(name, legacy or None, client)
+        registry.delete_model_tag(name, registry.LEGACY_RECORDED_CHAMPION_TAG, client)
     if registry.RECORDED_CHAMPION_TAG not in tags:
         if current is not None:
             record(name, current, client)

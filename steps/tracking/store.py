@@ -363,8 +363,9 @@ def log_model_metrics(metrics: Mapping[str, float], model_id: str | None, datase
         mlflow.log_metrics(dict(metrics), model_id=model_id, dataset=dataset)
 
 
-def log_config(cfg: Any, prefix: str = "") -> None:
-    """Log a stage config's fields as run params.
+def log_config(cfg: Any) -> None:
+    """Log a stage config's fields as run params, by the keys a user types (`C`, `min_gain`,
+    `-P key=value`), every stage alike; a nested section's as `section.field`.
 
     Keys already on the run are left alone: `mlflow run -P C=.5` has logged them as given, and
     MLflow refuses to change a logged param.
@@ -372,9 +373,9 @@ def log_config(cfg: Any, prefix: str = "") -> None:
     values = {}
     for key, value in dataclasses.asdict(cfg).items():
         if isinstance(value, dict):  # a nested section: its fields as section.field
-            values.update({f"{prefix}{key}.{k}": v for k, v in value.items()})
+            values.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            values[f"{prefix}{key}"] = value
+            values[key] = value
     log_params(values)
 
 

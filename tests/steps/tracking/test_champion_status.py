@@ -71,3 +71,42 @@ def test_rollback_with_nothing_to_go_back_to_suggests_make_promote(refused, monk
     with pytest.raises(StageError) as raised:
         champion.roll_back(NAME, by="rollback")
     assert str(raised.value).endswith("(promote a version by hand instead: make promote VERSION=N)")
+
+
+def test_a_champion_recorded_under_the_old_tag_name_is_moved_and_still_noticed(refused):
+    """Registries written before the bookkeeping tag was renamed keep their memory."""
+    refused.create_model_version(NAME, source="file:///elsewhere")
+    refused.set_registered_model_alias(NAME, "champion", "1")
+    refused.set_registered_model_tag(NAME, "champion.recorded", "1")
+    refused.set_registered_model_alias(NAME, "champion", "2")  # by hand, in the UI
+    move = champion.notice(NAME, by="models")
+    assert move == champion.HandMove(champion="2", before="1")
+    tags = refused.get_registered_model(NAME).tags
+    assert tags == {"bookkeeping.last_seen_champion": "2"}
+    aliases = refused.get_registered_model(NAME).aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"champion": "2", "previous": "1"}
+
+
+@pytest.mark.parametrize(
+    ("legacy", "new", "before"),
+    [
+        ("1", None, None),  # only the old name, naming the champion: moved, nothing noticed
+        ("2", None, "2"),  # only the old name, another version: moved, the hand move noticed
+        ("", None, None),  # the old name recording "no champion": moved, nothing to go back to
+        ("2", "1", None),  # both (an older tool ran after a newer one): the new name wins
+    ],
+)
+def test_the_old_tag_name_is_read_once_and_removed(refused, legacy, new, before):
+    refused.create_model_version(NAME, source="file:///elsewhere")
+    refused.set_registered_model_alias(NAME, "champion", "1")
+    refused.set_registered_model_tag(NAME, "champion.recorded", legacy)
+    if new is not None:
+        refused.set_registered_model_tag(NAME, registry.RECORDED_CHAMPION_TAG, new)
+    move = champion.notice(NAME, by="models")
+    assert move == (champion.HandMove(champion="1", before=before) if before else None)
+    model = refused.get_registered_model(NAME)
+    assert model.tags == {"bookkeeping.last_seen_champion": "1"}
+    assert {k: str(v) for k, v in model.aliases.items()} == (
+        {"champion": "1", "previous": before} if before else {"champion": "1"}
+    )
+    assert champion.notice(NAME, by="models") is None  # read once: nothing left to move
