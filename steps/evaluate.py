@@ -2,7 +2,7 @@
 
     python -m steps.evaluate                  (mlflow run . -e evaluate; the stage after train)
     python -m steps.evaluate --run_id RUN     (-P run_id=RUN: the model a train run logged)
-    python -m steps.evaluate --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/model)
+    python -m steps.evaluate --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/<model name>)
 
 By default the model train saved in models/model (loaded as MLflow loads it anywhere); with
 --run_id or --model_uri, the one chosen (e.g. after `make compare`). Writes:

@@ -85,7 +85,7 @@ def run(cfg: MigrateConfig, model_name: str, version: str) -> Migrated:
         pipeline = _pickled_pipeline(local, what)
         profile = _profile(local)
     reviews = _comparison_reviews(old, what)
-    info = packaging.log_model(pipeline, name="model", profile=profile)
+    info = packaging.log_model(pipeline, name=model_name, profile=profile)  # as train names it
     mlflow.set_tags({registry.MIGRATED_FROM_TAG: old.version, "migrated_from_uri": uri})
     with _pickles_allowed():  # the old version loads in its own process, as it was logged
         before, after = scoring.score_models(

@@ -2,7 +2,7 @@
 
     python -m steps.register                  (mlflow run . -e register; the stage after evaluate)
     python -m steps.register --run_id RUN     (-P run_id=RUN: the model a train run logged)
-    python -m steps.register --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/model)
+    python -m steps.register --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/<model name>)
 
 By default the model train saved in models/; with --run_id or --model_uri, the one chosen (after
 `make compare`), which must have been evaluated the same way first (`-e evaluate -P run_id=RUN`):

@@ -116,7 +116,7 @@ def add_model_choice(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     choice.add_argument(
         "--model_uri", "--model-uri", dest="model_uri", default=None, metavar="URI",
-        help="a logged model: models:/<model id> (m-...) or runs:/<train run id>/model",
+        help="a logged model: models:/<model id> (m-...) or runs:/<train run id>/<model name>",
     )  # fmt: skip
 
 

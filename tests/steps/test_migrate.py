@@ -78,6 +78,13 @@ def test_a_pickled_version_becomes_a_code_and_data_version_with_the_same_scores(
     )
     assert migration.data.metrics["reviews_compared"] >= 40 + len(migrate.EDGE_REVIEWS)
     assert migration.data.metrics["max_score_difference"] <= 1e-9
+    assert "max_score_difference" in migration.data.params  # as users type it, no migrate. prefix
+    logged = mlflow.search_logged_models(
+        [migration.info.experiment_id],
+        filter_string=f"source_run_id = '{migration.info.run_id}'",
+        output_format="list",
+    )
+    assert [m.name for m in logged] == [MODEL_NAME]  # named as the registered model, not `model`
     frame = pd.DataFrame({"review": REVIEWS})
     served = mlflow.pyfunc.load_model(new_uri).predict(frame)  # with pickles refused
     monkeypatch.setenv(PICKLE_GUARD, "true")

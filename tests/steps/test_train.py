@@ -142,7 +142,8 @@ def test_cli_runs_ingest_and_validate_first_when_data_is_missing(
 
     monkeypatch.setattr(chain, "run_entry_point", data_stage)
     params = tmp_path / "params.yaml"
-    params.write_text((REPO_ROOT / "params.yaml").read_text())
+    text = (REPO_ROOT / "params.yaml").read_text()
+    params.write_text(text.replace("model_name: imdb-sentiment ", "model_name: my-reviews "))
     assert train.main(["--params", str(params), "--C", "0.5"]) == 0
     assert [c[0] for c in calls] == ["ingest", "validate"]
     assert all(c[1] == {"params": str(params)} for c in calls)
@@ -150,6 +151,8 @@ def test_cli_runs_ingest_and_validate_first_when_data_is_missing(
     assert {c[2] for c in calls} == {info["run_id"]}  # inside train's run: they become children
     assert MlflowClient().get_run(info["run_id"]).data.params["C"] == "0.5"
     assert (MODEL_DIR / "MLmodel").is_file()
+    # the logged model is named after the registered model it becomes a version of
+    assert MlflowClient().get_logged_model(info["model_id"]).name == "my-reviews"
 
 
 def test_cli_bad_parameter_is_one_error_line(tmp_path, tracking_uri, capsys, forget_experiment):
