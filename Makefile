@@ -6,6 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCE ?=
+# P="key=value ...": any params.yaml key of the target's stage(s), for one run (`make run
+# P="min_rows=300 C=0.5"`; a key two stages share as stage.key; no spaces inside a value).
+# `main --check` and every stage refuse a bad one in one line, as for -P and --flags.
+P ?=
+P_FLAGS = $(foreach kv,$(P),'--$(kv)')
+P_MLFLOW = $(foreach kv,$(P),-P '$(kv)')
+# Hints in errors speak make's words (OVERWRITE=1, make promote VERSION=N): steps/stage/hints.py.
+export IMDB_CALLER := make
 
 # The interpreter .venv is built with: `make install PYTHON=python3.13` (default python3). Given
 # explicitly, a .venv of another Python is rebuilt; without it, a working .venv is kept. A .venv
@@ -59,10 +67,11 @@ $(SPARK_STAMP): $(STAMP)
 
 install-spark: $(SPARK_STAMP) ## add the optional Spark extra (pyspark) for `make score ENGINE=spark`; needs Java 17+
 
-run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri for other data
+run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri, P="min_rows=300 C=0.5"
 	@# Checked first: `mlflow run` logs every -P value before any project code runs.
-	@$(PY) -m steps.main --check $(if $(SOURCE),--source '$(SOURCE)')
-	$(WITH_TRACKING) mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)')
+	@$(PY) -m steps.main --check $(if $(SOURCE),--source '$(SOURCE)') $(P_FLAGS)
+	$(WITH_TRACKING) mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)') \
+		$(P_MLFLOW)
 
 test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb)
 	$(PY) -m pytest
@@ -85,17 +94,28 @@ bench: $(STAMP) ## benchmarks: print tables of speed, memory and accuracy (with 
 	@echo "# make bench: $$(date -u '+%Y-%m-%d %H:%M UTC'), $$(nproc) cores ($$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $$(free -g | awk '/^Mem/ {print $$2}') GiB, load $$(cut -d' ' -f1-3 /proc/loadavg), commit $$(git rev-parse --short HEAD 2>/dev/null || echo none)"
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-clean: ## remove pipeline outputs (data/ingested, reports, models); keeps downloads and mlflow.db
-	rm -rf data/ingested data/validated.json reports models
+# What the pipeline regenerates (steps/stage/paths.py). reports/{train_,}metrics.json are not here:
+# DVC keeps them in git (cache: false), so no `dvc checkout` brings them back.
+CLEANED := data/ingested data/validated.json models reports/validation reports/plots \
+	reports/misclassified.csv reports/analysis_sample.json reports/behavioural.json \
+	reports/evaluation.json reports/monitor
+
+clean: ## remove what the pipeline regenerates (data/ingested, models, reports/...) that git does not track; keeps downloads, mlflow.db, metrics files
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git ls-files -z --others -- $(CLEANED) | xargs -0 -r rm -f --; \
+		find $(CLEANED) -depth -type d -empty -delete 2>/dev/null || true; \
+	else rm -rf $(CLEANED); fi
 
 .PHONY: deploy deploy-plan deploy-rollback monitoring-files
 IMAGE ?=
 
 deploy: $(STAMP) ## roll the registry's champion out blue/green (k8s/); IMAGE=... skips the build
-	$(PY) -m steps.deploy $(if $(IMAGE),--image '$(IMAGE)')
+	@$(PY) -m steps.models --champion >/dev/null
+	$(PY) -m steps.deploy $(if $(IMAGE),--image '$(IMAGE)') $(P_FLAGS)
 
 deploy-plan: $(STAMP) ## print what `make deploy` would do, touching nothing
-	$(PY) -m steps.deploy --dry-run $(if $(IMAGE),--image '$(IMAGE)')
+	@$(PY) -m steps.models --champion >/dev/null
+	$(PY) -m steps.deploy --dry-run $(if $(IMAGE),--image '$(IMAGE)') $(P_FLAGS)
 
 deploy-rollback: $(STAMP) ## switch the live Service back to the other slot, at once
 	$(PY) -m steps.deploy --rollback
@@ -127,6 +147,7 @@ MODEL_NAME = $(shell $(PY) -c 'from steps.stage.config import load_params; print
 DOCKER_DIR ?= build/docker
 
 serve: $(STAMP) ## serve models:/<name>@champion on 127.0.0.1 (PORT=5001, WORKERS=1, METRICS_PORT=)
+	@# No champion (or one this environment cannot load): one line saying how to make one.
 	@$(REFUSE_PICKLES) $(PY) -m steps.models --servable >/dev/null
 	$(WITH_TRACKING) $(if $(METRICS_PORT),$(MONITORING_ENV)) $(REFUSE_PICKLES) \
 	IMDB_MAX_CALL_CHARS=$(MAX_CALL_CHARS) IMDB_MAX_REVIEW_CHARS=$(MAX_REVIEW_CHARS) \
@@ -138,7 +159,7 @@ models: $(STAMP) ## list the registered versions: aliases, promotion decisions, 
 	$(PY) -m steps.models
 
 promote: $(STAMP) ## latest version vs @champion (promote.* in params.yaml); VERSION=N by hand
-	$(PY) -m steps.promote $(if $(VERSION),--version '$(VERSION)')
+	$(PY) -m steps.promote $(if $(VERSION),--version '$(VERSION)') $(P_FLAGS)
 
 rollback: $(STAMP) ## move @champion back to @previous
 	$(PY) -m steps.promote --rollback
@@ -147,12 +168,14 @@ migrate: $(STAMP) ## re-log VERSION=N, logged as pickles, as code and data (a ne
 	$(PY) -m steps.migrate --version '$(VERSION)'
 
 dockerfile: $(STAMP) ## write the serving image's Dockerfile + bundled @champion to DOCKER_DIR
+	@$(PY) -m steps.models --champion >/dev/null
 	$(WITH_TRACKING) mlflow models generate-dockerfile -m 'models:/$(MODEL_NAME)@champion' \
 		--env-manager local \
 		-d $(DOCKER_DIR)
 
 image: $(STAMP) ## build imdb-sentiment:<champion version> with mlflow models build-docker (Docker engine)
-	$(PY) -m steps.image
+	@$(PY) -m steps.models --champion >/dev/null
+	$(PY) -m steps.image $(P_FLAGS)
 
 base-image: $(STAMP) ## pull python:<this Python>-slim, or build a stand-in from Debian packages (no Docker Hub)
 	$(PY) -m steps.image --base-only
@@ -160,23 +183,35 @@ base-image: $(STAMP) ## pull python:<this Python>-slim, or build a stand-in from
 deployer-image: $(STAMP) ## build the deployer's image (k8s/deployer/Dockerfile) on the same base
 	$(PY) -m steps.image --deployer
 
+.PHONY: ui
+UI_PORT ?= 5000
+
+ui: $(STAMP) ## MLflow UI on the project's store (UI_PORT=5000): prints the link that opens the runs view
+	@# The link names the classic runs view: the UI otherwise reopens the GenAI view it remembers.
+	@$(WITH_TRACKING) echo "runs: $$($(PY) -m steps.models --ui $(UI_PORT))" && \
+	case "$$MLFLOW_TRACKING_URI" in http://*|https://*) ;; *) \
+		mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" \
+			--registry-store-uri "$$MLFLOW_REGISTRY_URI" -h 127.0.0.1 -p $(UI_PORT) ;; esac
+
 .PHONY: compare repro monitor score
 METRIC ?=
 BATCH ?=
 INPUT ?=
 OUTPUT ?=
+OVERWRITE ?=
 ENGINE ?=
 MODEL ?=
 
-score: $(STAMP) ## label + score INPUT=<source> into OUTPUT=<.parquet|.csv> (ENGINE=local|spark, MODEL=uri)
+score: $(STAMP) ## label + score INPUT=<source> into OUTPUT=<.parquet|.csv> (ENGINE=, MODEL=uri, OVERWRITE=1)
 	$(PY) -m steps.score --input '$(INPUT)' --output '$(OUTPUT)' $(if $(ENGINE),--engine '$(ENGINE)') \
-		$(if $(MODEL),--model '$(MODEL)')
+		$(if $(MODEL),--model '$(MODEL)') $(if $(filter 1 true yes,$(OVERWRITE)),--overwrite true) \
+		$(P_FLAGS)
 
 compare: $(STAMP) ## table + chart of the experiment's best runs (reports/compare.*); METRIC=val_f1
-	$(PY) -m steps.compare $(if $(METRIC),--metric '$(METRIC)')
+	$(PY) -m steps.compare $(if $(METRIC),--metric '$(METRIC)') $(P_FLAGS)
 
 monitor: $(STAMP) ## drift report of BATCH=<source> against @champion's training profile (reports/monitor/)
-	$(PY) -m steps.monitor $(if $(BATCH),--batch '$(BATCH)')
+	$(PY) -m steps.monitor $(if $(BATCH),--batch '$(BATCH)') $(P_FLAGS)
 
 repro: $(STAMP) ## dvc repro: rerun only the stages whose code, data or params changed (dvc.yaml)
 	dvc repro

@@ -174,9 +174,9 @@ def chart(comparison: Comparison):  # -> matplotlib Figure | None
     fig = Figure(figsize=(max(4.5 * len(params), 6.0), 4.2), layout="constrained")
     axes = fig.subplots(1, len(params), squeeze=False)[0]
     direction = "higher" if comparison.higher_is_better else "lower"
-    fig.suptitle(
-        f"{comparison.metric} of {len(runs)} runs ({direction} is better);"
-        f" numbered: ranks 1-{len(comparison.best)} in {COMPARE_TABLE.name}"
+    fig.suptitle(  # two short lines: one line was wider than a one-key chart and got cut
+        f"{comparison.metric} of {len(runs)} runs ({direction} is better)\n"
+        f"numbered: ranks 1-{len(comparison.best)} in {COMPARE_TABLE.name}"
     )
     rank = {run.run_id: i for i, run in enumerate(comparison.best, start=1)}
     for ax, name in zip(axes, params, strict=True):
@@ -185,16 +185,30 @@ def chart(comparison: Comparison):  # -> matplotlib Figure | None
         ys = [run.score for run in runs]
         colours = ["tab:orange" if run.run_id in rank else "tab:blue" for run in runs]
         ax.scatter(xs, ys, c=colours, alpha=0.8)
-        for x, y, run in zip(xs, ys, runs, strict=True):
-            if run.run_id in rank:
-                ax.annotate(
-                    str(rank[run.run_id]), (x, y), xytext=(4, 3), textcoords="offset points"
-                )
+        ranked = [(x, y, rank[run.run_id]) for x, y, run in zip(xs, ys, runs, strict=True)
+                  if run.run_id in rank]  # fmt: skip
+        for x, y, text in rank_labels(ranked, span=max(ys) - min(ys)):
+            ax.annotate(text, (x, y), xytext=(5, 3), textcoords="offset points")
         axis.decorate_x(ax)
         ax.set_xlabel(name)
         ax.set_ylabel(comparison.metric)
         ax.grid(alpha=0.3)
     return fig
+
+
+def rank_labels(
+    points: list[tuple[float, float, int]], span: float
+) -> list[tuple[float, float, str]]:
+    """One label per cluster of ranked dots: dots at the same x within 3% of the metric's span
+    of each other share one label ("2,5"), where one label each would overlap."""
+    labels: list[tuple[float, float, list[int]]] = []
+    for x, y, number in sorted(points, key=lambda p: (p[0], p[1])):
+        near = labels[-1] if labels else None
+        if near and near[0] == x and abs(y - near[1]) <= 0.03 * span:
+            near[2].append(number)
+        else:
+            labels.append((x, y, [number]))
+    return [(x, y, ",".join(map(str, sorted(numbers)))) for x, y, numbers in labels]
 
 
 def plot(comparison: Comparison, path: Path) -> bool:
@@ -221,7 +235,7 @@ class _Axis:
         if all(n is not None and math.isfinite(n) for n in numbers):
             low, high = min(numbers), max(numbers)
             # Regularisation strengths and feature counts are swept in orders of magnitude.
-            kind = "log" if low > 0 and high / low >= 100 else "linear"
+            kind = "log" if low > 0 and high / low >= 10 else "linear"  # a decade or more
             return cls(name, kind)
         labels = sorted({MISSING if v is None else v for v in values})
         return cls(name, "category", categories=tuple(labels))
@@ -237,7 +251,11 @@ class _Axis:
             ax.set_xticks(range(len(self.categories)), self.categories, rotation=30)
             ax.margins(x=0.25)
         elif self.kind == "log":
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_xscale("log")
+            # ticks as 1, 10, 30: not 10^0, 10^1
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def _float(value: str | None) -> float | None:

@@ -208,7 +208,7 @@ def _command(params: Params, cfg: DeployConfig, args: argparse.Namespace) -> Non
             print(kube.assumptions(), flush=True)
         return
     with store.stage_run("deploy"):
-        store.log_config(cfg, prefix="deploy.")
+        store.log_config(cfg)
         run(deployer, **options)
 
 

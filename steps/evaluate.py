@@ -2,7 +2,7 @@
 
     python -m steps.evaluate                  (mlflow run . -e evaluate; the stage after train)
     python -m steps.evaluate --run_id RUN     (-P run_id=RUN: the model a train run logged)
-    python -m steps.evaluate --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/model)
+    python -m steps.evaluate --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/<model name>)
 
 By default the model train saved in models/model (loaded as MLflow loads it anywhere); with
 --run_id or --model_uri, the one chosen (e.g. after `make compare`). Writes:
@@ -229,7 +229,11 @@ def run(
         ", ".join(f"{k} {v:.0%}" for k, v in checks.pass_rates.items()),
     )
     check_metrics = checks.metrics()
-    numbers = {**metrics, **{k: v for k, v in check_metrics.items() if k != CHECKS_PASSED_KEY}}
+    numbers = {  # test accuracy first: after the val_* headline in `dvc exp show`'s columns
+        ACCURACY: metrics[ACCURACY],
+        **dict(sorted(metrics.items())),
+        **{k: v for k, v in sorted(check_metrics.items()) if k != CHECKS_PASSED_KEY},
+    }
     record = {
         CHECKS_PASSED_KEY: checks.passed,
         "model_uri": model.model_uri,
@@ -242,7 +246,7 @@ def run(
         write_csv(worst_misclassified(frame, scores, cfg.worst_examples), Path(misclassified_file))
     )
     write_json(behavioural_file, checks.to_dict())
-    write_json(metrics_file, numbers)
+    write_json(metrics_file, numbers, sort_keys=False)
     write_json(evaluation_file, record)
     written += [Path(behavioural_file), Path(metrics_file), Path(evaluation_file)]
     if cfg.analysis_sample > 0:

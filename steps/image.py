@@ -21,8 +21,8 @@ import sys
 from steps.entry import cli
 from steps.rollout import base_image, docker, image
 from steps.stage.config import ImageConfig, Params
-from steps.stage.errors import ConfigError, StageError
-from steps.tracking import registry
+from steps.stage.errors import ConfigError
+from steps.tracking import champion, registry
 
 
 def run(
@@ -43,14 +43,9 @@ def run(
     if deployer:
         return image.build_deployer_image(tag or cfg.deployer_tag, cfg)
     if model_uri is None:
-        champion = registry.version_by_alias(model_name, registry.CHAMPION_ALIAS)
-        if champion is None:
-            raise StageError(
-                f"registered model {model_name!r} has no @{registry.CHAMPION_ALIAS}: promote a"
-                " version first (make promote), or give --model-uri and --tag"
-            )
-        model_uri = registry.model_uri(model_name, champion.version)
-        tag = tag or f"{model_name}:{champion.version}"
+        current = champion.serving(model_name)  # none: one line with the command making one
+        model_uri = registry.model_uri(model_name, current.version)
+        tag = tag or f"{model_name}:{current.version}"
     return image.build_serving_image(model_uri, tag, cfg)
 
 

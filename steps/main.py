@@ -25,14 +25,14 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from steps.entry import cli
-from steps.stage import chain, lock
+from steps.stage import chain, hints, lock
 from steps.stage.coercion import override, unknown_key
 from steps.stage.config import Params, TrainConfig, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.schema import flat_fields, section_fields
 from steps.stage.secrets import find_password, shown
-from steps.tracking import registry, store
+from steps.tracking import champion, registry, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
     qualified (`train.seed`); a nested section's keys carry their dots (`spark.master`)."""
     keys = {stage: flat_fields(section_fields(Params)[stage]) for stage in chain.PIPELINE}
     routed: dict[str, dict[str, str]] = {}
+    # `--key=value` (make's P="key=value") is the pair `--key value`.
+    pairs = [part for arg in pairs for part in _split_pair(arg)]
     if len(pairs) % 2:
         raise ConfigError(f"main parameters: {pairs[-1]!r} has no value")
     for flag, value in zip(pairs[::2], pairs[1::2], strict=True):
@@ -66,6 +68,12 @@ def route_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
             raise ConfigError(f"main parameters: {key!r} is ambiguous, use {choices}")
         routed.setdefault(owners[0], {})[key] = value
     return routed
+
+
+def _split_pair(arg: str) -> list[str]:
+    if arg.startswith("--") and "=" in arg:
+        return arg.split("=", 1)
+    return [arg]
 
 
 def _unknown(key: str, keys: Mapping[str, Mapping[str, object]]) -> str:
@@ -108,9 +116,11 @@ def run(params_file: str, overrides: dict[str, dict[str, str]]) -> dict[str, str
     """Run every stage of the pipeline in order under one parent run, then give the parent run
     the figures one row of a comparison needs; returns the child run id of each stage."""
     check(params_file, overrides)
+    hints.pass_down()  # the stages run under `mlflow run`, but their hints speak main's caller
     children = {}
     with lock.hold("main"), store.stage_run("main"):
-        for stage in chain.PIPELINE:
+        for number, stage in enumerate(chain.PIPELINE, start=1):
+            log.info("[%d/%d] %s", number, len(chain.PIPELINE), stage)
             parameters = {"params": params_file, **overrides.get(stage, {})}
             children[stage] = chain.run_entry_point(stage, parameters)
         roll_up(children)
@@ -178,8 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"main: {args.params} and the overrides are fine")
             return 0
-        store.configure()
+        experiment_id = store.configure()
         run(args.params, overrides)
+        params = load_params(args.params)
+        print(f"runs: {runs.ui_link(mlflow.get_tracking_uri(), experiment_id)} (make ui)")
+        # The last line says what serves, or the exact command that promotes by hand.
+        print(champion.status(params.register.model_name))
     except StageError as exc:
         cli.report("main", exc)
         return 1

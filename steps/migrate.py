@@ -37,7 +37,7 @@ from pyfunc import packaging
 from pyfunc.contract import PIPELINE_ARTIFACT, PROFILE_ARTIFACT
 from steps.entry import cli
 from steps.measure import behavioural, sample, scoring
-from steps.stage import lock
+from steps.stage import hints, lock
 from steps.stage.config import MigrateConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.tracking import cards, loading, registry, store
@@ -85,7 +85,7 @@ def run(cfg: MigrateConfig, model_name: str, version: str) -> Migrated:
         pipeline = _pickled_pipeline(local, what)
         profile = _profile(local)
     reviews = _comparison_reviews(old, what)
-    info = packaging.log_model(pipeline, name="model", profile=profile)
+    info = packaging.log_model(pipeline, name=model_name, profile=profile)  # as train names it
     mlflow.set_tags({registry.MIGRATED_FROM_TAG: old.version, "migrated_from_uri": uri})
     with _pickles_allowed():  # the old version loads in its own process, as it was logged
         before, after = scoring.score_models(
@@ -205,10 +205,10 @@ def _command(params: Params, cfg: MigrateConfig, args: argparse.Namespace) -> No
     model_name = params.register.model_name
     if not (args.version or "").strip():  # checked here, after the parameters: they come first
         raise StageError(
-            "migrate needs the version to re-log: --version N (make migrate VERSION=N)"
+            f"migrate needs the version to re-log: {hints.command('migrate', {'version': 'N'})}"
         )
     with lock.hold("migrate"), store.stage_run("migrate"):
-        store.log_config(cfg, prefix="migrate.")
+        store.log_config(cfg)
         mlflow.log_param("version", args.version)
         migrated = run(cfg, model_name, args.version)
     print(migrated.summary())

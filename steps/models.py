@@ -4,6 +4,7 @@
     python -m steps.models --champion   # only the champion's version number (for scripts)
     python -m steps.models --exports    # `export` lines for MLflow's own CLI (make serve, make run)
     python -m steps.models --servable   # the champion's version, or one line if it cannot load here
+    python -m steps.models --ui 5000    # the link to the runs view of `make ui`'s MLflow UI
 
 `mlflow run . -e models` prints the table. The table and --champion first record a champion set
 by hand since the tools last looked (steps/tracking/champion.py), so `make rollback` can return
@@ -26,9 +27,8 @@ from mlflow.environment_variables import MLFLOW_EXPERIMENT_ID
 
 from steps.entry import cli
 from steps.stage.config import Params, RegisterConfig
-from steps.stage.errors import StageError
 from steps.stage.secrets import shown
-from steps.tracking import champion, loading, registry, store
+from steps.tracking import champion, loading, registry, runs, store
 
 
 def run(cfg: RegisterConfig, champion_only: bool = False, servable: bool = False) -> str:
@@ -40,9 +40,7 @@ def run(cfg: RegisterConfig, champion_only: bool = False, servable: bool = False
     champion.notice(cfg.model_name, by="models")
     if not (champion_only or servable):
         return registry.describe(cfg.model_name)
-    current = registry.version_by_alias(cfg.model_name, registry.CHAMPION_ALIAS)
-    if current is None:
-        raise StageError(f"{cfg.model_name} has no @{registry.CHAMPION_ALIAS}: run promote first")
+    current = champion.serving(cfg.model_name)
     if servable:
         uri = registry.model_uri(cfg.model_name, current.version)
         what = f"{cfg.model_name} version {current.version} (@{registry.CHAMPION_ALIAS})"
@@ -60,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shell `export` lines that point MLflow's own CLI at this store and registry",
     )
     what.add_argument(
+        "--ui", type=int, default=None, metavar="PORT",
+        help="the link that opens the experiment's runs view in `make ui`'s MLflow UI on PORT",
+    )  # fmt: skip
+    what.add_argument(
         "--servable", action="store_true",
         help="the champion's version number, or one line if it cannot load here (make serve)",
     )  # fmt: skip
@@ -68,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
     if args.exports:
         print(store.shell_exports(os.environ))
+        return
+    if args.ui is not None:
+        # cli.main has called store.configure(), whose set_experiment exports the id.
+        print(runs.ui_link(mlflow.get_tracking_uri(), MLFLOW_EXPERIMENT_ID.get(), args.ui))
         return
     if not (args.champion or args.servable):
         # cli.main has called store.configure(), whose set_experiment exports the id.

@@ -37,6 +37,7 @@ from steps.monitoring import drift, quality
 from steps.monitoring.profile import read_profile
 from steps.monitoring.report import write_report
 from steps.monitoring.text import lengths
+from steps.stage import hints
 from steps.stage.config import IngestConfig, MonitorConfig, Params
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import DOWNLOAD_DIR, MONITOR_HTML_NAME, MONITOR_REPORT_DIR
@@ -72,7 +73,10 @@ class Monitored:
 def read_batch(source: str, ingest: IngestConfig, download_dir: Path) -> pd.DataFrame:
     """The batch's reviews (and labels, when it has them) from any source ingest accepts."""
     if not source.strip():
-        raise StageError("monitor.batch is empty: give the reviews, e.g. -P batch=data/recent.csv")
+        raise StageError(
+            "monitor.batch is empty: give the reviews, e.g."
+            f" {hints.setting('batch', 'data/recent.csv')}"
+        )
     # ingest.sha256 pins ingest's own download; a batch is another file.
     cfg = dataclasses.replace(ingest, source=source, sha256="")
     loaded = sources.load(cfg, download_dir, labels=sources.Labels.OPTIONAL)

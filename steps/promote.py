@@ -323,7 +323,7 @@ def _command(params: Params, cfg: PromoteConfig, args: argparse.Namespace) -> No
     model_name = params.register.model_name
     version = args.version.strip() if args.version and args.version.strip() else None
     with lock.hold("promote"), store.stage_run("rollback" if args.rollback else "promote"):
-        store.log_config(cfg, prefix="promote.")
+        store.log_config(cfg)
         outcome = run(cfg, model_name, version, rollback_to_previous=args.rollback)
         if isinstance(outcome, Rollback):
             mlflow.set_tags({RESTORED_TAG: outcome.restored, DEMOTED_TAG: outcome.demoted})

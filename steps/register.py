@@ -2,7 +2,7 @@
 
     python -m steps.register                  (mlflow run . -e register; the stage after evaluate)
     python -m steps.register --run_id RUN     (-P run_id=RUN: the model a train run logged)
-    python -m steps.register --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/model)
+    python -m steps.register --model_uri URI  (-P model_uri=models:/m-... or runs:/RUN/<model name>)
 
 By default the model train saved in models/; with --run_id or --model_uri, the one chosen (after
 `make compare`), which must have been evaluated the same way first (`-e evaluate -P run_id=RUN`):
@@ -32,7 +32,7 @@ from steps.data import dataset
 from steps.entry import cli
 from steps.measure import behavioural
 from steps.measure.metrics import ACCURACY
-from steps.stage import lock
+from steps.stage import hints, lock
 from steps.stage.config import Params, RegisterConfig, TrainConfig
 from steps.stage.errors import StageError
 from steps.stage.files import read_json
@@ -93,7 +93,7 @@ def register(
         rerun = (
             "run the evaluate stage again"
             if model.location != model.model_uri
-            else f"run evaluate on it first (mlflow run . -e evaluate -P run_id={model.run_id})"
+            else f"run evaluate on it first ({hints.command('evaluate', {'run_id': model.run_id})})"
         )
         raise StageError(
             f"the evaluation report is for {report.model_uri}, not the trained model"
@@ -167,7 +167,7 @@ def _is_number(value: Any) -> bool:
 def _command(params: Params, cfg: RegisterConfig, args: argparse.Namespace) -> None:
     model = runs.choose(args.run_id, args.model_uri)
     with lock.hold("register"), store.stage_run("register"):
-        store.log_config(cfg, prefix="register.")
+        store.log_config(cfg)
         version, report = run(cfg, model)
         mlflow.set_tags(
             {

@@ -25,6 +25,7 @@ train split is then read only if its bytes are those validation passed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
@@ -57,6 +58,7 @@ from steps.stage.paths import (
     INGESTED_DIR,
     MODEL_DIR,
     TRAIN_METRICS_FILE,
+    TRAIN_STATS_FILE,
     TRAINED_MODEL_INFO_FILE,
     UNLABELED_FILE_NAME,
     VALIDATED_MARKER,
@@ -65,7 +67,9 @@ from steps.tracking import store
 
 log = logging.getLogger(__name__)
 
-MODEL_ARTIFACT_PATH = "model"  # the logged model's name in its run
+# The logged model is named after the registered model (register.model_name; the entry point
+# passes params.yaml's), so the run's Models tab says what it is; runs before were "model".
+DEFAULT_MODEL_NAME = store.PROJECT_NAME
 VAL_METRICS = (ACCURACY, F1, ROC_AUC, LOG_LOSS)  # logged as val_<name>
 VAL_METRIC_NAMES = tuple(f"val_{name}" for name in VAL_METRICS)
 
@@ -297,6 +301,7 @@ def run(
     info_file: Path = TRAINED_MODEL_INFO_FILE,
     metrics_file: Path = TRAIN_METRICS_FILE,
     marker: Path = VALIDATED_MARKER,
+    model_name: str = DEFAULT_MODEL_NAME,
 ) -> dict[str, Any]:
     """The whole stage inside the active MLflow run; returns what it wrote to `info_file`.
 
@@ -314,6 +319,10 @@ def run(
         cfg,
         where=str(Path(ingested_dir) / UNLABELED_FILE_NAME),
     )
+    if cfg.val_split == "grouped" and movies is None:
+        # What was used is what the run, the main run and the model card then say.
+        log.info("val_split random: the reviews have no movie key to group them by")
+        cfg = dataclasses.replace(cfg, val_split="random")
     store.log_config(cfg)
     mlflow.set_tags({store.DATA_TAG: manifest.content_sha256, store.SOURCE_TAG: manifest.source})
     mlflow.log_input(dataset.as_mlflow_dataset(frame, manifest, "train", ingested_dir), "train")
@@ -326,9 +335,13 @@ def run(
     size_mb = save_model(trained.pipeline, model_dir, trained.profile, trained.calibrator)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}
-    write_json(metrics_file, metrics)
+    # The headline (val_accuracy first) in the metrics file, the rest beside it: `dvc exp show`
+    # makes its first columns of the first metrics file's keys, in order (dvc.yaml).
+    write_json(metrics_file, {k: metrics[k] for k in VAL_METRIC_NAMES}, sort_keys=False)
+    stats = {k: v for k, v in metrics.items() if k not in VAL_METRIC_NAMES}
+    write_json(Path(metrics_file).with_name(TRAIN_STATS_FILE.name), stats)
     run = mlflow.active_run()
-    model_uri, model_id = log_model(trained, model_dir, run.info.run_id)
+    model_uri, model_id = log_model(trained, model_dir, run.info.run_id, model_name)
     mlflow.set_tag(store.MODEL_URI_TAG, model_uri)
     validation = dataset.as_mlflow_dataset(trained.validation, manifest, "validation", ingested_dir)
     mlflow.log_input(validation, "validation")
@@ -349,18 +362,17 @@ def run(
     return info
 
 
-def log_model(trained: Trained, model_dir: Path, run_id: str) -> tuple[str, str | None]:
-    """Log the model to the active run; return its URI and logged-model id.
+def log_model(
+    trained: Trained, model_dir: Path, run_id: str, name: str = DEFAULT_MODEL_NAME
+) -> tuple[str, str | None]:
+    """Log the model to the active run as `name`; return its URI and logged-model id.
 
     MLflow 2.x tracking servers (DagsHub's hosted MLflow among them) have no logged-models API,
     so there the saved model folder is logged as run artifacts and referred to as `runs:/`.
     """
     try:
         info = packaging.log_model(
-            trained.pipeline,
-            name=MODEL_ARTIFACT_PATH,
-            profile=trained.profile,
-            calibrator=trained.calibrator,
+            trained.pipeline, name=name, profile=trained.profile, calibrator=trained.calibrator
         )
     except MlflowException as exc:
         if not _missing_logged_models_api(exc):
@@ -370,8 +382,8 @@ def log_model(trained: Trained, model_dir: Path, run_id: str) -> tuple[str, str 
             " DagsHub's): logging %s as run artifacts instead",
             model_dir,
         )
-        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_ARTIFACT_PATH)
-        return f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}", None
+        mlflow.log_artifacts(str(model_dir), artifact_path=name)
+        return f"runs:/{run_id}/{name}", None
     return info.model_uri, info.model_id
 
 
@@ -395,7 +407,7 @@ def _command(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None
     with lock.hold("train"), store.stage_run("train"):
         ensure_validated_data(args.params)
         dataset.require_validated()
-        run(cfg)
+        run(cfg, model_name=params.register.model_name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,9 @@ from support import (
 
 pytest_plugins = ["unit_tier"]  # the unit tier and its guard (tests/README.md)
 
-# Environment variables that steer MLflow or our tracking set-up.
-_STEERING_PREFIXES = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_")
+# Environment variables that steer MLflow or our tracking set-up, or the words of hints (`make
+# test` runs under the Makefile's IMDB_CALLER=make; a test that wants it sets it).
+_STEERING_PREFIXES = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_", "IMDB_CALLER")
 
 
 def pytest_sessionstart(session):
@@ -43,6 +44,7 @@ def _mlflow_state_per_test():
     URIs, the active experiment): undo all of it after every test, so no test inherits another's
     store."""
     before = {k: v for k, v in os.environ.items() if k.startswith(_STEERING_PREFIXES)}
+    os.environ.pop("IMDB_CALLER", None)
     yield
     while mlflow.active_run():
         mlflow.end_run()

@@ -289,13 +289,15 @@ def test_metrics_are_numbers_and_plots_are_what_evaluate_wrote(pipeline):
     )
     written = json.loads((pipeline.repo / metrics_file).read_text())
     assert shown[""]["data"][metrics_file]["data"] == written
-    for name in ("reports/metrics.json", "reports/train_metrics.json"):
+    for name in ("reports/metrics.json", "reports/train_metrics.json", "reports/train_stats.json"):
         values = shown[""]["data"][name]["data"]
         assert values and all(type(v) in (int, float) for v in values.values()), values
     table = run(["dvc", "metrics", "show"], pipeline.repo, pipeline.env).stdout
     assert "models:/" not in table and "run_id" not in table
     plots = json.loads(run(["dvc", "plots", "show", "--json"], pipeline.repo, pipeline.env).stdout)
     assert set(plots["data"]) == set(declared(stages["evaluate"], "plots"))
+    # each curve once: drawn from its CSV, its PNG twin is an output, not a plot
+    assert [name for name in plots["data"] if name.endswith(".png")] == []
     for name in ("roc.csv", "precision_recall.csv", "predictions.csv"):
         assert f"reports/plots/{name}" in plots["data"]
     # `dvc plots show` writes dvc_plots/index.html: generated, and ignored by git.
@@ -413,8 +415,10 @@ def exp_params_and_metrics(repo: Path, env: dict[str, str]) -> tuple[dict, dict[
 def test_a_queued_sweep_runs_each_value_and_exp_show_compares_it_with_the_commit(pipeline):
     """The README's sweep: `dvc exp run --queue -S train.C=...` per value, `dvc queue start`;
     each runs in its own temporary workspace, and `dvc exp show` lists each value's metrics next
-    to the committed baseline's."""
-    repo, env = pipeline.repo, pipeline.env
+    to the committed baseline's. With the default store, each run lands in the checkout's
+    mlflow.db (not the temporary copy's), tagged with its experiment's name and baseline."""
+    repo = pipeline.repo
+    env = {k: v for k, v in pipeline.env.items() if k != "MLFLOW_TRACKING_URI"}
     names = []
     for value in SWEEP:
         queued = run(["dvc", "exp", "run", "--queue", "-S", f"train.C={value}"], repo, env)
@@ -432,6 +436,14 @@ def test_a_queued_sweep_runs_each_value_and_exp_show_compares_it_with_the_commit
     for value in SWEEP:
         assert by_c[float(value)]["reports/metrics.json"]["data"]["accuracy"] > 0.5
     assert run(["git", "status", "--porcelain"], repo, env).stdout == ""  # workspace untouched
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("imdb-sentiment")
+    trained = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+    baseline = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    assert sorted((r.data.params["C"], r.data.tags["dvc.exp_name"]) for r in trained) == sorted(
+        zip(SWEEP, names, strict=True)
+    )
+    assert {r.data.tags["dvc.baseline_rev"] for r in trained} == {baseline}
 
 
 @pytest.mark.slow
@@ -456,3 +468,46 @@ def test_exp_run_with_a_new_C_reruns_only_train_and_evaluate_and_logs_it(pipelin
     )
     assert trained[0].data.params["C"] == C_VALUE  # the newest train run is the experiment's
     assert [r.data.params["C"] for r in trained].count(C_VALUE) == 1
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.C=0.5",
+        "train.max_features=5000",
+        "validate.min_rows=300",
+        "score.output=x.parquet",
+        "promote.eval_data=fixed.csv",
+        "deploy.analysis.duration=60",
+        "compare.stage=evaluate",
+    ],
+)
+def test_dvc_set_param_changes_exactly_one_line_of_params_yaml(override, tmp_path):
+    """params.yaml is written as DVC's own writer writes it (`dvc exp run -S` loads and dumps
+    it with ruamel), so an experiment's diff is the one value it sets."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    shutil.copy(REPO_ROOT / "params.yaml", copy)
+    apply_overrides(copy, [override])
+    before = (REPO_ROOT / "params.yaml").read_text().splitlines()
+    after = copy.read_text().splitlines()
+    assert len(after) == len(before)
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    dotted, _, value = override.partition("=")
+    key = dotted.rpartition(".")[2]
+    assert len(changed) == 1, changed
+    assert changed[0][1].lstrip().startswith(f"{key}: {value}")
+
+
+@pytest.mark.slow
+def test_exp_show_leads_with_validation_and_test_accuracy(pipeline):
+    """The headline first (train's val_* file, then evaluate's with accuracy first); timings,
+    sizes and counts still there, after them (dvc.yaml's top-level metrics)."""
+    table = run(["dvc", "exp", "show", "--csv"], pipeline.repo, pipeline.env).stdout
+    header = table.splitlines()[0].split(",")
+    first = header.index("val_accuracy")
+    assert header[first : first + 5] == [
+        "val_accuracy", "val_f1", "val_roc_auc", "val_log_loss", "accuracy",
+    ]  # fmt: skip
+    assert header.index("train_seconds") > first + 5 and "model_size_mb" in header

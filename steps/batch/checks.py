@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from steps.stage import hints
 from steps.stage.errors import StageError
 
 OK, NULL, EMPTY, NOT_UTF8 = 0, 1, 2, 3
@@ -97,5 +98,6 @@ def refusal(where: str, bad: BadRows, policy_key: str = "score.bad_rows") -> Sta
     return StageError(
         f"{where}: {bad.total:,} review{'s' if bad.total != 1 else ''} cannot be scored:"
         f" {bad.summary()}; {policy_key} is"
-        " refuse, so nothing was written: fix them, or skip them with -P bad_rows=skip"
+        f" refuse, so nothing was written: fix them, or skip them with"
+        f" {hints.setting('bad_rows', 'skip')}"
     )

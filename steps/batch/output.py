@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from pyfunc.contract import LABEL_FIELD, OUTPUT_FIELDS, SCORE_FIELD
 from steps.data.sources import kind_name, s3
 from steps.data.sources.common import is_gzip, kind_of, local_path
+from steps.stage import hints
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import atomic_path, spreadsheet_safe
 from steps.stage.secrets import shown
@@ -63,7 +64,8 @@ def target_of(text: str) -> Target:
     uri = text.strip()
     if not uri:
         raise StageError(
-            f"no output given: -P output=scores.parquet (the format is the ending: {ENDINGS};"
+            f"no output given: {hints.setting('output', 'scores.parquet')} (the format is the"
+            f" ending: {ENDINGS};"
             " s3://bucket/key works too)"
         )
     kind = kind_of(uri.rstrip("/"))
@@ -130,8 +132,8 @@ def _overlap(output: Path, given: Path) -> bool:
 
 def _exists(target: Target) -> StageError:
     return StageError(
-        f"{target.uri}: the output exists: give another output, or -P overwrite=true to replace"
-        " it (once the new one is complete)"
+        f"{target.uri}: the output exists: give another output, or"
+        f" {hints.setting('overwrite', True)} to replace it (once the new one is complete)"
     )
 
 

@@ -43,6 +43,7 @@ from steps.batch.local import Tally
 from steps.batch.output import ROW_COLUMN, Target
 from steps.data.sources import Columns, ReviewStream
 from steps.data.sources.streams import pick_column
+from steps.stage import hints
 from steps.stage.config import SparkConfig
 from steps.stage.errors import StageError, one_line
 from steps.tracking import loading
@@ -202,8 +203,8 @@ def score(
     output = _hadoop_path(spark, target)
     if output.exists() and not overwrite:
         raise StageError(
-            f"{target.uri}: the output exists: give another output, or -P overwrite=true to"
-            " replace it (once the new one is complete)"
+            f"{target.uri}: the output exists: give another output, or"
+            f" {hints.setting('overwrite', True)} to replace it (once the new one is complete)"
         )
     text = _as_text(frame, review, where)
     key = ident or ROW_COLUMN

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Any
 import mlflow.data
 import pandas as pd
 import pyarrow as pa
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
 
@@ -148,6 +151,9 @@ def load_split(split: str, ingested_dir: Path = INGESTED_DIR) -> Split:
     return Split(frame, hashlib.sha256(data).hexdigest())
 
 
+_AMBIGUOUS_SOURCE = "The specified dataset source can be interpreted in multiple ways"
+
+
 def as_mlflow_dataset(
     frame: pd.DataFrame, manifest: Manifest, split: str, ingested_dir: Path = INGESTED_DIR
 ) -> PandasDataset:
@@ -157,12 +163,21 @@ def as_mlflow_dataset(
     name = f"imdb-reviews-{split}"
     targets = "sentiment" if "sentiment" in frame.columns else None  # the unlabeled have none
     try:
-        return mlflow.data.from_pandas(frame, source=manifest.source, name=name, targets=targets)
+        source = _dataset_source(manifest.source)
     except MlflowException:
         # The validation split is carved from the train file.
         files = {**SPLITS, "unlabeled": UNLABELED_FILE_NAME, "validation": TRAIN_FILE_NAME}
-        local = (Path(ingested_dir) / files[split]).resolve()
-        return mlflow.data.from_pandas(frame, source=str(local), name=name, targets=targets)
+        source = _dataset_source(str((Path(ingested_dir) / files[split]).resolve()))
+    return mlflow.data.from_pandas(frame, source=source, name=name, targets=targets)
+
+
+def _dataset_source(raw: str) -> DatasetSource:
+    """MLflow's own resolution of a source, without the warning it gives for every local path
+    (a local file is both a LocalArtifact and a FileSystem source: it takes the last registered,
+    as it says; three times per run, it says nothing the reader can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_AMBIGUOUS_SOURCE)
+        return resolve_dataset_source(raw)
 
 
 def read_split(split: str, ingested_dir: Path = INGESTED_DIR) -> pd.DataFrame:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 
 from steps.stage import secrets
@@ -53,6 +55,11 @@ def setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not sys.stderr.isatty():
+        # MLflow draws its artifact progress bars whatever stderr is: in a log file each is a
+        # line of carriage returns. Ours (tqdm, disable=None) draw only on a terminal already.
+        # Set in the environment, so the stages `main` starts inherit it.
+        os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in _SILENT_LOGGERS:
@@ -109,7 +116,7 @@ def add_model_choice(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     choice.add_argument(
         "--model_uri", "--model-uri", dest="model_uri", default=None, metavar="URI",
-        help="a logged model: models:/<model id> (m-...) or runs:/<train run id>/model",
+        help="a logged model: models:/<model id> (m-...) or runs:/<train run id>/<model name>",
     )  # fmt: skip
 
 

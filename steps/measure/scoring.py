@@ -128,7 +128,9 @@ def score_in_child(model_dir: str, reviews_path: str, out_path: str, name: str) 
     model = load_model(model_dir)
     texts = pd.read_parquet(reviews_path)[TEXT_COLUMN].tolist()
     parts = []
-    with tqdm(total=len(texts), unit="review", desc=f"scoring ({name})", file=sys.stderr) as bar:
+    with tqdm(
+        total=len(texts), unit="review", desc=f"scoring ({name})", file=sys.stderr, disable=None
+    ) as bar:  # disable=None: drawn on a terminal only, no carriage returns in a log file
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start : start + CHUNK]
             parts.append(pd.DataFrame(model.predict(review_frame(model, chunk))))
@@ -143,7 +145,9 @@ def predict_scores(model: Any, reviews: list[str], batch_size: int) -> np.ndarra
     from tqdm import tqdm
 
     scores = np.empty(len(reviews))
-    with tqdm(total=len(reviews), desc="scoring", unit="review", file=sys.stderr) as bar:
+    with tqdm(
+        total=len(reviews), desc="scoring", unit="review", file=sys.stderr, disable=None
+    ) as bar:  # disable=None: drawn on a terminal only
         for start in range(0, len(reviews), batch_size):
             batch = reviews[start : start + batch_size]
             answer = model.predict(review_frame(model, batch))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.monitoring.drift import SCORE_EDGES, Figure, length_edges
+from steps.monitoring.drift import SCORE_EDGES, Figure
 from steps.stage.files import atomic_dir, write_json
 from steps.stage.paths import MONITOR_HTML_NAME, MONITOR_JSON_NAME
 
@@ -52,11 +52,9 @@ def _plots(profile: dict[str, Any], lengths: np.ndarray, scores: np.ndarray) -> 
     import matplotlib.pyplot as plt
 
     train_lengths = np.asarray(profile["review_chars"], dtype=float)
-    edges = length_edges(train_lengths)
-    edges[-1] = max(float(train_lengths.max()), float(np.max(lengths, initial=0))) + 1
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     panels = [
-        (axes[0], train_lengths, lengths, np.log10(np.maximum(edges, 1)), "log10 characters",
+        (axes[0], train_lengths, lengths, _fitted_bins(train_lengths, lengths), "log10 characters",
          "review length", np.log10),
         (axes[1], np.asarray(profile["scores"]), scores, SCORE_EDGES, "probability of positive",
          "predicted score", None),
@@ -72,6 +70,17 @@ def _plots(profile: dict[str, Any], lengths: np.ndarray, scores: np.ndarray) -> 
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _fitted_bins(*samples: np.ndarray, count: int = 30) -> np.ndarray:
+    """Equal bins on log10 of the lengths from the shortest review to the longest, of either
+    sample: the drift figure's deciles (drift.length_edges) open to 0 and 1e9 and would leave
+    most of the plot empty."""
+    logs = np.log10(np.maximum(np.concatenate([np.asarray(s, dtype=float) for s in samples]), 1))
+    low, high = (float(logs.min()), float(logs.max())) if logs.size else (0.0, 1.0)
+    if high - low < 0.1:
+        low, high = low - 0.05, high + 0.05
+    return np.linspace(low, high, count + 1)
 
 
 def _html(record: dict[str, Any], plot_png: str) -> str:

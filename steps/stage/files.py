@@ -125,10 +125,11 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (sorted keys, so the bytes only change when the content does)."""
+def write_json(path: Path, data: Any, sort_keys: bool = True) -> None:
+    """Write JSON atomically (sorted keys, so the bytes only change when the content does; a
+    metrics file keeps its order instead: `dvc exp show` makes its columns in that order)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
 
 
 def read_json(path: Path, what: str, remedy: str) -> dict:

@@ -28,6 +28,8 @@ VALIDATION_RESULT_FILE_NAME = "validation_result.json"
 COMPARE_TABLE = REPORTS_DIR / "compare.md"
 COMPARE_PLOT = REPORTS_DIR / "compare.png"
 TRAIN_METRICS_FILE = REPORTS_DIR / "train_metrics.json"  # validation metrics of the train stage
+# Beside it: train's timings, sizes and counts (listed after the headline in `dvc exp show`).
+TRAIN_STATS_FILE = REPORTS_DIR / "train_stats.json"
 METRICS_FILE = REPORTS_DIR / "metrics.json"  # evaluate's test metrics and pass rates: numbers only
 EVALUATION_FILE = REPORTS_DIR / "evaluation.json"  # what evaluate scored, and the checks' verdict
 PLOTS_DIR = REPORTS_DIR / "plots"  # evaluate's PNGs and the CSV/JSON data behind them

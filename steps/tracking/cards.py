@@ -18,7 +18,9 @@ from mlflow.tracking import MlflowClient
 from steps.tracking import registry
 
 HISTORY_HEADING = "### History"
-MODEL_CARD_MARKER = "<!-- imdb-sentiment model card -->"  # a description a stage wrote
+# Marks a description a stage wrote; placed after the text, never first: the UI previews a card's
+# first characters in the version list, and an HTML comment there shows as itself.
+MODEL_CARD_MARKER = "<!-- imdb-sentiment model card -->"
 # Test metrics in the order a reader wants them; any other number follows.
 FIRST_METRICS = ("accuracy", "f1", "roc_auc", "log_loss", "precision", "recall", "n_reviews")
 
@@ -44,7 +46,6 @@ def version_card(facts: VersionFacts) -> str:
     rest = {k: v for k, v in facts.metrics.items() if k not in rates}
     ordered = [k for k in FIRST_METRICS if k in rest] + sorted(set(rest) - set(FIRST_METRICS))
     lines = [
-        MODEL_CARD_MARKER,
         f"Trained by run `{facts.run_id}` ({facts.model_uri}) at commit"
         f" `{(facts.commit or 'unknown')[:12]}`.",
         "",
@@ -66,6 +67,8 @@ def version_card(facts: VersionFacts) -> str:
         + ", ".join(f"`{k}={v}`" for k, v in sorted(facts.recipe.items()))
         + ".",
         "",
+        MODEL_CARD_MARKER,
+        "",
         HISTORY_HEADING,
         "",
     ]
@@ -76,7 +79,6 @@ def model_card(name: str) -> str:
     """The registered model's card: what it is, what it takes, how versions become champion."""
     return "\n".join(
         [
-            MODEL_CARD_MARKER,
             f"**{name}**: sentiment of an English movie review (IMDB), as an MLflow pyfunc.",
             "",
             'In: a `review` column of strings (`{"dataframe_records": [{"review": "..."}]}`).'
@@ -88,6 +90,8 @@ def model_card(name: str) -> str:
             " checks passed and that beats the champion on the same reviews; setting the alias"
             " by hand is as valid (the next promote, rollback or `make models` records it)."
             " Each version's card says how it was made and keeps its history.",
+            "",
+            MODEL_CARD_MARKER,
         ]
     )
 

@@ -2,10 +2,10 @@
 
 The aliases are the only state, and setting `champion` by hand (MLflow UI, `MlflowClient`) is as
 valid as promote doing it. MLflow keeps no history of an alias, so the tools remember the champion
-they last saw as a tag on the registered model (`champion.recorded`). When `champion` is found
-elsewhere (`notice`: promote, rollback and `make models` call it first), it was moved by hand: the
-recorded version, which served before, becomes `previous` (so `make rollback` returns to it), and
-both versions' cards say what happened.
+they last saw as a tag on the registered model (`bookkeeping.last_seen_champion`). When
+`champion` is found elsewhere (`notice`: promote, rollback and `make models` call it first), it
+was moved by hand: the recorded version, which served before, becomes `previous` (so `make
+rollback` returns to it), and both versions' cards say what happened.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from steps.stage import hints
 from steps.stage.errors import StageError
 from steps.tracking import cards, registry
 
@@ -66,7 +67,12 @@ def notice(name: str, by: str, client: MlflowClient | None = None) -> HandMove |
         return None
     current = (model.aliases or {}).get(registry.CHAMPION_ALIAS)
     current = str(current) if current is not None else None
-    tags = model.tags or {}
+    tags = dict(model.tags or {})
+    if (legacy := tags.pop(registry.LEGACY_RECORDED_CHAMPION_TAG, None)) is not None:
+        if registry.RECORDED_CHAMPION_TAG not in tags:  # recorded by older code: moved
+            tags[registry.RECORDED_CHAMPION_TAG] = legacy
+            record(name, legacy or None, client)
+        registry.delete_model_tag(name, registry.LEGACY_RECORDED_CHAMPION_TAG, client)
     if registry.RECORDED_CHAMPION_TAG not in tags:
         if current is not None:
             record(name, current, client)
@@ -114,7 +120,7 @@ def roll_back(name: str, by: str) -> tuple[str, str | None, tuple[str, ...]]:
         fixed = f" ({'; '.join(repairs)})" if repairs else ""
         raise StageError(
             f"{name} has no @{registry.PREVIOUS_ALIAS} version to roll back to{fixed}"
-            " (promote a version by hand instead: promote --version N)"
+            f" (promote a version by hand instead: {hints.command('promote', {'version': 'N'})})"
         )
     current = registry.version_by_alias(name, registry.CHAMPION_ALIAS)
     demoted = str(current.version) if current else None
@@ -126,3 +132,33 @@ def roll_back(name: str, by: str) -> tuple[str, str | None, tuple[str, ...]]:
     if demoted is not None and demoted != restored:
         cards.add_history(name, demoted, f"rolled back to version {restored}")
     return restored, demoted, repairs
+
+
+def serving(name: str) -> ModelVersion:
+    """The champion's version, or a StageError saying there is none and the command that
+    promotes one by hand (make serve, image and deploy resolve the model through this)."""
+    current = registry.version_by_alias(name, registry.CHAMPION_ALIAS)
+    if current is None:
+        raise StageError(no_champion(name))
+    return current
+
+
+def status(name: str) -> str:
+    """One line for the end of a pipeline: which version serves, or `no_champion`."""
+    current = registry.version_by_alias(name, registry.CHAMPION_ALIAS)
+    if current is None:
+        return no_champion(name)
+    return f"{name} version {current.version} is @{registry.CHAMPION_ALIAS}"
+
+
+def no_champion(name: str) -> str:
+    """Why `name` has no champion, and the exact command that makes its latest version one."""
+    latest = registry.latest_version(name)
+    if latest is None:
+        return f"{name} has no registered version yet: run the pipeline ({hints.command('main')})"
+    decision = (latest.tags or {}).get(registry.DECISION_TAG)
+    why = f" (version {latest.version}: {decision})" if decision else ""
+    return (
+        f"{name} has no @{registry.CHAMPION_ALIAS}{why}: to serve version {latest.version}"
+        f" anyway, promote it by hand: {hints.command('promote', {'version': latest.version})}"
+    )

@@ -34,8 +34,10 @@ COMMIT_TAG = store.COMMIT_TAG  # the code it was trained with (models)
 DECISION_TAG = "promotion.decision"
 CANDIDATE_VALUE_TAG = "promotion.candidate_value"
 CHAMPION_VALUE_TAG = "promotion.champion_value"
-# On the registered model: the champion version the tools last saw (see `notice_champion`).
-RECORDED_CHAMPION_TAG = "champion.recorded"
+# On the registered model: the tools' own memory of the champion they last saw
+# (tracking/champion.py), named as bookkeeping so a reader of the tags knows it is not for them.
+RECORDED_CHAMPION_TAG = "bookkeeping.last_seen_champion"
+LEGACY_RECORDED_CHAMPION_TAG = "champion.recorded"  # its name before: read once, then moved
 # migrate: a version re-logged as code and data names the one it came from, and back (migrate.py)
 MIGRATED_FROM_TAG = "migrated_from"
 MIGRATED_TO_TAG = "migrated_to"

@@ -7,7 +7,7 @@ cannot move a run between experiments; so the project's runs are found by that t
 experiment, plus every run of the project's own experiment (runs logged before the tag existed).
 
 A trained model is named three ways: by its train run (`--run_id`), by MLflow's URI for it
-(`--model_uri models:/<model id>` or `runs:/<run id>/model`), or by what train wrote beside it
+(`--model_uri models:/<model id>` or `runs:/<run id>/<name>`), or by what train wrote beside it
 in models/ (the default). `TrainedModel` is the one answer evaluate and register share.
 """
 
@@ -36,7 +36,9 @@ from steps.tracking.store import (
 )
 
 PAGE_SIZE = 500  # under the 1,000-row page limit of MLflow servers (DagsHub's included)
-MODEL_NAME_IN_RUN = "model"  # the name train logs the model under (runs:/<run id>/model)
+# The name train logged its model under before it used the registered model's name: such runs'
+# `runs:/<run id>/model` still names their model.
+LEGACY_MODEL_NAME_IN_RUN = "model"
 TRAIN_STAGE = "train"
 
 
@@ -45,7 +47,7 @@ class TrainedModel:
     """A model train logged: the run that trained it, MLflow's URI for it, and where to load it."""
 
     run_id: str
-    model_uri: str  # models:/<model id>; runs:/<run id>/model on MLflow 2.x servers
+    model_uri: str  # models:/<model id>; runs:/<run id>/<name> on MLflow 2.x servers
     model_id: str | None  # the LoggedModel its metrics are linked to (None on 2.x servers)
     location: str  # what mlflow.pyfunc.load_model reads: models/model, or model_uri
     data_sha256: str | None = None  # the manifest hash of the data it was trained on
@@ -159,13 +161,18 @@ def from_run(run_id: str, client: MlflowClient | None = None) -> TrainedModel:
 
 
 def from_uri(model_uri: str, client: MlflowClient | None = None) -> TrainedModel:
-    """The model behind `models:/<model id>` or `runs:/<run id>/model`, with its train run."""
+    """The model behind `models:/<model id>` or `runs:/<run id>/<name>`, with its train run."""
     client = client or MlflowClient()
     uri = model_uri.strip()
     if uri.startswith("runs:/"):
         run_id, _, name = uri.removeprefix("runs:/").partition("/")
-        if run_id and name.strip("/") == MODEL_NAME_IN_RUN:
-            return from_run(run_id, client)
+        name = name.strip("/")
+        if run_id and name and "/" not in name:
+            trained = from_run(run_id, client)
+            logged = logged_name(trained, client)
+            if name not in {logged, LEGACY_MODEL_NAME_IN_RUN}:  # `model`: the name it had before
+                raise StageError(f"train run {run_id} logged its model as {logged!r}, not {name!r}")
+            return trained
     elif uri.startswith("models:/m-"):
         model_id = uri.removeprefix("models:/")
         try:
@@ -178,8 +185,20 @@ def from_uri(model_uri: str, client: MlflowClient | None = None) -> TrainedModel
             raise StageError(f"{uri} was not logged by a run: register it by its train run")
         return from_run(logged.source_run_id, client)
     raise StageError(
-        f"model_uri must be models:/<model id> (m-...) or runs:/<train run id>/model, got {uri!r}"
+        f"model_uri must be models:/<model id> (m-...) or runs:/<train run id>/<model name>,"
+        f" got {uri!r}"
     )
+
+
+def logged_name(trained: TrainedModel, client: MlflowClient) -> str:
+    """The name the train run logged its model under (`model` before it used the registered
+    model's name)."""
+    if trained.model_id is None:  # runs:/<run id>/<name> (an MLflow 2.x server)
+        return trained.model_uri.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return client.get_logged_model(trained.model_id).name
+    except MlflowException as exc:
+        raise StageError(f"{trained.model_uri}: {one_line(exc.message, 200)}") from None
 
 
 def choose(
@@ -196,3 +215,21 @@ def choose(
     if model_uri:
         return from_uri(model_uri)
     return from_record(info_file, model_dir)
+
+
+# MLflow 3's UI (mlflow/server/js: a hash router, route /experiments/:experimentId/:tabName)
+# opens an experiment in the view the browser last used (local storage `mlflow.workflowType`,
+# GenAI by default: traces, token usage); the `workflowType` query parameter overrides it, so
+# this link opens the classic-ML runs table whatever the browser remembers.
+UI_RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+UI_PORT = 5000  # `mlflow ui`'s own default (make ui UI_PORT=...)
+
+
+def ui_link(tracking_uri: str, experiment_id: str, port: int = UI_PORT) -> str:
+    """The link that opens the experiment's runs view: at the tracking server when runs go to
+    one, else at `make ui`'s local UI on `port`."""
+    if tracking_uri.startswith(("http://", "https://")):
+        base = tracking_uri.rstrip("/")
+    else:
+        base = f"http://127.0.0.1:{port}"
+    return f"{base}/{UI_RUNS_VIEW.format(experiment_id=experiment_id)}"

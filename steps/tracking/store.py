@@ -11,7 +11,9 @@ Where runs and registered models go (`resolve_target`), first match wins:
 2. `DAGSHUB_REPO=owner/name` (+ `DAGSHUB_USER_TOKEN`, optional `DAGSHUB_USERNAME`): runs go to
    `https://dagshub.com/owner/name.mlflow` with basic auth (`DAGSHUB_MLFLOW_URL` overrides the URL,
    `DAGSHUB_CLIENT_HOST` the host of a self-hosted DagsHub).
-3. Otherwise the local SQLite store above.
+3. Otherwise the local SQLite store above; under DVC, the one in `DVC_ROOT` (the checkout's root,
+   also for `dvc exp run --queue`/`--temp`, which run in a copy under .dvc/tmp/exps that DVC
+   deletes afterwards), by its absolute path, so every DVC run lands in the checkout's store.
 Registered models go to `MLFLOW_REGISTRY_URI` when set; else, when runs go to DagsHub (whose
 hosted MLflow has no Model Registry), to the local SQLite store; else to the tracking store.
 
@@ -72,6 +74,11 @@ TRAIN_RUN_TAG = "train_run_id"  # on evaluate and register runs: the train run o
 # MLflow 3's UI opens an experiment of this kind in its classic ML view (runs, metrics, models)
 # rather than the GenAI view (traces) it shows an experiment it knows nothing about.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# What DVC tells a stage it runs (dvc/env.py): the checkout's root (for queued and --temp
+# experiments, the parent repository's, not the copy they run in), and for `dvc exp run` the
+# experiment's name and baseline commit, which each run carries as a tag.
+DVC_ROOT_ENV = "DVC_ROOT"
+DVC_TAGS = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
 EXPERIMENT_KIND = "custom_model_development"
 
 
@@ -102,7 +109,7 @@ def resolve_target(env: Mapping[str, str]) -> Target:
     registry = env.get("MLFLOW_REGISTRY_URI") or None
     if uri := env.get("MLFLOW_TRACKING_URI"):
         if registry is None and _is_dagshub(uri, env):
-            registry = DEFAULT_TRACKING_URI
+            registry = local_store_uri(env)
         return Target(uri, registry, origin="MLFLOW_TRACKING_URI")
     if repo := env.get("DAGSHUB_REPO"):
         owner, _, name = repo.strip().strip("/").partition("/")
@@ -120,14 +127,22 @@ def resolve_target(env: Mapping[str, str]) -> Target:
         url = env.get("DAGSHUB_MLFLOW_URL") or f"{host}/{owner}/{name}.mlflow"
         return Target(
             url,
-            registry or DEFAULT_TRACKING_URI,
+            registry or local_store_uri(env),
             origin=f"DAGSHUB_REPO={repo}",
             # DagsHub accepts user:token (its client looks the user up) and token:token (what its
             # client writes for DVC remotes), so the user name is optional.
             username=env.get("DAGSHUB_USERNAME") or token,
             password=token,
         )
-    return Target(DEFAULT_TRACKING_URI, registry, origin="default")
+    return Target(local_store_uri(env), registry, origin="default")
+
+
+def local_store_uri(env: Mapping[str, str]) -> str:
+    """The project's own SQLite store: `DEFAULT_TRACKING_URI`, or under DVC the one at the root of
+    the checkout DVC runs for (DVC_ROOT), whatever folder the stage runs in."""
+    if root := env.get(DVC_ROOT_ENV):
+        return f"sqlite:///{Path(root).resolve() / TRACKING_DB}"
+    return DEFAULT_TRACKING_URI
 
 
 def _is_dagshub(uri: str, env: Mapping[str, str]) -> bool:
@@ -282,6 +297,7 @@ def stage_run(stage: str) -> Iterator[mlflow.ActiveRun]:
         tags = {STAGE_TAG: stage, PROJECT_TAG: PROJECT_NAME}
         if commit := git_commit():
             tags[COMMIT_TAG] = commit
+        tags.update({tag: os.environ[var] for var, tag in DVC_TAGS.items() if os.environ.get(var)})
         if _generated_name(run.info.run_name):
             tags[MLFLOW_RUN_NAME] = stage
         mlflow.set_tags(tags)
@@ -354,8 +370,9 @@ def log_model_metrics(metrics: Mapping[str, float], model_id: str | None, datase
         mlflow.log_metrics(dict(metrics), model_id=model_id, dataset=dataset)
 
 
-def log_config(cfg: Any, prefix: str = "") -> None:
-    """Log a stage config's fields as run params.
+def log_config(cfg: Any) -> None:
+    """Log a stage config's fields as run params, by the keys a user types (`C`, `min_gain`,
+    `-P key=value`), every stage alike; a nested section's as `section.field`.
 
     Keys already on the run are left alone: `mlflow run -P C=.5` has logged them as given, and
     MLflow refuses to change a logged param.
@@ -363,9 +380,9 @@ def log_config(cfg: Any, prefix: str = "") -> None:
     values = {}
     for key, value in dataclasses.asdict(cfg).items():
         if isinstance(value, dict):  # a nested section: its fields as section.field
-            values.update({f"{prefix}{key}.{k}": v for k, v in value.items()})
+            values.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            values[f"{prefix}{key}"] = value
+            values[key] = value
     log_params(values)
 
 

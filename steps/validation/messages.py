@@ -19,6 +19,7 @@ import pandas as pd
 
 from pyfunc.contract import TEXT_COLUMN
 from steps.data.dataset import MODEL_TEXT_COLUMN
+from steps.stage import hints
 from steps.stage.errors import one_line
 
 EXAMPLES = 3  # example values per line
@@ -89,7 +90,11 @@ def _describe_row_count(checked, item, kwargs) -> str:
     rows = item["result"]["observed_value"]
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
     if low is not None and rows < low:
-        return f"{rows:,} rows, fewer than the {low:,} required"
+        # A small source passes with a lower floor for one run (the README's small-data recipe).
+        return (
+            f"{rows:,} rows, fewer than the {low:,} required (a smaller source for one run:"
+            f" {hints.setting('min_rows', rows)})"
+        )
     return f"{rows:,} rows, more than the {high:,} allowed"
 
 

@@ -99,13 +99,13 @@ def test_main_pipeline_logs_to_an_mlflow2_server_and_registers_locally(
     stages = {run.data.tags.get("stage") for run in runs}
     assert {"main", "ingest", "validate", "train", "evaluate", "register", "promote"} <= stages
     train_run = next(run for run in runs if run.data.tags.get("stage") == "train")
-    assert "model" in {a.path for a in remote.list_artifacts(train_run.info.run_id)}
+    assert NAME in {a.path for a in remote.list_artifacts(train_run.info.run_id)}  # as registered
 
     local_registry = f"sqlite:///{project_copy / 'mlflow.db'}"
     registry = MlflowClient(tracking_uri=mlflow2_server, registry_uri=local_registry)
     champion = registry.get_model_version_by_alias(NAME, "champion")
     assert str(champion.version) == "1"
-    assert champion.source.endswith("/model") and champion.run_id == train_run.info.run_id
+    assert champion.source.endswith(f"/{NAME}") and champion.run_id == train_run.info.run_id
 
     mlflow.set_tracking_uri(mlflow2_server)
     mlflow.set_registry_uri(local_registry)

@@ -93,9 +93,10 @@ def test_bare_mlflow_runs_are_the_project_s_from_compare_to_rollback(project_cop
     ok(mlflow_run(project_copy, "evaluate", f"run_id={bare.info.run_id}"))
     refused = mlflow_run(project_copy, "register", f"run_id={own.info.run_id}")
     assert refused.returncode == 1
-    assert f"run evaluate on it first (mlflow run . -e evaluate -P run_id={own.info.run_id})" in (
-        refused.stderr
-    )
+    assert (
+        f"run evaluate on it first (mlflow run . -e evaluate -P run_id={own.info.run_id}"
+        " --env-manager local)"
+    ) in refused.stderr
     ok(mlflow_run(project_copy, "register", f"run_id={bare.info.run_id}"))
     v1 = client.get_model_version(NAME, "1")
     assert v1.run_id == bare.info.run_id

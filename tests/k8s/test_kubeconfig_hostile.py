@@ -11,6 +11,9 @@ import yaml
 
 from steps import deploy
 
+# deploy reads the registry: a tmp store, never the checkout's default one.
+pytestmark = pytest.mark.usefixtures("tracking_uri")
+
 
 def _a_folder(tmp: Path) -> Path:
     (tmp / "kubeconfig").mkdir()

@@ -86,8 +86,8 @@ def test_no_champion_is_one_line(capsys, tracking_uri):
     code, _, err = run_cli([], capsys)
     assert code == 1
     assert last_line(err) == (
-        "error: image: registered model 'imdb-sentiment' has no @champion: promote a version"
-        " first (make promote), or give --model-uri and --tag"
+        "error: image: imdb-sentiment has no registered version yet: run the pipeline"
+        " (python -m steps.main)"
     )
 
 

@@ -190,3 +190,33 @@ def test_the_project_s_runs_in_any_experiment_are_ranked_together(sweep, capsys)
     assert rows[0][1].endswith(f"({bare[:8]})") and rows[0][2] == "Default"
     assert [row[2] for row in rows[1:]] == ["imdb-sentiment"] * 2
     assert all(float(row[3]) < 0.99 for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [(["0.5", "30"], "log"), (["0.1", "1"], "log"), (["1", "5"], "linear"), (["0", "10"], "linear"),
+     (["svm", "logistic"], "category")],
+)  # fmt: skip
+def test_a_key_spanning_a_decade_gets_a_log_axis(values, kind):
+    assert compare._Axis.of("C", values).kind == kind
+
+
+def test_rank_labels_of_dots_on_top_of_each_other_are_merged():
+    points = [
+        (30.0, 0.9244, 1),
+        (30.0, 0.9240, 2),
+        (10.0, 0.9238, 3),
+        (0.5, 0.90, 7),
+        (30.0, 0.91, 4),
+    ]
+    assert compare.rank_labels(points, span=0.0244) == [
+        (0.5, 0.90, "7"), (10.0, 0.9238, "3"), (30.0, 0.91, "4"), (30.0, 0.9240, "1,2"),
+    ]  # fmt: skip
+
+
+def test_the_chart_title_fits_a_one_key_chart(sweep):
+    client = sweep[0]
+    fig = compare.chart(compare.run(client, CFG))
+    assert fig is not None
+    lines = fig.get_suptitle().splitlines()
+    assert len(lines) == 2 and all(len(line) <= 60 for line in lines)

@@ -82,6 +82,13 @@ def test_a_pickled_version_becomes_a_code_and_data_version_with_the_same_scores(
     )
     assert migration.data.metrics["reviews_compared"] >= 40 + len(migrate.EDGE_REVIEWS)
     assert migration.data.metrics["max_score_difference"] <= 1e-9
+    assert "max_score_difference" in migration.data.params  # as users type it, no migrate. prefix
+    logged = mlflow.search_logged_models(
+        [migration.info.experiment_id],
+        filter_string=f"source_run_id = '{migration.info.run_id}'",
+        output_format="list",
+    )
+    assert [m.name for m in logged] == [MODEL_NAME]  # named as the registered model, not `model`
     frame = pd.DataFrame({"review": REVIEWS})
     served = mlflow.pyfunc.load_model(new_uri).predict(frame)  # with pickles refused
     monkeypatch.setenv(PICKLE_GUARD, "true")
@@ -127,7 +134,7 @@ def test_a_pipeline_that_cannot_be_read_is_one_line_and_nothing_registered(
     [
         (["--version", "7"], f"{MODEL_NAME} has no version 7 (registered versions: 1)"),
         (["--version", "x"], "model version must be a whole number, got 'x'"),
-        ([], "migrate needs the version to re-log: --version N (make migrate VERSION=N)"),
+        ([], "migrate needs the version to re-log: python -m steps.migrate --version N"),
         (
             ["--version", "1", "--max_score_difference", "-1"],
             "migrate parameters: max_score_difference must be at least 0 and under 0.5, got -1.0",

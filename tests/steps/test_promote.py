@@ -307,6 +307,9 @@ def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
     runs = mlflow.search_runs(filter_string="tags.`promotion.decision` = 'promoted'")
     auto = runs[runs["tags.promotion.candidate_version"] == v2].iloc[0]
     assert auto["metrics.candidate_roc_auc"] > auto["metrics.champion_roc_auc"]
+    # one param-key style: the keys a user types (`--metric`, `-P min_gain=`), no stage prefix
+    assert (auto["params.metric"], auto["params.eval_data"]) == ("roc_auc", str(eval_path))
+    assert "params.min_gain" in runs and not any(c.startswith("params.promote.") for c in runs)
 
 
 def delete_leaving_its_aliases(version: str) -> None:
@@ -375,14 +378,14 @@ def test_a_champion_set_by_hand_is_noticed_and_rollback_returns_to_the_one_befor
     v1 = add_version(STRONG)
     v2 = add_version(WEAK)
     promote.promote(cfg, NAME, version=v1, **at(ingested))
-    assert MlflowClient().get_registered_model(NAME).tags["champion.recorded"] == v1
+    assert MlflowClient().get_registered_model(NAME).tags["bookkeeping.last_seen_champion"] == v1
     MlflowClient().set_registered_model_alias(NAME, "champion", v2)  # in the MLflow UI
 
     assert promote.rollback(NAME) == promote.Rollback(NAME, restored=v1, demoted=v2)
     assert aliases() == {"champion": v1}
     assert "set as champion by hand (noticed by rollback)" in card(v2)
     assert f"rolled back to version {v1}" in card(v2)
-    assert MlflowClient().get_registered_model(NAME).tags["champion.recorded"] == v1
+    assert MlflowClient().get_registered_model(NAME).tags["bookkeeping.last_seen_champion"] == v1
 
 
 @pytest.mark.integration

@@ -4,9 +4,11 @@ reads; the model is the one train saved or the one chosen by its run or URI."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -31,13 +33,14 @@ def local_store(tracking_uri) -> str:
     return tracking_uri
 
 
-def train_run(C: str = "0.5") -> runs.TrainedModel:
-    """A keyword model logged by a run tagged as train logs it, as train leaves it."""
+def train_run(C: str = "0.5", logged_as: str = NAME) -> runs.TrainedModel:
+    """A keyword model logged by a run tagged as train logs it, as train leaves it (runs from
+    before train named the model after the registered model logged it as `model`)."""
     with store.stage_run("train") as run:
         mlflow.log_params({"C": C, "ngram_range": "1,3", "params": "params.yaml"})
         mlflow.set_tags({store.DATA_TAG: DATA, store.SOURCE_TAG: "https://example.org/a.tar.gz"})
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=logged_as,
             python_model=str(KEYWORD_MODEL),
             model_config={"positive": ["good"], "negative": ["bad"]},
             signature=SIGNATURE,
@@ -76,7 +79,8 @@ def test_each_registration_is_a_new_version_with_a_model_card_and_few_tags(local
     }
     assert version.run_id == trained.run_id
     card = version.description
-    assert f"Trained by run `{trained.run_id}` ({trained.model_uri})" in card
+    assert card.startswith(f"Trained by run `{trained.run_id}` ({trained.model_uri})")
+    assert not MlflowClient().get_registered_model(NAME).description.startswith("<!--")
     assert f"manifest `{DATA}` from `https://example.org/a.tar.gz`" in card
     assert "| accuracy | 0.912346 |" in card and "| n_reviews | 5000 |" in card
     assert "**Behavioural checks: passed** (directional 100%, invariance 90%)" in card
@@ -113,8 +117,8 @@ def test_a_report_for_another_model_is_refused_and_nothing_registered(local_stor
     with pytest.raises(
         StageError,
         match="the evaluation report is for models:/m-some-older-model, not the trained model"
-        rf" {chosen.model_uri}: run evaluate on it first \(mlflow run . -e evaluate -P"
-        rf" run_id={chosen.run_id}\)",
+        rf" {chosen.model_uri}: run evaluate on it first \(python -m steps.evaluate"
+        rf" --run_id {chosen.run_id}\)",
     ):
         register.register(NAME, chosen, stale)
     assert MlflowClient().search_model_versions(f"name = '{NAME}'") == []
@@ -143,12 +147,37 @@ def test_report_problems_are_one_line_errors_naming_the_file(tmp_path):
         runs.from_record(partial)
 
 
+@pytest.mark.parametrize(
+    ("logged_as", "asked", "refusal"),
+    [
+        (NAME, NAME, None),
+        ("model", "model", None),  # a run from before: its model keeps loading by its old name
+        (NAME, f"{NAME}/", None),
+        (NAME, "other", f"logged its model as '{NAME}', not 'other'"),
+        ("model", "other", "logged its model as 'model', not 'other'"),
+        (NAME, f"{NAME}/extra", "model_uri must be models:/<model id> (m-...) or runs:/"),
+    ],
+)
+def test_runs_uri_names_the_model_as_the_run_logged_it(local_store, logged_as, asked, refusal):
+    trained = train_run(logged_as=logged_as)
+    uri = f"runs:/{trained.run_id}/{asked}"
+    if refusal is None:
+        assert runs.from_uri(uri) == trained
+        model = mlflow.pyfunc.load_model(trained.location)  # loads by what the run recorded
+        answer = model.predict(pd.DataFrame({"review": ["good", "bad"]}))
+        assert answer["label"].tolist() == ["positive", "negative"]
+    else:
+        with pytest.raises(StageError, match=re.escape(refusal)):
+            runs.from_uri(uri)
+
+
 def test_a_model_is_chosen_by_run_id_or_uri_and_other_runs_are_refused(local_store):
     trained = train_run()
     assert trained.model_uri.startswith("models:/m-") and trained.model_id
     assert trained.location == trained.model_uri and trained.data_sha256 == DATA
     assert runs.from_uri(trained.model_uri) == trained
-    assert runs.from_uri(f"runs:/{trained.run_id}/model") == trained
+    assert runs.from_uri(f"runs:/{trained.run_id}/{NAME}") == trained
+    assert runs.from_uri(f"runs:/{trained.run_id}/model") == trained  # the name it had before
     assert runs.choose(trained.run_id, None) == trained
 
     with store.stage_run("evaluate") as evaluate_run:

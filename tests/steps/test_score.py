@@ -174,7 +174,7 @@ def test_bad_rows_refused_is_one_line_and_no_output(tmp_path, tracking_uri, mode
     assert code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith(f"error: score: {tmp_path / 'reviews.csv'}: 4 reviews cannot be scored")
-    assert "2 empty (first: id 'a2')" in line and "-P bad_rows=skip" in line
+    assert "2 empty (first: id 'a2')" in line and "--bad_rows skip" in line
     assert not [name for name in files_under(tmp_path) if "s.parquet" in name]
 
 
@@ -217,7 +217,7 @@ BAD_INPUT = {
     "no review column": ({"review_column": "text"}, "no column 'text' (found: id, review,"),
     "unknown engine": ({"engine": "dask"}, "engine must be local or spark, got 'dask'"),
     "unknown output format": ({"output": "scores.json"}, "scores.json: unknown output format"),
-    "no output": ({"output": ""}, "no output given: -P output=scores.parquet"),
+    "no output": ({"output": ""}, "no output given: --output scores.parquet"),
     "bad policy": ({"bad_rows": "ignore"}, "bad_rows must be skip or refuse, got 'ignore'"),
     "unregistered model": (
         {"model": "models:/nobody@champion"},
@@ -257,7 +257,7 @@ def test_an_existing_output_is_refused_unless_overwrite(tmp_path, tracking_uri, 
     assert cli(*argv) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line == (
-        f"error: score: {target}: the output exists: give another output, or -P overwrite=true"
+        f"error: score: {target}: the output exists: give another output, or --overwrite true"
         " to replace it (once the new one is complete)"
     )
     assert target.read_bytes() == b"yesterday's scores"

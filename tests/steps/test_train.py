@@ -106,6 +106,14 @@ def test_train_run_saves_logs_and_records_the_model(reviews, cfg, tracking_uri, 
     data = MlflowClient().get_run(run.info.run_id).data
     assert data.params["C"] == str(cfg.C)
     assert data.params["ngram_range"] == ",".join(map(str, cfg.ngram_range))
+    # no movie key in these reviews: the split used, and logged, is random whatever was asked
+    assert (cfg.val_split, data.params["val_split"], data.metrics["val_grouped"]) == (
+        "grouped", "random", 0.0,
+    )  # fmt: skip
+    # the headline in the metrics file, in order (dvc exp show's columns); the rest beside it
+    assert list(json.loads(paths["metrics_file"].read_text())) == list(train.VAL_METRIC_NAMES)
+    stats = json.loads((paths["metrics_file"].parent / "train_stats.json").read_text())
+    assert {"train_seconds", "model_size_mb", "n_features"} <= set(stats)
     assert {"val_accuracy", "val_f1", "val_roc_auc", "val_log_loss", "train_seconds",
             "model_size_mb"} <= set(data.metrics)  # fmt: skip
     manifest = dataset.read_manifest(ingested)
@@ -140,7 +148,8 @@ def test_cli_runs_ingest_and_validate_first_when_data_is_missing(
 
     monkeypatch.setattr(chain, "run_entry_point", data_stage)
     params = tmp_path / "params.yaml"
-    params.write_text((REPO_ROOT / "params.yaml").read_text())
+    text = (REPO_ROOT / "params.yaml").read_text()
+    params.write_text(text.replace("model_name: imdb-sentiment ", "model_name: my-reviews "))
     assert train.main(["--params", str(params), "--C", "0.5"]) == 0
     assert [c[0] for c in calls] == ["ingest", "validate"]
     assert all(c[1] == {"params": str(params)} for c in calls)
@@ -148,6 +157,8 @@ def test_cli_runs_ingest_and_validate_first_when_data_is_missing(
     assert {c[2] for c in calls} == {info["run_id"]}  # inside train's run: they become children
     assert MlflowClient().get_run(info["run_id"]).data.params["C"] == "0.5"
     assert (MODEL_DIR / "MLmodel").is_file()
+    # the logged model is named after the registered model it becomes a version of
+    assert MlflowClient().get_logged_model(info["model_id"]).name == "my-reviews"
 
 
 def test_cli_bad_parameter_is_one_error_line(tmp_path, tracking_uri, capsys, forget_experiment):
@@ -262,7 +273,7 @@ def test_train_run_self_trains_on_the_unlabeled_split_and_ships_the_same_pyfunc(
         models[use] = (paths["model_dir"], logged.data)
     (model_dir, data), (plain_dir, plain_data) = models.values()
     assert data.metrics["unlabeled_reviews"] == 300 and plain_data.metrics["unlabeled_reviews"] == 0
-    assert data.metrics["val_grouped"] == 1.0
+    assert data.metrics["val_grouped"] == 1.0 and data.params["val_split"] == "grouped"
     assert data.params["unlabeled"] == "self_training"
     # the same features, signature and output; only the classifiers' weights differ
     assert data.metrics["n_features"] == plain_data.metrics["n_features"]

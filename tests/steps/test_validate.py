@@ -293,7 +293,10 @@ def test_changed_unlabeled_file_no_longer_matches_the_manifest(layout, cfg):
 def test_too_few_rows(layout, cfg):
     train, _ = clean()
     (failure,) = failures_of(layout, cfg, train, make_reviews(60, seed=2))
-    assert failure == "test: 60 rows, fewer than the 100 required [validate.min_rows]"
+    assert failure == (
+        "test: 60 rows, fewer than the 100 required (a smaller source for one run:"
+        " --min_rows 60) [validate.min_rows]"
+    )
 
 
 def test_wrong_column_type(layout, cfg):

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from steps.data.sources.common import is_gzip, kind_of
 from steps.data.sources.kind import Chunk, Columns, Loaded, ReviewStream
 from steps.data.sources.tables import read_csv
+from steps.stage import hints
 from steps.stage.errors import SourceError, one_line
 
 
@@ -218,7 +219,8 @@ def pick_column(names: list[str], wanted: str, where: str, *, required: bool) ->
     found = ", ".join(map(str, names)) or "none"
     which = f"several columns named {wanted!r}" if matches else f"no column {wanted!r}"
     raise SourceError(
-        f"{where}: {which} (found: {found}): name the review column with -P review_column=..."
+        f"{where}: {which} (found: {found}): name the review column with"
+        f" {hints.setting('review_column', '...')}"
     )
 
 

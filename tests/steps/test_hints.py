@@ -1,0 +1,63 @@
+"""Hints speak the interface the user called: make variables, `-P key=value`, `--flags`."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyfunc.contract import CALLER_ENV
+from steps.stage import hints
+
+MAKE = {CALLER_ENV: "make", "MLFLOW_RUN_ID": "abc"}  # make run: mlflow run under make
+MLFLOW = {"MLFLOW_RUN_ID": "abc"}
+PYTHON: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [(MAKE, "make"), (MLFLOW, "mlflow"), (PYTHON, "python"), ({CALLER_ENV: "bogus"}, "python")],
+)
+def test_the_caller_is_read_from_the_environment(environ, expected):
+    assert hints.caller(environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "key", "value", "expected"),
+    [
+        (MAKE, "overwrite", True, "OVERWRITE=1"),
+        (MAKE, "output", "scores.parquet", "OUTPUT=scores.parquet"),
+        (MAKE, "min_rows", 300, 'P="min_rows=300"'),
+        (MLFLOW, "overwrite", True, "-P overwrite=true"),
+        (MLFLOW, "min_rows", 300, "-P min_rows=300"),
+        (PYTHON, "overwrite", True, "--overwrite true"),
+        (PYTHON, "output", "x.csv", "--output x.csv"),
+    ],
+)
+def test_a_setting_in_each_interface(environ, key, value, expected):
+    assert hints.setting(key, value, environ) == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "entry_point", "settings", "expected"),
+    [
+        (MAKE, "promote", {"version": 3}, "make promote VERSION=3"),
+        (MAKE, "promote", {"rollback": True}, "make rollback"),
+        (MAKE, "main", {}, "make run"),
+        (
+            MLFLOW,
+            "promote",
+            {"version": 3},
+            "mlflow run . -e promote -P version=3 --env-manager local",
+        ),
+        (PYTHON, "promote", {"version": 3}, "python -m steps.promote --version 3"),
+        (PYTHON, "promote", {"rollback": True}, "python -m steps.promote --rollback"),
+    ],
+)
+def test_a_command_in_each_interface(environ, entry_point, settings, expected):
+    assert hints.command(entry_point, settings, environ) == expected
+
+
+def test_main_passes_its_caller_down_to_the_stages_it_chains():
+    environ: dict[str, str] = {}
+    hints.pass_down(environ)
+    environ["MLFLOW_RUN_ID"] = "child"  # the stage runs under mlflow run
+    assert hints.caller(environ) == "python"
