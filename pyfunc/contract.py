@@ -49,8 +49,6 @@ MODEL_VERSION_ENV = "IMDB_MODEL_VERSION"
 # validation accuracy stands in.
 EVALUATED_ACCURACY_ENV = "IMDB_EVALUATED_ACCURACY"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
-# Which interface the user called (make, mlflow, python), so hints speak it (steps/stage/hints.py).
-CALLER_ENV = "IMDB_CALLER"
 
 # The Prometheus metrics, as named to prometheus_client (pyfunc/telemetry.py). Exported series
 # add the usual suffixes: a counter's `_total`, a histogram's `_bucket`, `_count` and `_sum`.

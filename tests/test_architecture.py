@@ -36,7 +36,13 @@ CONTRACT = "pyfunc.contract"  # the names the model and the stages share
 # own process (where the project's pyfunc would shadow the model's) may call it.
 CLEANER = "pyfunc.cleaning"
 SEES_TEXT_AS_THE_MODEL = {"steps.data.dataset"}
-MODEL_TEXT_CALLERS = {"steps.ingest", "steps.validate", "steps.train", "steps.data.dataset"}
+MODEL_TEXT_CALLERS = {
+    "steps.ingest",
+    "steps.validate",
+    "steps.train",
+    "steps.data.dataset",
+    "steps.data.splits",  # train's splits, called by train only
+}
 MAX_LINES = 400
 # Over MAX_LINES today and being split by others working on issue 21: the lead empties this when
 # their work merges (an entry no longer over the limit fails the test, so the list only shrinks).

@@ -12,6 +12,8 @@ from support import REPO_ROOT, make_dry_run
 
 from steps import main as main_stage
 
+pytestmark = pytest.mark.integration  # every test runs make
+
 
 def test_run_passes_any_override_to_the_check_and_to_mlflow_run():
     dry = make_dry_run("run", "SOURCE=reviews.csv", "P=min_rows=300 train.C=0.5")

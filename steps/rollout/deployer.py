@@ -56,6 +56,7 @@ from steps.rollout.actions import (
 )
 from steps.rollout.analysis import AnalysisFailed
 from steps.rollout.kube import Kube
+from steps.rollout.replay import replay
 from steps.rollout.slots import Slots, image_ref, preview_service
 from steps.rollout.smoke import smoke_test
 from steps.stage.config import DeployConfig
@@ -270,7 +271,7 @@ class Deployer:
             sample = self.sample(version)
         except StageError as exc:
             raise AnalysisFailed("sample", str(exc)) from None
-        verdict = analysis.replay(
+        verdict = replay(
             self.kube, self.cfg, preview_service(self.cfg), self.model_name, version, sample
         )
         deployments.record_analysis(

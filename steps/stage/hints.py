@@ -3,8 +3,8 @@ key=value` through `mlflow run`, `--flags` through `python -m steps.<entry point
 
 Every hint an error or a summary gives goes through `setting` or `command`, so one line never
 says `-P overwrite=true` to someone who typed `make score`. The Makefile exports IMDB_CALLER=make
-(pyfunc/contract.py CALLER_ENV); `mlflow run` passes MLFLOW_RUN_ID to the entry point it starts;
-neither means `python -m`. `main` passes its own caller down to the stages it chains (they run
+(CALLER_ENV); `mlflow run` passes MLFLOW_RUN_ID to the entry point it starts; neither means
+`python -m`. `main` passes its own caller down to the stages it chains (they run
 under `mlflow run`, but the user typed main's command).
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pyfunc.contract import CALLER_ENV
-
+CALLER_ENV = "IMDB_CALLER"  # which interface the user called: one of CALLERS (the Makefile's)
 MAKE, MLFLOW, PYTHON = "make", "mlflow", "python"
 CALLERS = (MAKE, MLFLOW, PYTHON)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pyfunc.contract import CALLER_ENV
 from steps.stage import hints
+from steps.stage.hints import CALLER_ENV
 
 MAKE = {CALLER_ENV: "make", "MLFLOW_RUN_ID": "abc"}  # make run: mlflow run under make
 MLFLOW = {"MLFLOW_RUN_ID": "abc"}

@@ -116,6 +116,7 @@ HOLD_ONCE = (
 )
 
 
+@pytest.mark.integration  # a child process that is not root
 def test_a_read_only_checkout_is_one_line(tmp_path):
     """A folder this user cannot write in (root writes anywhere, unless the check runs without the
     capability that lets it: CAP_DAC_OVERRIDE)."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from pyfunc.contract import CALLER_ENV
 from steps import models
 from steps.stage.errors import StageError
+from steps.stage.hints import CALLER_ENV
 from steps.tracking import champion, registry
 
 NAME = "imdb-sentiment"  # params.yaml's register.model_name: `python -m steps.models` reads it

@@ -1,0 +1,89 @@
+"""How train divides its data: the validation split carved from the ingested train split
+(grouped by movie where the reviews have a movie key) and the unlabeled reviews self-training may
+use (none that are copies of test reviews as the model sees them)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from steps.data.dataset import model_text
+from steps.stage.config import TrainConfig
+from steps.stage.errors import StageError
+
+log = logging.getLogger(__name__)
+
+
+def validation_split(
+    labels: list[str], movies: list[str] | None, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Row indices to fit on and to validate on, and how they were chosen.
+
+    grouped (with movies): StratifiedGroupKFold with round(1 / val_fraction) folds, the first
+    held out, so no movie is on both sides; otherwise a stratified random split.
+    """
+    rows = np.arange(len(labels))
+    try:
+        if cfg.val_split == "grouped" and movies is not None:
+            folds = max(2, round(1 / cfg.val_fraction))
+            splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=cfg.seed)
+            fit_idx, val_idx = next(splitter.split(rows, labels, groups=movies))
+            return fit_idx, val_idx, f"grouped by movie, 1 of {folds} folds, seed {cfg.seed}"
+        fit_idx, val_idx = train_test_split(
+            rows, test_size=cfg.val_fraction, stratify=labels, random_state=cfg.seed
+        )
+    except ValueError as exc:  # e.g. too few reviews of one label, or movies, to split
+        raise StageError(f"cannot carve a validation split: {exc}") from None
+    grouping = " (the reviews have no movie key)" if cfg.val_split == "grouped" else ""
+    return fit_idx, val_idx, f"stratified at random, seed {cfg.seed}{grouping}"
+
+
+def usable_unlabeled(
+    unlabeled: pd.DataFrame | None,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    cfg: TrainConfig,
+    where: str = "the unlabeled split",
+) -> list[str] | None:
+    """The unlabeled reviews self-training may use, or None (none ingested, or not wanted).
+
+    An unusable split (empty, mostly copies of labelled train reviews, sharing reviews with the
+    test split) is a StageError naming the problem, or with `train.unlabeled_fallback` a warning
+    and None.
+    """
+    if cfg.unlabeled == "none" or unlabeled is None:
+        return None
+    reviews = unlabeled["review"]
+    copies = int(reviews.isin(set(train["review"])).sum())
+    # as the model sees them: a case or spacing variant of a test review leaks it just the same
+    in_test = reviews[model_text(reviews).isin(set(model_text(test["review"])))]
+    problem = None
+    if reviews.empty:
+        problem = "holds no reviews"
+    elif copies / len(reviews) > cfg.max_unlabeled_copies:
+        problem = (
+            f"{copies:,} of {len(reviews):,} reviews ({copies / len(reviews):.0%}) are copies of"
+            f" labelled train reviews, more than train.max_unlabeled_copies"
+            f" ({cfg.max_unlabeled_copies:.0%}) allows"
+        )
+    elif len(in_test):
+        problem = (
+            f"{len(in_test):,} reviews also occur in the test split"
+            f" (e.g. {in_test.iloc[0][:60]!r}): learning from them leaks the test into the model"
+        )
+    if problem is None:
+        return reviews.tolist()
+    if cfg.unlabeled_fallback:
+        log.warning(
+            "%s: %s: training on the labelled reviews alone (train.unlabeled_fallback)",
+            where,
+            problem,
+        )
+        return None
+    raise StageError(
+        f"{where}: {problem}: ingest a clean unlabeled split, set train.unlabeled: none, or"
+        " set train.unlabeled_fallback: true to train without it"
+    )
