@@ -61,11 +61,13 @@ def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_bare_mlflow_runs_are_the_project_s_from_compare_to_rollback(project_copy):
     small_data_project(project_copy)
-    client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
 
     # 1. Bare `mlflow run` (Default experiment) and a stage run the project's way.
     ok(mlflow_run(project_copy, "train", "C=0.5"))
     ok(stage(project_copy, "train", "--C", "2"))
+    # Opened once the project made its store: a client creating it here would give the Default
+    # experiment an artifact root in this process's working directory (the checkout).
+    client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
     trains = {
         float(r.data.params["C"]): r
         for r in client.search_runs(

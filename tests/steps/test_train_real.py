@@ -42,6 +42,7 @@ def test_real_data_accuracy_and_behavioural_checks(shared_imdb_dir, tracking_uri
             misclassified_file=tmp_path / "misclassified.csv",
             behavioural_file=tmp_path / "behavioural.json",
             marker=marker,
+            sample_file=tmp_path / "analysis_sample.json",
         )
     assert info["metrics"]["val_accuracy"] >= 0.90
     assert report["metrics"]["accuracy"] >= 0.90
