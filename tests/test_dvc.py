@@ -81,42 +81,39 @@ def test_each_stage_depends_on_every_project_file_its_module_imports(name):
     assert uncovered == [], f"dvc.yaml stage {name} misses deps {uncovered}"
 
 
-def foreign_keys(name: str) -> set[str]:
-    """The `section.field` keys of other params.yaml sections the stage's code reads
-    (`params.register.model_name` in train)."""
-    sections = section_fields(Params)
-    read = set()
+def params_read(name: str) -> tuple[set[str], set[str]]:
+    """The params.yaml sections the stage's code reads (`params.train`), and of those the
+    `section.field` keys read one by one (`params.register.model_name`)."""
+    sections = set(section_fields(Params))
+    read, keys = set(), set()
     for path in transitive_files(f"steps.{name}"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Attribute)
+            if not isinstance(node, ast.Attribute):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id == "params":
+                read.add(node.attr)
+            elif (
+                isinstance(node.value, ast.Attribute)
                 and isinstance(node.value.value, ast.Name)
                 and node.value.value.id == "params"
                 and node.value.attr in sections
-                and node.value.attr != name
             ):
-                read.add(f"{node.value.attr}.{node.attr}")
-    return read
+                keys.add(f"{node.value.attr}.{node.attr}")
+    return read & sections, keys
+
+
+def foreign_keys(name: str) -> set[str]:
+    """The keys of other sections the stage reads one by one."""
+    return {key for key in params_read(name)[1] if not key.startswith(f"{name}.")}
 
 
 def test_each_stage_reads_only_its_own_params_section_or_lists_the_key():
     """A stage that reads another section's key has it in its `params:` list too (so DVC reruns
     it when the key changes), and reads no other section whole."""
-    sections = set(section_fields(Params))
     stages = load_dvc_yaml()["stages"]
     for name in DVC_STAGES:
-        whole = set()
-        for path in transitive_files(f"steps.{name}"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if (
-                    isinstance(node, ast.Attribute)
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id == "params"
-                    and node.attr in sections
-                ):
-                    whole.add(node.attr)
         keyed = {key.split(".")[0] for key in foreign_keys(name)}
+        whole = params_read(name)[0]
         assert whole <= {name} | keyed, f"{name} reads params.yaml sections {whole - {name}}"
         unlisted = foreign_keys(name) - set(stages[name].get("params", []))
         assert not unlisted, f"dvc.yaml stage {name} reads {sorted(unlisted)}: list them in params"
