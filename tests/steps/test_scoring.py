@@ -23,8 +23,8 @@ OWN_CODE = textwrap.dedent(
     _score_reviews = score_reviews
 
 
-    def score_reviews(pipeline, reviews, observe=None):
-        answer = _score_reviews(pipeline, reviews, observe)
+    def score_reviews(*args, **kwargs):
+        answer = _score_reviews(*args, **kwargs)
         answer["label"] = "its own code"
         return answer
     """
