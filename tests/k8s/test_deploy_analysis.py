@@ -64,6 +64,20 @@ def assert_not_switched(cluster, client, name: str) -> None:
     assert "green" not in aliases(client, name)
 
 
+def assert_switched_back(cluster, client, name: str, version: int, check: str) -> dict:
+    """After a failed post-promotion analysis of `version`: blue is live again, champion is 1
+    again (no `previous`), `version` is held and its tags name the failed check; its tags."""
+    assert cluster.selector(LIVE)["slot"] == "blue"
+    assert cluster.replicas(BLUE) == 2  # never scaled down: the analysis did not pass
+    model = client.get_registered_model(name)
+    assert model.aliases["champion"] == 1 and "previous" not in model.aliases
+    assert model.tags[HELD_TAG] == str(version)
+    tags = version_tags(client, name, version)
+    assert tags["analysis.post"] == "failed"
+    assert tags["analysis.post.failed_check"] == check
+    return tags
+
+
 def test_a_good_version_passes_the_replay_and_is_switched(
     cluster, registry, model_servers, replay_cfg, tmp_path
 ):
@@ -229,14 +243,8 @@ def test_an_unreachable_prometheus_fails_safe_and_rolls_back(
     assert text.startswith("step post-analysis failed: Prometheus at http://127.0.0.1:")
     assert text.endswith("; live slot blue serves version 1")
     assert "switching the live Service back to slot blue" in capsys.readouterr().out
-    assert cluster.selector(LIVE)["slot"] == "blue"
-    assert cluster.replicas(BLUE) == 2  # never scaled down: the analysis did not pass
-    model = client.get_registered_model(name)
-    assert model.aliases["champion"] == 1 and "previous" not in model.aliases
-    assert model.tags[HELD_TAG] == "2" and model.tags[LIVE_SLOT_TAG] == "blue"
-    tags = version_tags(client, name, 2)
-    assert tags["analysis.post"] == "failed"
-    assert tags["analysis.post.failed_check"] == "prometheus"
+    assert_switched_back(cluster, client, name, 2, "prometheus")
+    assert client.get_registered_model(name).tags[LIVE_SLOT_TAG] == "blue"
     # The cards say it too: the demoted version why, the restored one that it serves again.
     card = client.get_model_version(name, "2").description
     assert "deploy: post-promotion analysis failed: Prometheus at http://127.0.0.1:" in card

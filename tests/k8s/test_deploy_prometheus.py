@@ -39,7 +39,7 @@ from steps.stage.errors import StageError
 from steps.stage.paths import PROJECT_ROOT
 from steps.tracking.deployments import HELD_TAG
 
-from test_deploy_analysis import make_deployer, version_tags  # isort: skip
+from test_deploy_analysis import assert_switched_back, make_deployer, version_tags  # isort: skip
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -267,14 +267,7 @@ def test_a_slow_version_is_switched_back_and_champion_moves_back(
     assert f"over max_p99_seconds {MAX_P99:g} (slot green, last 4s)" in last
     assert last.endswith("; live slot blue serves version 1")
     assert "switching the live Service back to slot blue" in out
-    assert cluster.selector(LIVE)["slot"] == "blue"
-    assert cluster.replicas(BLUE) == 2  # the previous slot was never scaled down
-    model = client.get_registered_model(name)
-    assert model.aliases["champion"] == 1 and "previous" not in model.aliases
-    assert model.tags[HELD_TAG] == "3"
-    tags = version_tags(client, name, 3)
-    assert tags["analysis.post"] == "failed"
-    assert tags["analysis.post.failed_check"] == "p99_latency"
+    tags = assert_switched_back(cluster, client, name, 3, "p99_latency")
     assert float(tags["analysis.post.p99_seconds"]) > MAX_P99
     # A watching deployer now sees champion = 1, which blue runs: nothing to roll out again.
     assert deploy.reconcile(make_deployer(cfg, name)).kind == "noop"

@@ -24,9 +24,14 @@ from steps import deploy
 from steps.monitoring import promql
 from steps.rollout import analysis
 from steps.stage.errors import StageError
-from steps.tracking.deployments import HELD_TAG, LIVE_SLOT_TAG
+from steps.tracking.deployments import LIVE_SLOT_TAG
 
-from test_deploy_analysis import make_deployer, promote_two, version_tags  # isort: skip
+from test_deploy_analysis import (  # isort: skip
+    assert_switched_back,
+    make_deployer,
+    promote_two,
+    version_tags,
+)
 
 pytestmark = pytest.mark.slow  # a rollout and its undo per body, on real model servers
 
@@ -182,13 +187,8 @@ def test_an_answer_the_watch_cannot_judge_rolls_back(
     assert text.endswith("; live slot blue serves version 1") and "\n" not in text
     assert figure in prometheus.asked  # the hostile body was the one asked for
     assert "switching the live Service back to slot blue" in capsys.readouterr().out
-    assert cluster.selector(LIVE)["slot"] == "blue"
-    model = client.get_registered_model(name)
-    assert model.aliases["champion"] == 1 and "previous" not in model.aliases
-    assert model.tags[HELD_TAG] == "2" and model.tags[LIVE_SLOT_TAG] == "blue"
-    tags = version_tags(client, name, 2)
-    assert tags["analysis.post"] == "failed"
-    assert tags["analysis.post.failed_check"] == "prometheus"
+    assert_switched_back(cluster, client, name, 2, "prometheus")
+    assert client.get_registered_model(name).tags[LIVE_SLOT_TAG] == "blue"
 
 
 def test_healthy_answers_pass_and_no_calls_at_all_fails(

@@ -5,15 +5,14 @@ uncalibrated model; a calibration that is not what was written is refused in one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.special import expit, logit
+from state_forgery import assert_refused_in_one_line, edit_settings, rewrite_arrays, seal
 from support import make_reviews
 
 from pyfunc.calibration import METHODS, Calibrator, fit
@@ -21,12 +20,9 @@ from pyfunc.classifier import NO_EVIDENCE
 from pyfunc.model import SentimentModel, score_reviews
 from pyfunc.pipeline import build_pipeline
 from pyfunc.state import (
-    SEALED_FILES,
     SETTINGS_FILE,
     WEIGHTS_FILE,
-    DamagedState,
     read_calibrated_state,
-    read_state,
     write_state,
 )
 
@@ -110,31 +106,10 @@ def test_a_format_version_1_state_loads_uncalibrated(fitted, tmp_path):
     pipeline, held = fitted
     folder = tmp_path / "state"
     write_state(pipeline, folder)
-    _edit(folder, lambda s: (s.pop("calibration"), s.update(format_version=1)))
+    edit_settings(folder, lambda s: (s.pop("calibration"), s.update(format_version=1)))
     loaded, calibrator = read_calibrated_state(folder)
     assert calibrator is None
     assert np.abs(loaded.predict_proba(held) - pipeline.predict_proba(held)).max() <= 1e-12
-
-
-def _edit(folder: Path, change) -> None:
-    settings = json.loads((folder / SETTINGS_FILE).read_text())
-    change(settings)
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings))
-
-
-def _rewrite_arrays(folder: Path, change) -> None:
-    with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    change(arrays)
-    np.savez(folder / WEIGHTS_FILE, **arrays)
-
-
-def _seal(folder: Path) -> None:
-    settings = json.loads((folder / SETTINGS_FILE).read_text())
-    for name in SEALED_FILES:
-        data = (folder / name).read_bytes()
-        settings["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings))
 
 
 def _reverse(arrays: dict, name: str) -> None:
@@ -143,35 +118,37 @@ def _reverse(arrays: dict, name: str) -> None:
 
 TAMPERED = {
     "an unknown method": (
-        lambda f: _edit(f, lambda s: s["calibration"].update(method="beta")),
+        lambda f: edit_settings(f, lambda s: s["calibration"].update(method="beta")),
         SETTINGS_FILE, "calibration must be",
     ),
     "a version 2 state without the key": (
-        lambda f: _edit(f, lambda s: s.pop("calibration")),
+        lambda f: edit_settings(f, lambda s: s.pop("calibration")),
         SETTINGS_FILE, "has a calibration",
     ),
     "a point count that is not the arrays'": (
-        lambda f: _edit(f, lambda s: s["calibration"].update(points=7)),
+        lambda f: edit_settings(f, lambda s: s["calibration"].update(points=7)),
         WEIGHTS_FILE, "array calibration.x",
     ),
     "an unknown calibration setting": (
-        lambda f: _edit(f, lambda s: s["calibration"].update(temperature=2)),
+        lambda f: edit_settings(f, lambda s: s["calibration"].update(temperature=2)),
         SETTINGS_FILE, "calibration must be",
     ),
     "knots out of order": (
-        lambda f: _rewrite_arrays(f, lambda a: _reverse(a, "calibration.y")),
+        lambda f: rewrite_arrays(f, lambda a: _reverse(a, "calibration.y")),
         SETTINGS_FILE, "non-decreasing",
     ),
     "knots outside [0, 1]": (
-        lambda f: _rewrite_arrays(f, lambda a: a["calibration.x"].__imul__(3)),
+        lambda f: rewrite_arrays(f, lambda a: a["calibration.x"].__imul__(3)),
         SETTINGS_FILE, "within [0, 1]",
     ),
     "knots missing": (
-        lambda f: _rewrite_arrays(f, lambda a: a.pop("calibration.x")),
+        lambda f: rewrite_arrays(f, lambda a: a.pop("calibration.x")),
         WEIGHTS_FILE, "arrays missing ['calibration.x']",
     ),
     "a platt slope that is not a number": (
-        lambda f: _edit(f, lambda s: s.update(calibration={"method": "platt", "a": "1", "b": 0})),
+        lambda f: edit_settings(
+            f, lambda s: s.update(calibration={"method": "platt", "a": "1", "b": 0})
+        ),
         SETTINGS_FILE, "calibration must be",
     ),
 }  # fmt: skip
@@ -191,13 +168,8 @@ def test_a_damaged_calibration_is_refused_in_one_line(written, case, tmp_path):
     folder = tmp_path / "state"
     shutil.copytree(written, folder)
     change(folder)
-    _seal(folder)
-    with pytest.raises(DamagedState) as caught:
-        read_state(folder)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(str(folder / file_name)), message
-    assert what in message, message
+    seal(folder)
+    assert_refused_in_one_line(folder, file_name, what)
 
 
 def test_the_calibrator_is_plain_numbers_in_the_state(written):

@@ -4,7 +4,6 @@ written is refused in one line naming the file, without running anything it hold
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import shutil
@@ -13,17 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from state_forgery import (
+    assert_refused_in_one_line,
+    edit_settings,
+    rewrite_arrays,
+    seal,
+)
 from support import make_reviews, make_unlabeled
 
 from pyfunc.pipeline import build_pipeline, n_features, token_counts
 from pyfunc.self_training import self_train
 from pyfunc.state import (
     FORMAT_VERSION,
-    SEALED_FILES,
     SETTINGS_FILE,
     VOCABULARY_FILE,
     WEIGHTS_FILE,
-    DamagedState,
     read_state,
     write_state,
 )
@@ -121,49 +124,12 @@ def test_the_payload_runs_when_unpickled(tmp_path):
     assert (tmp_path / "ran").exists()
 
 
-def _seal(folder: Path) -> None:
-    """Record the files' sizes and digests in model.json again, as a careful forger would: what
-    is checked then is the content itself."""
-    try:
-        settings = json.loads((folder / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
-        return  # the case is about model.json itself
-    if "files" not in settings:
-        return
-    for name in SEALED_FILES:
-        if (folder / name).is_file():
-            data = (folder / name).read_bytes()
-            settings["files"][name] = {
-                "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings))
-
-
 def _respell_a_word(folder: Path, marker: Path) -> None:
     """The same number of words and bytes, one word spelled otherwise."""
     path = folder / VOCABULARY_FILE
     text = path.read_text()
     assert '"wonderful"' in text
     path.write_text(text.replace('"wonderful"', '"wonderfux"', 1))
-
-
-def _edit_settings(folder: Path, edit) -> None:
-    settings = json.loads((folder / SETTINGS_FILE).read_text())
-    edit(settings)
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings))
-
-
-def _arrays(folder: Path) -> dict[str, np.ndarray]:
-    with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
-        return {name: npz[name] for name in npz.files}
-
-
-def _rewrite_arrays(folder: Path, edit, allow_pickle: bool = False) -> None:
-    arrays = _arrays(folder)
-    edit(arrays)
-    (folder / WEIGHTS_FILE).unlink()
-    np.savez(folder / WEIGHTS_FILE, allow_pickle=allow_pickle, **arrays)
 
 
 def _edit_words(folder: Path, edit) -> None:
@@ -176,7 +142,7 @@ def _pickle_in_npz(folder: Path, marker: Path) -> None:
     def edit(arrays):
         arrays["plain.nb.coef"] = np.array([Payload(marker)], dtype=object)
 
-    _rewrite_arrays(folder, edit, allow_pickle=True)
+    rewrite_arrays(folder, edit, allow_pickle=True)
 
 
 def _truncate(path: Path, keep: float = 0.5) -> None:
@@ -225,11 +191,11 @@ TAMPERED = {
         _respell_a_word, VOCABULARY_FILE, "model.json records: the file was changed after",
     ),
     "unsealed: weights recomputed": (
-        lambda f, m: _rewrite_arrays(f, lambda a: a["plain.nb.coef"].__setitem__((0, 0), 1.5)),
+        lambda f, m: rewrite_arrays(f, lambda a: a["plain.nb.coef"].__setitem__((0, 0), 1.5)),
         WEIGHTS_FILE, "the file was c",
     ),
     "no record of the files": (
-        lambda f, m: _edit_settings(f, lambda s: s.pop("files")),
+        lambda f, m: edit_settings(f, lambda s: s.pop("files")),
         SETTINGS_FILE, "files must give bytes and sha256",
     ),
     "weights replaced by a pickle": (
@@ -249,36 +215,36 @@ TAMPERED = {
         lambda f, m: _corrupt_member(f), WEIGHTS_FILE, "not a readable .npz of plain arrays (",
     ),
     "coefficients cut short": (
-        lambda f, m: _rewrite_arrays(f, _shorter("plain.nb.coef")),
+        lambda f, m: rewrite_arrays(f, _shorter("plain.nb.coef")),
         WEIGHTS_FILE, "array plain.nb.coef is float64[1, ",
     ),
     "idf cut short": (
-        lambda f, m: _rewrite_arrays(f, _shorter("plain.idf")), WEIGHTS_FILE, "array plain.idf",
+        lambda f, m: rewrite_arrays(f, _shorter("plain.idf")), WEIGHTS_FILE, "array plain.idf",
     ),
     "keys cut short": (
-        lambda f, m: _rewrite_arrays(f, _shorter("plain.keys.2")),
+        lambda f, m: rewrite_arrays(f, _shorter("plain.keys.2")),
         WEIGHTS_FILE, "vocabulary and weights do not belong together",
     ),
     "coefficients stored as float32": (
-        lambda f, m: _rewrite_arrays(
+        lambda f, m: rewrite_arrays(
             f, lambda a: a.update({"plain.tfidf.coef": a["plain.tfidf.coef"].astype(np.float32)})
         ),
         WEIGHTS_FILE, "expected float64",
     ),
     "an array missing": (
-        lambda f, m: _rewrite_arrays(f, lambda a: a.pop("plain.log_ratio")),
+        lambda f, m: rewrite_arrays(f, lambda a: a.pop("plain.log_ratio")),
         WEIGHTS_FILE, "arrays missing ['plain.log_ratio'], not expected []",
     ),
     "an array too many": (
-        lambda f, m: _rewrite_arrays(f, lambda a: a.update({"extra": np.zeros(2)})),
+        lambda f, m: rewrite_arrays(f, lambda a: a.update({"extra": np.zeros(2)})),
         WEIGHTS_FILE, "arrays missing [], not expected ['extra']",
     ),
     "a NaN weight": (
-        lambda f, m: _rewrite_arrays(f, lambda a: a["plain.nb.coef"].__setitem__((0, 0), np.nan)),
+        lambda f, m: rewrite_arrays(f, lambda a: a["plain.nb.coef"].__setitem__((0, 0), np.nan)),
         WEIGHTS_FILE, "NaN",
     ),
     "keys out of order": (
-        lambda f, m: _rewrite_arrays(f, lambda a: a["plain.keys.1"].__setitem__(
+        lambda f, m: rewrite_arrays(f, lambda a: a["plain.keys.1"].__setitem__(
             slice(None), a["plain.keys.1"][::-1].copy()
         )),
         WEIGHTS_FILE, "not sorted",
@@ -287,15 +253,15 @@ TAMPERED = {
         lambda f, m: (f / WEIGHTS_FILE).unlink(), WEIGHTS_FILE, "no such file",
     ),
     "format version from the future": (
-        lambda f, m: _edit_settings(f, lambda s: s.update(format_version=FORMAT_VERSION + 1)),
+        lambda f, m: edit_settings(f, lambda s: s.update(format_version=FORMAT_VERSION + 1)),
         SETTINGS_FILE, f"format version {FORMAT_VERSION + 1} is newer",
     ),
     "format version not a number": (
-        lambda f, m: _edit_settings(f, lambda s: s.update(format_version="1")),
+        lambda f, m: edit_settings(f, lambda s: s.update(format_version="1")),
         SETTINGS_FILE, "format_version must be",
     ),
     "another format": (
-        lambda f, m: _edit_settings(f, lambda s: s.update(format="something-else")),
+        lambda f, m: edit_settings(f, lambda s: s.update(format="something-else")),
         SETTINGS_FILE, "not an imdb-sentiment-state settings file",
     ),
     "settings not JSON": (
@@ -306,15 +272,15 @@ TAMPERED = {
         lambda f, m: (f / SETTINGS_FILE).unlink(), SETTINGS_FILE, "no such file",
     ),
     "an unknown view": (
-        lambda f, m: _edit_settings(f, lambda s: s["members"][0].update(views=["nb", "bert"])),
+        lambda f, m: edit_settings(f, lambda s: s["members"][0].update(views=["nb", "bert"])),
         SETTINGS_FILE, "members[0].views must be",
     ),
     "an unknown setting": (
-        lambda f, m: _edit_settings(f, lambda s: s["members"][0].update(layers=3)),
+        lambda f, m: edit_settings(f, lambda s: s["members"][0].update(layers=3)),
         SETTINGS_FILE, "has unknown ['layers']",
     ),
     "feature count edited": (
-        lambda f, m: _edit_settings(
+        lambda f, m: edit_settings(
             f, lambda s: s["members"][0].update(n_features=s["members"][0]["n_features"] + 1)
         ),
         WEIGHTS_FILE, "array plain.",
@@ -322,7 +288,7 @@ TAMPERED = {
     "vocabulary shorter than the weights need": (
         lambda f, m: (
             _edit_words(f, _drop_words),
-            _edit_settings(f, lambda s: s["members"][0].update(
+            edit_settings(f, lambda s: s["members"][0].update(
                 n_words=len(json.loads((f / VOCABULARY_FILE).read_text())["plain"]["words"])
             )),
         ),
@@ -356,11 +322,6 @@ def test_a_tampered_state_is_refused_in_one_line_naming_the_file(written, case, 
     shutil.copytree(written, folder)
     change(folder, marker)
     if not case.startswith("unsealed:"):
-        _seal(folder)
-    with pytest.raises(DamagedState) as caught:
-        read_state(folder)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(str(folder / file_name)), message
-    assert what in message, message
+        seal(folder)
+    assert_refused_in_one_line(folder, file_name, what)
     assert not marker.exists(), "a pickle in the state ran"
