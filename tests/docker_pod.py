@@ -120,16 +120,18 @@ def cpus(quantity: str | int | float) -> float:
     return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def _env_value(entry: dict, labels: Mapping[str, str]) -> str:
-    """A container env entry's value: as given, or read from a pod label (fieldRef) as the
-    kubelet does; anything else is not emulated."""
+def _env_value(entry: dict, metadata: Mapping[str, Mapping[str, str]]) -> str:
+    """A container env entry's value: as given, or read from a pod label or annotation
+    (fieldRef) as the kubelet does (an absent one: empty); anything else is not emulated."""
     if "value" in entry:
         return str(entry["value"])
     field = entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
-    label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", field)
-    if label is None:
-        raise PodSpecError(f"env {entry['name']}: only values and pod-label fieldRefs are emulated")
-    return str(labels.get(label.group(1), ""))
+    found = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", field)
+    if found is None:
+        raise PodSpecError(
+            f"env {entry['name']}: only values and pod label or annotation fieldRefs are emulated"
+        )
+    return str(metadata.get(found.group(1), {}).get(found.group(2), ""))
 
 
 def pod_template(deployment: dict) -> tuple[dict, dict]:
@@ -227,8 +229,8 @@ def run_args(
     for host, path in (extra_volumes or {}).items():
         flags += ["-v", f"{host}:{path}"]
 
-    labels = deployment["spec"]["template"].get("metadata", {}).get("labels", {})
-    env = {e["name"]: _env_value(e, labels) for e in rest.pop("env", [])}
+    metadata = deployment["spec"]["template"].get("metadata", {})
+    env = {e["name"]: _env_value(e, metadata) for e in rest.pop("env", [])}
     for source in rest.pop("envFrom", []):
         secret = source["secretRef"]["name"]
         if secrets is None or secret not in secrets:

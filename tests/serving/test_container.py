@@ -25,7 +25,7 @@ from docker_pod import Container, PeakRss, docker, memory_bytes, pod_template, r
 from docker_pod import startup_budget as budget_of
 from support import REPO_ROOT, serving_limits
 
-from pyfunc.contract import MAX_CALL_CHARS_ENV, TEXT_COLUMN
+from pyfunc.contract import MAX_CALL_CHARS_ENV, MAX_CALL_REVIEWS_ENV, TEXT_COLUMN
 from steps.stage.config import load_params
 from steps.tracking import registry
 
@@ -228,15 +228,26 @@ def test_the_largest_body_nginx_lets_through_is_refused_by_the_model_in_memory(p
 
 def test_two_largest_bodies_of_the_costliest_kind_at_once_fit_the_memory_limit(pod):
     """The worst case for memory: every worker parsing a body of the shortest reviews (a Python
-    object per two-letter review) at once. They are valid calls, answered in full."""
+    object per two-letter review) at once. MLflow parses a whole body before the model sees it,
+    so that cost is paid; the model then refuses more reviews than a call may hold."""
+    max_reviews = int(serving_limits()[MAX_CALL_REVIEWS_ENV])  # as the pod sets it
     body = largest_body(FORMATS["inputs-columns"], "ok")
     workers = int(next(e["value"] for e in pod_template(deployment())[1]["env"]
                        if e["name"] == "MLFLOW_MODELS_WORKERS"))  # fmt: skip
+    assert len(json.loads(body)["inputs"][TEXT_COLUMN]) > max_reviews
     responses, _ = survives(pod, [body] * workers)
-    rows = len(json.loads(body)["inputs"][TEXT_COLUMN])
     for response in responses:
-        assert response.status_code == 200, response.text[:300]
-        assert len(response.json()["predictions"]) == rows
+        assert response.status_code == 400, response.text[:300]
+        message = response.json()["message"]
+        assert f"{max_reviews:,} reviews per call ({MAX_CALL_REVIEWS_ENV})" in message
+
+
+def test_a_call_of_as_many_reviews_as_allowed_is_answered_in_full(pod):
+    max_reviews = int(serving_limits()[MAX_CALL_REVIEWS_ENV])
+    body = json.dumps({"inputs": {TEXT_COLUMN: ["ok"] * max_reviews}}).encode()
+    (response,), _ = survives(pod, [body])
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == max_reviews
 
 
 def test_keeps_serving_after_every_bad_and_large_request(pod, in_process):
