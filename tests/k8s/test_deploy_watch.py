@@ -20,6 +20,7 @@ import pytest
 from deploy_support import LIVE, log_sample
 from mlflow import MlflowClient
 
+from pyfunc.contract import EXPECTED_CORRECT_METRIC, SLOT_LABEL
 from steps import deploy
 from steps.monitoring import promql
 from steps.rollout import analysis
@@ -202,7 +203,9 @@ def test_healthy_answers_pass_and_no_calls_at_all_fails(
         deploy.reconcile(make_deployer(cfg, name))
     assert cluster.selector(LIVE)["slot"] == "green"
     assert version_tags(client, name, 2)["analysis.post"] == "passed"
-    assert set(prometheus.asked) == set(QUERIES)
+    # the three figures, and whether the slot's version is calibrated (it exports the estimate)
+    calibrated = f'{EXPECTED_CORRECT_METRIC}_total{{{SLOT_LABEL}="{SLOT}"}}'
+    assert set(prometheus.asked) == {*QUERIES, calibrated}
 
     nan = (OK, JSON, vector("NaN"))
     with prom_answers(dict.fromkeys(QUERIES, nan)) as prometheus:
