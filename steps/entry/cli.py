@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 
-from steps.stage import secrets
+from steps.stage import hints, secrets
 from steps.stage.coercion import BOOL_WORDS, override, unknown_key
 from steps.stage.config import Params, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError, error_line
@@ -237,6 +237,9 @@ def main(
     """
     name = entry_point or section
     setup_logging()
+    # Under `mlflow run` the caller shows only in MLFLOW_RUN_ID, which MLflow deletes from the
+    # environment when the stage resumes its run: recorded now, hints given later speak it.
+    hints.pass_down()
     # The entry point's own docstring heads its --help (the command is defined in it).
     doc = getattr(sys.modules.get(command.__module__), "__doc__", None)
     try:

@@ -61,3 +61,31 @@ def test_main_passes_its_caller_down_to_the_stages_it_chains():
     hints.pass_down(environ)
     environ["MLFLOW_RUN_ID"] = "child"  # the stage runs under mlflow run
     assert hints.caller(environ) == "python"
+
+
+def test_an_entry_point_under_mlflow_run_speaks_mlflow_after_its_run_resumed(
+    tracking_uri, monkeypatch, capsys
+):
+    """MLflow deletes MLFLOW_RUN_ID from the environment when the stage resumes its run; a hint
+    given after that still speaks `mlflow run` (the entry point recorded its caller first)."""
+    from mlflow import MlflowClient
+
+    from steps.entry import cli
+    from steps.stage.errors import StageError
+    from steps.tracking import store
+
+    # as `mlflow run` starts an entry point: its experiment and the run it made
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "0")
+    monkeypatch.setenv("MLFLOW_RUN_ID", MlflowClient(tracking_uri).create_run("0").info.run_id)
+
+    def command(params, cfg, args) -> None:
+        with store.stage_run("promote"):
+            raise StageError(f"try {hints.command('promote', {'version': 3})}")
+
+    assert cli.main("promote", [], command) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith("try mlflow run . -e promote -P version=3 --env-manager local")
+    )
