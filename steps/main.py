@@ -25,7 +25,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from steps.entry import cli
-from steps.stage import chain, hints, lock
+from steps.stage import chain, lock
 from steps.stage.coercion import override, unknown_key
 from steps.stage.config import Params, TrainConfig, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError
@@ -116,7 +116,6 @@ def run(params_file: str, overrides: dict[str, dict[str, str]]) -> dict[str, str
     """Run every stage of the pipeline in order under one parent run, then give the parent run
     the figures one row of a comparison needs; returns the child run id of each stage."""
     check(params_file, overrides)
-    hints.pass_down()  # the stages run under `mlflow run`, but their hints speak main's caller
     children = {}
     with lock.hold("main"), store.stage_run("main"):
         for number, stage in enumerate(chain.PIPELINE, start=1):

@@ -39,7 +39,7 @@ def checkout_files(pattern: str) -> list[Path]:
     outside the .gitignore'd top-level folders."""
     try:
         listed = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "--", f"*{pattern}", pattern],
+            ["git", "ls-files", "-co", "--exclude-standard", "--", f":(glob)**/{pattern}"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -50,7 +50,7 @@ def checkout_files(pattern: str) -> list[Path]:
         return sorted(
             p
             for p in REPO_ROOT.rglob(pattern)
-            if not any(part.split("-")[0] in ignored for part in p.relative_to(REPO_ROOT).parts)
+            if p.relative_to(REPO_ROOT).parts[0].split("-")[0] not in ignored
         )
     return sorted({REPO_ROOT / name for name in listed if (REPO_ROOT / name).is_file()})
 

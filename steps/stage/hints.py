@@ -4,8 +4,9 @@ key=value` through `mlflow run`, `--flags` through `python -m steps.<entry point
 Every hint an error or a summary gives goes through `setting` or `command`, so one line never
 says `-P overwrite=true` to someone who typed `make score`. The Makefile exports IMDB_CALLER=make
 (CALLER_ENV); `mlflow run` passes MLFLOW_RUN_ID to the entry point it starts; neither means
-`python -m`. `main` passes its own caller down to the stages it chains (they run
-under `mlflow run`, but the user typed main's command).
+`python -m`. Every entry point records its caller in CALLER_ENV as it starts (`pass_down`,
+from `cli.main`): MLflow deletes MLFLOW_RUN_ID once the run resumes, and the stages `main`
+chains inherit main's caller (they run under `mlflow run`, but the user typed main's command).
 """
 
 from __future__ import annotations
