@@ -3,7 +3,7 @@ needs: the model as code (code_model.py, with this package as code_paths), its f
 data (pyfunc/state.py), a signature, an input example and the pip requirements the format needs.
 
 Nothing in the logged model is a pickle, so it loads where MLFLOW_ALLOW_PICKLE_DESERIALIZATION is
-false (tests/pyfunc/test_roundtrip.py scans every file for one)."""
+false (tests/pyfunc/test_packaging_roundtrip.py scans every file for one)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from pyfunc.state import write_state
 PACKAGE_DIR = Path(__file__).resolve().parent  # shipped inside the model as code
 MODEL_CODE = PACKAGE_DIR / "code_model.py"  # what MLflow runs to get the model object
 # What the model needs at load time besides mlflow (which MLflow pins itself), as ranges: the
-# state is data, so any release in the range reads it (tests/pyfunc/test_versions.py loads a model
+# state is data, so any release in the range reads it (tests/pyfunc/test_packaging_versions.py loads a model
 # with the previous scikit-learn minor release and the oldest numpy 2). Lower bounds: the releases
 # tested; upper bounds: the next major release, which may remove what the loader uses.
 # prometheus-client for the metrics the model exposes when served (pyfunc/telemetry.py).

@@ -12,7 +12,10 @@
   and the tests start with `python -m steps.<name>` is an entry point;
 - libraries return, entry points speak: only an entry point and the CLI runner they share print
   or write to stdout/stderr;
-- no module under steps/ is over MAX_LINES lines.
+- no module under steps/ is over MAX_LINES lines;
+- tests/ mirrors the code (tests/README.md): a test module under tests/steps or tests/pyfunc
+  names a module or package of the same folder of the code, so the tests of
+  steps/data/sources/s3.py are found at tests/steps/data/sources/test_s3.py.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import ast
 import graphlib
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -325,3 +329,69 @@ def test_no_module_under_steps_is_over_the_line_limit():
     over = {path for path, n in lengths.items() if n > MAX_LINES}
     assert {p: lengths[p] for p in over - LONG_FOR_NOW} == {}, f"split them (max {MAX_LINES})"
     assert LONG_FOR_NOW - over == set(), "no longer over the limit: take off LONG_FOR_NOW"
+
+
+MIRRORED = ("steps", "pyfunc")
+
+
+def code_names(folder: Path) -> set[str]:
+    """The modules and packages directly in a code folder, by name."""
+    if not folder.is_dir():
+        return set()
+    return {p.stem for p in folder.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in folder.iterdir() if (p / "__init__.py").is_file()
+    }
+
+
+def unmirrored(tests_root: Path, code_root: Path) -> list[str]:
+    """The test modules under tests_root/<top> (for each mirrored top) whose name is not
+    test_<name> or test_<name>_<what>, <name> a module or package beside the code they test."""
+    wrong = []
+    for top in MIRRORED:
+        for test in sorted((tests_root / top).rglob("test_*.py")):
+            folder = code_root / test.parent.relative_to(tests_root)
+            subject = test.stem.removeprefix("test_")
+            names = code_names(folder)
+            if not any(subject == n or subject.startswith(f"{n}_") for n in names):
+                wrong.append(
+                    f"{test.relative_to(tests_root.parent)}: no module or package"
+                    f" {folder.relative_to(code_root)}/{subject.split('_')[0]}..."
+                )
+    return wrong
+
+
+def test_tests_mirror_the_code():
+    assert unmirrored(REPO_ROOT / "tests", REPO_ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("test_path", "ok"),
+    [
+        ("tests/steps/data/sources/test_s3.py", True),
+        ("tests/steps/data/sources/test_s3_listing.py", True),  # a part of s3.py's tests
+        ("tests/steps/data/test_sources_table.py", True),  # the package steps/data/sources
+        ("tests/steps/test_train.py", True),  # an entry point
+        ("tests/pyfunc/test_state.py", True),
+        ("tests/steps/test_s3.py", False),  # not beside the code
+        ("tests/steps/data/test_s3.py", False),
+        ("tests/pyfunc/test_stat.py", False),
+        ("tests/steps/nowhere/test_train.py", False),  # no such package
+    ],
+)
+def test_a_test_beside_no_code_is_found(tmp_path, test_path, ok):
+    for module in (
+        "steps/train.py",
+        "steps/data/__init__.py",
+        "steps/data/sources/__init__.py",
+        "steps/data/sources/s3.py",
+        "pyfunc/state.py",
+    ):
+        (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / module).touch()
+    (tmp_path / test_path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / test_path).touch()
+    found = unmirrored(tmp_path / "tests", tmp_path)
+    if ok:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith(f"{test_path}: no module or package")

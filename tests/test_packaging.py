@@ -179,7 +179,7 @@ def run_odbc_tests_without_libodbc(tmp_path, **env: str) -> subprocess.Completed
     clean = {k: v for k, v in os.environ.items() if not k.startswith("IMDB_REQUIRE_")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
-         "tests/steps/test_sources_odbc.py"],
+         "tests/steps/data/sources/test_odbc.py"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         env={**clean, "PYTHONPATH": str(fake), **env},
     )  # fmt: skip

@@ -18,9 +18,12 @@ ROWS = 2000  # one file, carved 80/20: 400 test reviews, under validate.min_rows
 def make(project, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     steering = ("MLFLOW_", "_MLFLOW_", "DAGSHUB_", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "IMDB_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(steering)}
+    venv = REPO_ROOT / ".venv"
+    # -o: the venv counts as installed even when the copied pyproject.toml is newer than its
+    # stamp, or make would reinstall the project editable from this tmp copy into the real venv.
     return subprocess.run(
-        ["make", "--no-print-directory", *args, f"VENV={REPO_ROOT / '.venv'}"], cwd=project,
-        env=env, capture_output=True, text=True, timeout=timeout,
+        ["make", "--no-print-directory", "-o", str(venv / ".installed"), *args, f"VENV={venv}"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
 
