@@ -32,9 +32,10 @@ from pyfunc.state import write_state
 PACKAGE_DIR = Path(__file__).resolve().parent  # shipped inside the model as code
 MODEL_CODE = PACKAGE_DIR / "code_model.py"  # what MLflow runs to get the model object
 # What the model needs at load time besides mlflow (which MLflow pins itself), as ranges: the
-# state is data, so any release in the range reads it (tests/pyfunc/test_packaging_versions.py loads a model
-# with the previous scikit-learn minor release and the oldest numpy 2). Lower bounds: the releases
-# tested; upper bounds: the next major release, which may remove what the loader uses.
+# state is data, so any release in the range reads it (tests/pyfunc/test_packaging_versions.py
+# loads a model with the previous scikit-learn minor release and the oldest numpy 2). Lower
+# bounds: the releases tested; upper bounds: the next major release, which may remove what the
+# loader uses.
 # prometheus-client for the metrics the model exposes when served (pyfunc/telemetry.py).
 RUNTIME_REQUIREMENTS = {
     "scikit-learn": ">=1.8,<2",

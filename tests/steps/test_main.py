@@ -64,7 +64,8 @@ def run_main(argv: list[str], capsys) -> tuple[int, list[str]]:
 def test_check_refuses_what_the_stage_would_in_the_stage_s_words(
     case: Case, capsys, monkeypatch, tmp_path
 ):
-    """The line is the one `python -m steps.<stage>` prints (tests/steps/entry/test_cli.py), from main."""
+    """The line is the one `python -m steps.<stage>` prints (tests/steps/entry/test_cli.py), from
+    main."""
     monkeypatch.chdir(tmp_path)
     code, said = run_main(["--check", f"--{case.section}.{case.key}", case.text], capsys)
     assert code == 1

@@ -111,7 +111,8 @@ def test_a_refused_flag_value_is_one_line_naming_key_value_and_what_is_allowed(
     case: Case, capsys, monkeypatch, tmp_path
 ):
     """Every stage refuses each declared choice and bound in its flags before it starts (the same
-    words as params.yaml: tests/steps/stage/test_config.py); `mlflow run -P key=v` passes `--key v`."""
+    words as params.yaml: tests/steps/stage/test_config.py); `mlflow run -P key=v` passes
+    `--key v`."""
     monkeypatch.chdir(tmp_path)  # anything the stage wrote would land here
     code, err = entry_point_main(case.section, [f"--{case.key}", case.text], capsys)
     assert code == 1
