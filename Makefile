@@ -73,14 +73,17 @@ run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri, 
 	$(WITH_TRACKING) mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)') \
 		$(P_MLFLOW)
 
-test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb)
-	$(PY) -m pytest
+test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb), with coverage
+	$(PY) -m pytest --cov --cov-report=term:skip-covered
 
-test-fast: $(STAMP) ## run the tests not marked slow
-	$(PY) -m pytest -m "not slow"
+# The quick tiers run on every CPU (pytest-xdist): a file's tests on one worker (tests/conftest.py).
+PARALLEL := -n auto --dist loadgroup
+
+test-fast: $(STAMP) ## run the tests not marked slow, on every CPU
+	$(PY) -m pytest -m "not slow" $(PARALLEL)
 
 test-unit: $(STAMP) ## the inner loop: the tests that start no process, server or container (< 1 min)
-	$(PY) -m pytest -m unit
+	$(PY) -m pytest -m unit $(PARALLEL)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(PY) -m ruff check .

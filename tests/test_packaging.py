@@ -185,6 +185,7 @@ def run_odbc_tests_without_libodbc(tmp_path, **env: str) -> subprocess.Completed
     )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_tests_that_need_unixodbc_skip_naming_the_apt_packages_and_ci_requires_them(tmp_path):
     skipped = run_odbc_tests_without_libodbc(tmp_path)
@@ -212,6 +213,7 @@ def test_ci_requires_what_the_tests_can_skip():
     assert re.search(r"^\$sudo \.ci/start-dockerd$", ci, re.M)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("required", [False, True], ids=["skipped", "required"])
 @pytest.mark.integration
 def test_a_docker_test_is_skipped_without_an_engine_and_fails_where_required(tmp_path, required):

@@ -194,6 +194,7 @@ def run_module(module: str, cwd, env: dict[str, str], *args: str) -> subprocess.
     )
 
 
+@pytest.mark.slow
 def test_runs_go_to_dagshub_and_models_to_the_local_registry(dagshub, tmp_path):
     experiment_id = store.configure()
     assert mlflow.get_tracking_uri() == dagshub.url
@@ -230,6 +231,7 @@ def test_runs_go_to_dagshub_and_models_to_the_local_registry(dagshub, tmp_path):
     assert list(loaded.predict(pd.DataFrame({"x": [0.0, 3.0]}))) == [0, 1]
 
 
+@pytest.mark.slow
 def test_stage_cli_logs_there_with_username_and_token(dagshub, tmp_path):
     experiment_id = store.configure()  # token:token, in this process
     client = MlflowClient()
@@ -257,6 +259,7 @@ def test_stage_cli_logs_there_with_username_and_token(dagshub, tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_children_inherit_the_remote_target(dagshub, tmp_path):
     """What `mlflow run` / chained stages get: same server, credentials and local registry."""
     experiment_id = store.configure()
@@ -267,6 +270,7 @@ def test_children_inherit_the_remote_target(dagshub, tmp_path):
     assert os.environ["MLFLOW_REGISTRY_URI"] == store.DEFAULT_TRACKING_URI
 
 
+@pytest.mark.slow
 def test_wrong_token_is_one_clear_error_line(dagshub, tmp_path):
     wrong = "not-the-token-0000000"
     result = run_module(
@@ -345,6 +349,7 @@ def test_incomplete_dagshub_settings_are_one_line_errors(env, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_without_variables_the_local_store_is_used(clean_env, tmp_path):
     # A subprocess: MLflow caches SQLite engines by URI, and this URI is relative to the cwd.

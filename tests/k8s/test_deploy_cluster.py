@@ -475,6 +475,7 @@ def test_a_malformed_kubeconfig_is_one_line_naming_the_file(text, tmp_path, monk
     assert f"kubeconfig {kubeconfig}" in message and message.isprintable(), message
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_the_deploy_command_says_so_in_one_line(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"

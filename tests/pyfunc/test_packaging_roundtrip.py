@@ -65,6 +65,7 @@ def pipeline():
     return build_pipeline().fit(frame["review"].tolist(), frame["sentiment"].tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_logged_model_loads_and_predicts_in_a_fresh_process_without_the_repo_or_pickles(
     pipeline, tracking_uri, tmp_path

@@ -42,6 +42,7 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_cli_ingests_logs_and_then_reuses(project_copy, tracking_uri, tmp_path):
     make_reviews(120, seed=51).to_csv(tmp_path / "reviews.csv.gz", index=False)
@@ -76,6 +77,7 @@ def test_cli_ingests_logs_and_then_reuses(project_copy, tracking_uri, tmp_path):
     assert json.loads(Path(logged).read_text()) == manifest
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_cli_bad_input_is_one_error_line_and_no_output(project_copy, tracking_uri, tmp_path):
     # Each run costs an MLflow start-up, so three kinds here; the rest are checked in-process.
@@ -98,6 +100,7 @@ def test_cli_bad_input_is_one_error_line_and_no_output(project_copy, tracking_ur
     assert [r.info.status for r in runs] == ["FAILED"] * len(cases)
 
 
+@pytest.mark.slow
 @pytest.mark.odbc
 def test_cli_sql_password_from_environment_never_recorded(
     project_copy, tracking_uri, tmp_path, sqlite_odbc_driver

@@ -55,6 +55,7 @@ def cli(*argv: str) -> int:
     return migrate.main(["--params", str(PARAMS), *argv])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_pickled_version_becomes_a_code_and_data_version_with_the_same_scores(
     old_version, monkeypatch, capsys

@@ -136,6 +136,7 @@ def test_decision_rule(candidate, champion, checks, promoted, reason):
     assert reason in why
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_first_model_becomes_champion(local_store, ingested, cfg):
     v1 = add_version(STRONG)
@@ -158,6 +159,7 @@ def test_first_model_becomes_champion(local_store, ingested, cfg):
     assert promote.promote(cfg, NAME, **at(ingested)) is None  # already champion
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champion(
     local_store, ingested, cfg
@@ -184,6 +186,7 @@ def test_better_candidate_is_promoted_and_rollback_restores_the_previous_champio
         promote.rollback(NAME)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_champion_logged_before_the_input_column_was_renamed_is_still_scored(
     local_store, ingested, cfg
@@ -199,6 +202,7 @@ def test_a_champion_logged_before_the_input_column_was_renamed_is_still_scored(
     assert aliases() == {"champion": new, "previous": old}
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_reasons(
     local_store, ingested, cfg
@@ -224,6 +228,7 @@ def test_worse_candidate_and_one_failing_behavioural_checks_are_refused_with_rea
     assert tags(v3)["promotion.candidate_value"] == tags(v3)["promotion.champion_value"]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_alias_set_by_hand_counts_and_promote_by_hand_skips_the_gate(local_store, ingested, cfg):
     v1 = add_version(STRONG)
@@ -277,6 +282,7 @@ def test_bad_evaluation_data_is_one_clear_error(local_store, tmp_path, cfg):
         PromoteConfig(metric="precision", min_gain=0.0, eval_data="")
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_cli_promotes_by_hand_and_by_rule_rolls_back_and_fails_cleanly(
     local_store, ingested, tmp_path, capsys
@@ -326,6 +332,7 @@ def delete_leaving_its_aliases(version: str) -> None:
         MlflowClient().get_model_version_by_alias(NAME, "champion")
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_aliases_pointing_at_deleted_versions_are_repaired_by_every_command(
     local_store, ingested, tmp_path, capsys
@@ -371,6 +378,7 @@ def test_aliases_pointing_at_deleted_versions_are_repaired_by_every_command(
     assert aliases() == {"champion": v4}
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_champion_set_by_hand_is_noticed_and_rollback_returns_to_the_one_before(
     local_store, ingested, cfg
@@ -388,6 +396,7 @@ def test_a_champion_set_by_hand_is_noticed_and_rollback_returns_to_the_one_befor
     assert MlflowClient().get_registered_model(NAME).tags["bookkeeping.last_seen_champion"] == v1
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_make_models_records_a_champion_set_by_hand(local_store, ingested, cfg):
     v1 = add_version(STRONG)

@@ -167,6 +167,7 @@ def test_cli_bad_parameter_is_one_error_line(tmp_path, tracking_uri, capsys, for
     assert err[-1] == "error: train: train parameters: C must be a number, got 'lots'"
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews, tracking_uri):
     """`mlflow run <project> -e train -P C=0.5 --env-manager local`, then `-e evaluate`."""

@@ -39,6 +39,7 @@ def validate_runs(tracking_uri: str) -> list:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_cli_fails_with_a_plain_words_report_and_no_marker(project_copy, tracking_uri):
     train, test = make_reviews(400, seed=1), make_reviews(120, seed=2)
@@ -71,6 +72,7 @@ def test_cli_fails_with_a_plain_words_report_and_no_marker(project_copy, trackin
     assert {"validation/index.html", "validation/validation_result.json"} <= logged
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_cli_passes_writes_the_marker_and_reuses_it(project_copy, tracking_uri):
     write_ingested(

@@ -129,6 +129,7 @@ def test_ingest_rewrites_damaged_and_swapped_files_then_validation_passes_again(
     assert dataset.is_validated(data.ingested, data.marker)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_unreadable_parquet_is_one_line_naming_the_file(data, tmp_path):
     bad = data.ingested / "train.parquet"

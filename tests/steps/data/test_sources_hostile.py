@@ -294,6 +294,7 @@ def test_percent_encoded_control_characters_in_a_served_url_are_refused(path, tm
     assert not (tmp_path / "downloads").exists() or not any((tmp_path / "downloads").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_the_ingest_command_says_it_in_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())

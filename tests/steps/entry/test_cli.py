@@ -74,6 +74,7 @@ def test_a_nested_deploy_field_is_set_by_its_dotted_name_and_an_unknown_one_refu
         override(PARAMS.deploy, {"analysis.nope": "1"}, origin="deploy parameters")
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_help_from_the_command_line_needs_no_params_file(tmp_path):
     """`--help` works anywhere; in the project it also shows params.yaml's values."""

@@ -61,6 +61,7 @@ def labels_in_a_stage_process(model: Path, loader: str, cwd: Path) -> list[str]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_stage_process_runs_the_models_own_code(logged_with_other_code, tmp_path):
     assert labels_in_a_stage_process(logged_with_other_code, "scoring", tmp_path) == [
@@ -71,6 +72,7 @@ def test_a_stage_process_runs_the_models_own_code(logged_with_other_code, tmp_pa
     assert plain != ["its own code"]
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_the_scoring_children_run_each_models_own_code(logged_with_other_code, model_dir):
     own, project = scoring.score_models(

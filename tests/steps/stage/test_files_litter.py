@@ -70,6 +70,7 @@ def test_a_killed_ingest_leaves_a_temp_folder_the_next_run_removes(tmp_path):
         live.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_killed_download_leaves_a_temp_file_the_next_run_removes(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())

@@ -102,6 +102,7 @@ def test_child_runs_of_the_holder_work_under_its_lock(tmp_path):
         assert stranger.returncode != 0 and "LockBusy" in stranger.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_stage_command_refuses_in_one_line_while_a_pipeline_runs(project_copy, tmp_path):
     holder = holding(project_copy / ".pipeline.lock", "main")

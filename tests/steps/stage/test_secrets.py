@@ -122,6 +122,7 @@ def mlflow_run(project: Path, *args: str, env: dict[str, str]) -> subprocess.Com
     )  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_main_refuses_before_any_run_when_started_by_hand_or_make(
     project_copy, tracking_uri, capsys

@@ -73,6 +73,7 @@ def stage(tmp_path, *args: str, env: dict[str, str], timeout: float = 90):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_a_dead_tracking_server_fails_in_seconds_with_one_line_and_no_password(tmp_path):
     port = free_port()

@@ -113,6 +113,7 @@ def test_no_credentials_at_all(moto_s3, aws_env, tmp_path):
         load(_cfg(uri, moto_s3.endpoint), tmp_path, labels=Labels.REQUIRED)
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint(aws_env, tmp_path):
     endpoint = f"http://127.0.0.1:{free_port()}"
     uri = f"s3://{BUCKET}/reviews.csv"
