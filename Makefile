@@ -74,7 +74,7 @@ run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri, 
 		$(P_MLFLOW)
 
 test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb), with coverage
-	$(PY) -m pytest --cov --cov-report=term:skip-covered
+	$(PY) -m pytest --cov --cov-report=term:skip-covered --durations=25
 
 # The quick tiers run on every CPU (pytest-xdist): a file's tests on one worker (tests/conftest.py).
 PARALLEL := -n auto --dist loadgroup
