@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ class Tuned:
     unlabeled: int  # unlabeled reviews self-training candidates learnt from (0 = none)
     table: str  # the ranking as markdown (reports/tune.md)
     run_id: str
+    cpu_seconds: float = 0.0  # the whole cross-validation, this process
+    wall_seconds: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at its start and end
 
 
 def candidates(cfg: TuneConfig, base: TrainConfig) -> list[tuple[dict[str, Any], TrainConfig]]:
@@ -138,7 +142,7 @@ def run(
         "%d candidates x %s of %d reviews%s", len(made), how, len(reviews),
         f" (+ {len(unlabeled):,} unlabeled for self-training)" if unlabeled else "",
     )  # fmt: skip
-    cpu = time.process_time()
+    cpu, wall, load = time.process_time(), time.perf_counter(), os.getloadavg()[0]
     done = [
         _cross_validate(number, values, recipe, reviews, labels, folds, extra, len(made))
         for number, (values, recipe) in enumerate(made, 1)
@@ -148,18 +152,21 @@ def run(
     for rank, candidate in enumerate(ranked, 1):
         client.log_metric(candidate.run_id, "rank", rank)
         client.set_tag(candidate.run_id, "rank", str(rank))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     mlflow.log_metrics(
         {
             "best_cv_accuracy_mean": ranked[0].mean,
             "candidates": float(len(ranked)),
             "fits": float(len(ranked) * len(folds)),
-            "tune_cpu_seconds": time.process_time() - cpu,
+            "tune_cpu_seconds": cpu,
+            "tune_seconds": wall,
         }
     )
     mlflow.set_tag("best_candidate_run_id", ranked[0].run_id)
     tuned = Tuned(
-        ranked, list(cfg.grid), how, len(reviews), len(unlabeled or ()), "", parent.info.run_id
-    )
+        ranked, list(cfg.grid), how, len(reviews), len(unlabeled or ()), "", parent.info.run_id,
+        cpu, wall, (load, os.getloadavg()[0]),
+    )  # fmt: skip
     tuned = dataclasses.replace(tuned, table=markdown(tuned))
     with atomic_path(report) as tmp:
         tmp.write_text(tuned.table, encoding="utf-8")
@@ -225,7 +232,9 @@ def markdown(tuned: Tuned) -> str:
     self_trained = f" + {tuned.unlabeled:,} unlabeled" if tuned.unlabeled else ""
     lines = [
         f"{len(tuned.ranked)} candidates, cross-validated on {tuned.reviews:,} reviews"
-        f"{self_trained} ({tuned.folds}); MLflow run {tuned.run_id}",
+        f"{self_trained} ({tuned.folds}): {tuned.cpu_seconds:,.0f} CPU-s,"
+        f" {tuned.wall_seconds / 60:.1f} min wall, load average {tuned.load[0]:.1f} at the start"
+        f" and {tuned.load[1]:.1f} at the end; MLflow run {tuned.run_id}",
         "",
         "| rank | " + " | ".join(tuned.keys) + " | CV accuracy | ± std | min .. max"
         " | fit CPU-s per fold |",
