@@ -250,11 +250,18 @@ def markdown(tuned: Tuned) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paste_lines(best: Candidate) -> str:
-    """The best candidate's grid values as params.yaml lines (train: section), block style as
-    params.yaml is written."""
-    values = {k: list(v) if isinstance(v, tuple) else v for k, v in best.values.items()}
-    return yaml_text({"train": values})
+def to_paste(best: Candidate, cfg: TuneConfig, current: TrainConfig) -> dict[str, Any]:
+    """The keys the grid varied (two values or more) whose best value is not params.yaml's.
+    A key given one value is a setting of the search for every candidate, not a finding."""
+    varied = [key for key, values in cfg.grid.items() if len(values) > 1]
+    return {k: best.values[k] for k in varied if best.values[k] != getattr(current, k)}
+
+
+def paste_lines(values: dict[str, Any]) -> str:
+    """train: lines of params.yaml, block style as params.yaml is written."""
+    return yaml_text(
+        {"train": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
+    )
 
 
 def _command(params: Params, cfg: TuneConfig, args: Any) -> None:
@@ -267,15 +274,17 @@ def _command(params: Params, cfg: TuneConfig, args: Any) -> None:
     print(tuned.table)
     print(f"ranking written to {TUNE_REPORT}")
     print(
-        f"best: candidate {best.number}, CV accuracy {best.mean:.2%} ± {best.std:.2%}"
-        f" over {len(best.accuracies)} folds ({len(made)} candidates)."
+        f"best: candidate {best.number} ({_shown(best.values)}), CV accuracy {best.mean:.2%}"
+        f" ± {best.std:.2%} over {len(best.accuracies)} folds, of {len(made)} candidates."
     )
-    unchanged = all(getattr(params.train, k) == v for k, v in best.values.items())
-    if unchanged:
-        print("params.yaml's train recipe already has these values; nothing to paste.")
-    else:
+    fixed = {k: v for k, v in best.values.items() if len(cfg.grid[k]) == 1}
+    if fixed:
+        print(f"Set for every candidate by the grid, not ranked: {_shown(fixed)}.")
+    if changes := to_paste(best, cfg, params.train):
         print("To ship it, set these in params.yaml (tune never edits it):")
-    print(paste_lines(best), end="")
+        print(paste_lines(changes), end="")
+    else:
+        print("params.yaml's train recipe already has the best values: nothing to paste.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ through every door: tests/steps/stage/test_grid.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -122,11 +123,12 @@ def test_tune_logs_a_nested_run_per_candidate_ranks_them_and_prints_the_lines_to
     assert rows[0].startswith(f"| 1 | {ranked[0].data.params['C']} |".replace("30.0", "30.0"))
     logged = client.list_artifacts(parent.info.run_id)
     assert [a.path for a in logged] == ["tune.md"]
-    # the winner as the params.yaml lines to paste, which load as train's recipe
+    # the winner as the params.yaml lines to paste: the varied keys whose best value is not
+    # params.yaml's (C=30 is); a key given one value is said to be fixed, not pasted
     best = ranked[0].data.params
+    assert "Set for every candidate by the grid, not ranked: unlabeled=none." in out
     lines = out.split("To ship it, set these in params.yaml (tune never edits it):\n", 1)[1]
-    pasted = yaml.safe_load(lines)
-    assert pasted == {"train": {"C": 30.0, "min_df": int(best["min_df"]), "unlabeled": "none"}}
+    assert yaml.safe_load(lines) == {"train": {"min_df": int(best["min_df"])}}
     assert yaml.safe_load(PARAMS.read_text())["train"]["C"] == 30.0  # untouched
 
 
@@ -202,3 +204,19 @@ def test_mlflow_run_tune_in_a_project_copy(project_copy, reviews, tracking_uri):
     assert sorted(r.data.params["C"] for r in children) == ["1.0", "30.0"]
     assert {r.data.params["ngram_range"] for r in children} == {"1,2"}
     assert (project_copy / TUNE_REPORT).is_file()
+
+
+def test_only_varied_keys_whose_best_value_is_new_are_to_paste():
+    params = load_params(PARAMS)
+    _, cfg, _ = cli.parse(
+        "tune", ["--params", str(PARAMS), "--grid", "C=10|30;min_df=2|3;unlabeled=none"]
+    )
+    (values, recipe), *_ = [(v, r) for v, r in tune.candidates(cfg, params.train) if v["C"] == 30]
+    best = tune.Candidate(1, values, recipe, (0.9,), 1.0, 1.0, "run")
+    assert values == {"C": 30.0, "min_df": 2, "unlabeled": "none"}
+    assert tune.to_paste(best, cfg, params.train) == {"min_df": 2}  # C=30 is params.yaml's
+    assert tune.paste_lines({"min_df": 2, "ngram_range": (1, 2)}) == (
+        "train:\n  min_df: 2\n  ngram_range:\n  - 1\n  - 2\n"
+    )
+    same = dict(values, min_df=params.train.min_df)
+    assert tune.to_paste(dataclasses.replace(best, values=same), cfg, params.train) == {}
