@@ -128,7 +128,7 @@ def run(
             dataset.read_validated_unlabeled(ingested_dir, marker),
             frame,
             dataset.read_validated_split("test", ingested_dir, marker),
-            base,
+            dataclasses.replace(base, unlabeled="self_training"),  # the grid may turn it on
             where=str(Path(ingested_dir) / UNLABELED_FILE_NAME),
         )
     folds, how = cv_folds(labels, movies, cfg.folds, base.seed)

@@ -154,8 +154,9 @@ def test_a_self_training_candidate_learns_from_no_copy_of_its_held_out_fold(
         "tune",
         ["--params", str(PARAMS), "--grid", "unlabeled=self_training|none;self_training_rounds=1"],
     )
+    plain = dataclasses.replace(params.train, unlabeled="none")  # the grid turns it on
     with mlflow.start_run():
-        tuned = tune.run(cfg, params.train)
+        tuned = tune.run(cfg, plain)
     assert tuned.unlabeled == 45 and len(seen) == 10
     for use, texts, extra in seen:
         if use == "none":
