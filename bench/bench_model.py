@@ -30,7 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE_NAME = "aclImdb-train.tar.gz"  # the official train folder, movie URLs included
 VAL_SIZE, SEED = 5000, 0
 TARGETS = {  # from the project brief
-    "val_accuracy": ">= 0.928 on this split (~0.92 official)",
+    # 0.928 was set on a random split, which reads high; a fold grouped by movie reads ~2 points
+    # lower, as the official test does
+    "val_accuracy": ">= 0.928 on a random split; ~0.92 official",
     "train_seconds": "< 60",
     "peak_mb": "< 3000",
     "reviews_per_cpu_s_batch": ">= 2500",
