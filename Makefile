@@ -196,8 +196,9 @@ ui: $(STAMP) ## MLflow UI on the project's store (UI_PORT=5000): prints the link
 		mlflow ui --backend-store-uri "$$MLFLOW_TRACKING_URI" \
 			--registry-store-uri "$$MLFLOW_REGISTRY_URI" -h 127.0.0.1 -p $(UI_PORT) ;; esac
 
-.PHONY: compare repro monitor score
+.PHONY: compare repro monitor score tune
 METRIC ?=
+GRID ?=
 BATCH ?=
 INPUT ?=
 OUTPUT ?=
@@ -209,6 +210,9 @@ score: $(STAMP) ## label + score INPUT=<source> into OUTPUT=<.parquet|.csv> (ENG
 	$(PY) -m steps.score --input '$(INPUT)' --output '$(OUTPUT)' $(if $(ENGINE),--engine '$(ENGINE)') \
 		$(if $(MODEL),--model '$(MODEL)') $(if $(filter 1 true yes,$(OVERWRITE)),--overwrite true) \
 		$(P_FLAGS)
+
+tune: $(STAMP) ## cross-validate train recipes by movie (tune.* in params.yaml; GRID='C=10|30;min_df=2|3'); reports/tune.md
+	$(PY) -m steps.tune $(if $(GRID),--grid '$(GRID)') $(P_FLAGS)
 
 compare: $(STAMP) ## table + chart of the experiment's best runs (reports/compare.*); METRIC=val_f1
 	$(PY) -m steps.compare $(if $(METRIC),--metric '$(METRIC)') $(P_FLAGS)

@@ -1,9 +1,13 @@
 """Benchmark: our model vs the seed-style baseline, side by side, on the real IMDB reviews.
 
-    python bench/bench_model.py    (make bench; data: ../shared/data/imdb or $IMDB_SHARED_DATA)
+    python bench/bench_model.py    (make bench; data: ../shared/data/imdb-aclimdb-train or
+                                    $IMDB_ACLIMDB_DATA, else ../shared/data/imdb or
+                                    $IMDB_SHARED_DATA: the same 25,000 labelled reviews)
 
 For each model, in its own child process (so peak memory is its own), on one thread:
-- validation accuracy: fit on 20,000 reviews, score the stratified 5,000-review split (seed 0);
+- validation accuracy: fit on 20,000 reviews, score the other 5,000: the first of 5 folds grouped
+  by movie where the reviews have movie keys (the aclImdb archive), else stratified (seed 0),
+  made by the fold code tune and train's calibration use (steps.data.splits.cv_folds);
 - training time (featurise + fit) and peak memory: fit on all 25,000 reviews;
 - in-process prediction throughput from raw text, reviews per CPU second (process time, so other
   work on the machine does not distort it), for batches of 1,000 and one review per call;
@@ -23,9 +27,12 @@ from pathlib import Path
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE_NAME = "aclImdb-train.tar.gz"  # the official train folder, movie URLs included
 VAL_SIZE, SEED = 5000, 0
 TARGETS = {  # from the project brief
-    "val_accuracy": ">= 0.928 on this split (~0.92 official)",
+    # 0.928 was set on a random split, which reads high; a fold grouped by movie reads ~2 points
+    # lower, as the official test does
+    "val_accuracy": ">= 0.928 on a random split; ~0.92 official",
     "train_seconds": "< 60",
     "peak_mb": "< 3000",
     "reviews_per_cpu_s_batch": ">= 2500",
@@ -35,6 +42,43 @@ TARGETS = {  # from the project brief
 
 def data_dir() -> Path:
     return Path(os.environ.get("IMDB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "imdb"))
+
+
+def archive() -> Path:
+    default = REPO_ROOT.parent / "shared" / "data" / "imdb-aclimdb-train"
+    return Path(os.environ.get("IMDB_ACLIMDB_DATA", default)) / ARCHIVE_NAME
+
+
+def prepare(cache: Path) -> Path:
+    """The labelled reviews as cache/labelled.parquet, read once for both children: from the
+    aclImdb archive (with each review's movie) where it is, else train.csv.gz; the file read."""
+    import dataclasses
+
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO_ROOT))
+    if archive().is_file():
+        from steps.data.sources import Labels, load
+        from steps.stage.config import load_params
+
+        ingest = dataclasses.replace(
+            load_params(REPO_ROOT / "params.yaml").ingest, source=str(archive())
+        )
+        frame, source = load(ingest, cache, labels=Labels.REQUIRED).train, archive()
+    else:
+        source = data_dir() / "train.csv.gz"
+        frame = pd.read_csv(source)
+    frame.to_parquet(cache / "labelled.parquet", index=False)
+    return source
+
+
+def validation_rows(labels, movies) -> tuple[list[int], list[int], str]:
+    """Rows to fit on and to validate on: the first of len / VAL_SIZE folds, grouped by movie
+    where there are movie keys (tune's and calibration's folds, one place)."""
+    from steps.data.splits import cv_folds
+
+    folds, how = cv_folds(labels, movies, round(len(labels) / VAL_SIZE), SEED)
+    return folds[0][0].tolist(), folds[0][1].tolist(), how
 
 
 class SeedCleaner:
@@ -65,7 +109,7 @@ def seed_style_pipeline():
     )
 
 
-def measure(which: str) -> dict:
+def measure(which: str, cache: Path) -> dict:
     """Run in a child process: every figure for one model."""
     import resource
     import time
@@ -73,7 +117,6 @@ def measure(which: str) -> dict:
     import joblib
     import numpy as np
     import pandas as pd
-    from sklearn.model_selection import train_test_split
 
     sys.path.insert(0, str(REPO_ROOT))
     from pyfunc.contract import TEXT_COLUMN
@@ -82,11 +125,12 @@ def measure(which: str) -> dict:
     from steps.stage.config import load_params
     from steps.train import pipeline_for
 
-    frame = pd.read_csv(data_dir() / "train.csv.gz")
+    frame = pd.read_parquet(cache / "labelled.parquet")
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()
-    fit_x, val_x, fit_y, val_y = train_test_split(
-        reviews, labels, test_size=VAL_SIZE, stratify=labels, random_state=SEED
-    )
+    movies = frame["movie"].tolist() if "movie" in frame.columns else None
+    fit_rows, val_rows, _ = validation_rows(labels, movies)
+    fit_x, val_x = [reviews[i] for i in fit_rows], [reviews[i] for i in val_rows]
+    fit_y, val_y = labels[fit_rows], labels[val_rows]
 
     def build():
         return (
@@ -143,10 +187,10 @@ def measure(which: str) -> dict:
     }
 
 
-def run_child(which: str) -> dict:
+def run_child(which: str, cache: Path) -> dict:
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", which],
+        [sys.executable, __file__, "--child", which, str(cache)],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
@@ -155,12 +199,25 @@ def run_child(which: str) -> dict:
 
 
 def main() -> int:
-    if not (data_dir() / "train.csv.gz").is_file():
-        print(f"error: bench_model: {data_dir()}/train.csv.gz not found (set IMDB_SHARED_DATA)")
+    if not archive().is_file() and not (data_dir() / "train.csv.gz").is_file():
+        print(
+            f"error: bench_model: neither {archive()} nor {data_dir()}/train.csv.gz found"
+            " (set IMDB_ACLIMDB_DATA or IMDB_SHARED_DATA)"
+        )
         return 1
-    print(f"IMDB {data_dir()}: fit 20k / validate 5k (stratified, seed {SEED}); train on 25k")
-    print("one thread per model; throughput in reviews per CPU second (process time)")
-    ours, seed = run_child("ours"), run_child("seed")
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = prepare(Path(tmp))
+        frame = pd.read_parquet(Path(tmp) / "labelled.parquet")
+        movies = frame["movie"].tolist() if "movie" in frame.columns else None
+        fit_rows, val_rows, how = validation_rows(frame["sentiment"].tolist(), movies)
+        print(
+            f"IMDB {source}: fit {len(fit_rows):,} / validate {len(val_rows):,} (fold 1 of"
+            f" {how}, seed {SEED}); train on {len(frame):,}"
+        )
+        print("one thread per model; throughput in reviews per CPU second (process time)")
+        ours, seed = run_child("ours", Path(tmp)), run_child("seed", Path(tmp))
     rows = [
         ("val_accuracy", "validation accuracy", "{:.2%}"),
         ("train_seconds", "train on 25k, wall s", "{:.1f}"),
@@ -183,7 +240,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(json.dumps(measure(sys.argv[2])))
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        print(json.dumps(measure(sys.argv[2], Path(sys.argv[3]))))
         sys.exit(0)
     sys.exit(main())

@@ -12,6 +12,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
+from steps.stage.coercion import mapping_text
 from steps.stage.config import Params
 from steps.stage.schema import NonEmpty, Pattern, Range, Span, allowed, flat_fields, section_fields
 
@@ -38,6 +39,8 @@ class Case:
 
 
 def command_line(value: Any) -> str:
+    if isinstance(value, dict):  # tune.grid
+        return mapping_text(value)
     if isinstance(value, tuple):
         return ",".join(map(command_line, value))
     if isinstance(value, bool):
@@ -56,7 +59,8 @@ def _range(mark: Range, base: Any) -> list[Any]:
 
 
 def _non_empty(mark: NonEmpty, base: Any) -> list[Any]:
-    return [() if typing.get_origin(base) is tuple else ""]
+    empty = {tuple: (), dict: {}}
+    return [empty.get(typing.get_origin(base), "")]
 
 
 def _pattern(mark: Pattern, base: Any) -> list[Any]:

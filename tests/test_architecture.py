@@ -45,8 +45,11 @@ MODEL_TEXT_CALLERS = {
     "steps.validate",
     "steps.train",
     "steps.data.dataset",
-    "steps.data.splits",  # train's splits, called by train only
+    "steps.data.splits",  # train's and tune's splits, called by them only
 }
+# tune cross-validates train's recipe with train's own fit (so a fit there is a fit here): the one
+# entry point another may import. Moving fit into a library would end this exception.
+IMPORTS_AN_ENTRY_POINT = {"steps.tune": {"steps.train"}}
 MAX_LINES = 400
 # Over MAX_LINES today and being split by others working on issue 21: the lead empties this when
 # their work merges (an entry no longer over the limit fails the test, so the list only shrinks).
@@ -172,6 +175,7 @@ def test_entry_points_do_not_import_each_other():
     for name in entry_point_modules():
         imported = direct_imports(STEPS / f"{name}.py")
         others = {m for m in imported if is_entry_point(m) and m != f"steps.{name}"}
+        others -= IMPORTS_AN_ENTRY_POINT.get(f"steps.{name}", set())
         assert not others, f"steps.{name} imports {others}"
 
 

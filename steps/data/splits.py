@@ -1,14 +1,16 @@
-"""How train divides its data: the validation split carved from the ingested train split
-(grouped by movie where the reviews have a movie key) and the unlabeled reviews self-training may
-use (none that are copies of test reviews as the model sees them)."""
+"""How train and tune divide their data: the validation split carved from the ingested train
+split and the K folds of cross-validation (both grouped by movie where the reviews have a movie
+key), and the unlabeled reviews self-training may use (none that are copies of test or held-out
+reviews as the model sees them)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from steps.data.dataset import model_text
 from steps.stage.config import TrainConfig
@@ -39,6 +41,36 @@ def validation_split(
         raise StageError(f"cannot carve a validation split: {exc}") from None
     grouping = " (the reviews have no movie key)" if cfg.val_split == "grouped" else ""
     return fit_idx, val_idx, f"stratified at random, seed {cfg.seed}{grouping}"
+
+
+def cv_folds(
+    labels: Sequence[str], movies: Sequence[str] | None, folds: int, seed: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """(fit rows, held-out rows) per fold, grouped by movie where there are movie keys (no movie
+    on both sides; with round(1 / val_fraction) folds and train's seed, the first is train's
+    grouped validation split), else stratified at random; and how. Calibration's out-of-fold
+    scores, tune and bench/bench_model.py fold with this."""
+    rows = np.arange(len(labels))
+    if movies is not None:
+        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        return list(splitter.split(rows, labels, groups=movies)), f"{folds} folds by movie"
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return list(splitter.split(rows, labels)), f"{folds} stratified folds"
+
+
+def unlabeled_per_fold(
+    unlabeled: list[str], reviews: list[str], held_out: Sequence[np.ndarray]
+) -> list[list[str]]:
+    """For each fold's held-out rows of `reviews`, the unlabeled reviews that copy none of them
+    as the model sees them (as train's validation fit learns from no copy of a validation
+    review)."""
+    seen = model_text(pd.Series(unlabeled, dtype=object)).to_numpy()
+    keys = model_text(pd.Series(reviews, dtype=object)).to_numpy()
+    kept = []
+    for rows in held_out:
+        held = set(keys[rows])
+        kept.append([text for text, key in zip(unlabeled, seen, strict=True) if key not in held])
+    return kept
 
 
 def usable_unlabeled(

@@ -29,7 +29,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 
 from steps.stage import hints, secrets
-from steps.stage.coercion import BOOL_WORDS, override, unknown_key
+from steps.stage.coercion import BOOL_WORDS, mapping_text, override, unknown_key
 from steps.stage.config import Params, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError, error_line
 from steps.stage.paths import PARAMS_FILE
@@ -209,6 +209,8 @@ def _shown(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, dict):  # tune.grid
+        return mapping_text(value)
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) if len(str(value)) < 60 else f"{len(value)} values"
     text = str(value)

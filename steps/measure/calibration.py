@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from steps.data.dataset import POSITIVE
+from steps.data.splits import cv_folds
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +80,6 @@ def choose(
     return fit(best, scores, positive), measured
 
 
-def calibration_folds(
-    labels: Sequence[str], movies: Sequence[str] | None, folds: int, seed: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
-    """(fit rows, held-out rows) per fold, grouped by movie where there are movie keys (no movie
-    on both sides, like the validation split), else stratified at random; and how."""
-    rows = np.arange(len(labels))
-    if movies is not None:
-        splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-        return list(splitter.split(rows, labels, groups=movies)), f"{folds} folds by movie"
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return list(splitter.split(rows, labels)), f"{folds} stratified folds"
-
-
 def out_of_fold_scores(
     fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     labels: Sequence[str],
@@ -103,7 +90,7 @@ def out_of_fold_scores(
     """Every review's score from a model that never saw it (nor, grouped, its movie):
     `fit_and_score(fit_rows, held_rows)` fits on the first and returns scores of the second."""
     scores = np.full(len(labels), np.nan)
-    splits, how = calibration_folds(labels, movies, folds, seed)
+    splits, how = cv_folds(labels, movies, folds, seed)
     for fit_rows, held_rows in splits:
         scores[held_rows] = fit_and_score(fit_rows, held_rows)
     return scores, how

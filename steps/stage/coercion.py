@@ -26,6 +26,10 @@ T = TypeVar("T")
 # How true/false may be written on the command line and in `mlflow run -P`.
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 NULL_WORDS = ("", "none", "null")  # how null may be written on the command line
+# A mapping of keys to lists of values on the command line (tune.grid): `C=10|30;min_df=2|3`.
+# Neither `;` nor `|` occurs in a value of any list-valued key, and both pass unchanged through
+# `mlflow run -P` (which quotes each value) and make's P="grid=..." (which splits on spaces).
+PAIR_SEPARATOR, VALUE_SEPARATOR = ";", "|"
 
 
 def unknown_key(what: str, key: str, known: Iterable[str], section: str = "") -> str:
@@ -40,6 +44,47 @@ def unknown_key(what: str, key: str, known: Iterable[str], section: str = "") ->
     hint = f"did you mean {close[0]!r}? " if close else ""
     under = f" under {section}" if section else ""
     return f"unknown {what} {key!r} ({hint}known{under}: {', '.join(known)})"
+
+
+def mapping_text(mapping: dict[str, tuple[Any, ...]]) -> str:
+    """A mapping of keys to lists of values as the command line writes it (`C=10|30;min_df=3`)."""
+    return PAIR_SEPARATOR.join(
+        f"{key}={VALUE_SEPARATOR.join(map(value_text, values))}" for key, values in mapping.items()
+    )
+
+
+def value_text(value: Any) -> str:
+    """One value as the command line writes it: null, true/false, a list as a,b."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(value_text, value))
+    return str(value)
+
+
+def checked(value: Any, typ: Any) -> Any:
+    """A YAML value, or command-line text, as a field of type `typ`, held to its choices and
+    bounds; ValueError(`must be <allowed>, got <value>`) when refused."""
+    try:
+        return _field_value(value, typ, from_text=isinstance(value, str))
+    except _Refused as refused:
+        raise ValueError(str(refused)) from None
+
+
+def _mapping_from_text(text: str) -> dict[str, tuple[str, ...]]:
+    """`C=10|30;min_df=3` (pairs also apart by spaces) -> {"C": ("10", "30"), "min_df": ("3",)}."""
+    mapping: dict[str, tuple[str, ...]] = {}
+    for pair in text.replace(PAIR_SEPARATOR, " ").split():
+        key, equals, values = pair.partition("=")
+        if not equals or not key:
+            raise _WrongType(
+                f"name=value{VALUE_SEPARATOR}value pairs apart by {PAIR_SEPARATOR!r}"
+                f" (C=10{VALUE_SEPARATOR}30{PAIR_SEPARATOR}min_df=2{VALUE_SEPARATOR}3)"
+            )
+        mapping[key] = tuple(values.split(VALUE_SEPARATOR)) if values else ()
+    return mapping
 
 
 def load(cls: type[T], path: str | Path) -> T:
@@ -166,6 +211,17 @@ def _coerce(value: Any, typ: Any, *, from_text: bool) -> Any:
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if origin is Annotated:
         return _coerce(value, args[0], from_text=from_text)
+    if typ is Any:  # held to what it stands for by its section (tune.grid's values: TuneConfig)
+        return value
+    if origin is dict:
+        mapping = _mapping_from_text(value) if from_text else value
+        shape = "a mapping of keys to lists of values"
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) for k in mapping):
+            raise _WrongType(shape)
+        try:
+            return {k: _coerce(v, args[1], from_text=False) for k, v in mapping.items()}
+        except _WrongType:
+            raise _WrongType(f"{shape} (one value: [value])") from None
     if origin is Literal:
         if isinstance(value, str):
             return value

@@ -14,21 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pyfunc.contract import CALIBRATIONS, CLASSIFIERS, VIEWS, WEIGHTINGS
-from steps.stage import coercion
+from steps.stage import coercion, grid
 from steps.stage.paths import PARAMS_FILE
-from steps.stage.schema import NonEmpty, Pattern, Range, Section, Span
+from steps.stage.schema import NonEmpty, Pattern, Range, Section, hints
+from steps.stage.shapes import Count, Fraction, Name, NgramSizes, Positive, Seconds, Seed
 
-# Shapes several fields share.
-Fraction = Annotated[float, Range(ge=0, le=1)]  # a share of rows, reviews or calls
-Seconds = Annotated[float, Range(ge=0)]
-Positive = Annotated[float, Range(gt=0)]
-Count = Annotated[int, Range(ge=1)]
-Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]  # the seeds numpy and scikit-learn accept
-Name = Annotated[str, NonEmpty()]
-NgramSizes = Annotated[tuple[int, int], Span(ge=1)]
 # The recipe's choices, declared once in pyfunc/contract.py (which imports nothing, so config
 # loads none of the model's code): Literal[("a", "b")] is Literal["a", "b"].
 View = Literal[VIEWS]
@@ -138,6 +131,21 @@ class TrainConfig(Section):
     """Score calibrator fitted on out-of-fold scores: best (lower ECE), isotonic, platt, none."""
     calibration_folds: Annotated[int, Range(ge=2, le=10)]
     """Folds (grouped by movie where there are movies) giving the out-of-fold scores."""
+
+
+@dataclass(frozen=True)
+class TuneConfig(Section):
+    """Cross-validation of train recipes (steps/tune.py; steps/stage/grid.py)."""
+
+    grid: Annotated[dict[str, tuple[Any, ...]], NonEmpty()]
+    """train recipe keys -> the values tried; each combination a candidate (C=10|30;min_df=2|3)."""
+    folds: Annotated[int, Range(ge=2, le=10)]
+    """Folds, by movie where reviews have a movie key (else stratified), seeded by train.seed."""
+    max_fits: Count
+    """Most fits one tune may take: candidates x folds."""
+
+    def conflicts(self) -> dict[str, str]:
+        return grid.problems(self.grid, hints(TrainConfig), self.folds, self.max_fits)
 
 
 @dataclass(frozen=True)
@@ -375,6 +383,7 @@ class Params:
     ingest: IngestConfig
     validate: ValidateConfig
     train: TrainConfig
+    tune: TuneConfig
     evaluate: EvaluateConfig
     register: RegisterConfig
     promote: PromoteConfig

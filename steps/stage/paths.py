@@ -27,6 +27,7 @@ VALIDATION_REPORT_DIR = REPORTS_DIR / "validation"  # GX Data Docs site (index.h
 VALIDATION_RESULT_FILE_NAME = "validation_result.json"
 COMPARE_TABLE = REPORTS_DIR / "compare.md"
 COMPARE_PLOT = REPORTS_DIR / "compare.png"
+TUNE_REPORT = REPORTS_DIR / "tune.md"  # tune's ranking of the candidates (steps/tune.py)
 TRAIN_METRICS_FILE = REPORTS_DIR / "train_metrics.json"  # validation metrics of the train stage
 # Beside it: train's timings, sizes and counts (listed after the headline in `dvc exp show`).
 TRAIN_STATS_FILE = REPORTS_DIR / "train_stats.json"

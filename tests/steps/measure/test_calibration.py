@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pyfunc import calibration
+from steps.data.splits import cv_folds
 from steps.measure.calibration import (
-    calibration_folds,
     choose,
     expected_calibration_error,
     out_of_fold_scores,
@@ -58,7 +58,7 @@ def test_out_of_fold_scores_come_from_fits_that_never_saw_the_review_or_its_movi
     assert len(seen) == 3 and set().union(*seen) == set(range(240))
     assert np.allclose(scores, np.arange(240) / 1000)  # each review scored by its own fold
     assert ("by movie" in how) == (movies is not None)
-    assert len(calibration_folds(labels, movies, 4, seed=1)[0]) == 4
+    assert len(cv_folds(labels, movies, 4, seed=1)[0]) == 4
 
 
 def test_the_choice_keeps_the_method_with_the_lower_held_out_ece():
