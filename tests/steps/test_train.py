@@ -388,15 +388,17 @@ def test_each_calibration_fold_learns_from_no_copy_of_its_held_out_reviews(
     fits = []
     real_fit = train.fit
 
-    def spy(cfg, reviews, labels, unlabeled=None):
-        fits.append((set(reviews), set(unlabeled or ())))
-        return real_fit(cfg, reviews, labels, unlabeled)
+    def spy(cfg, reviews, labels, unlabeled=None, cleaned=False):
+        fits.append((set(reviews), set(unlabeled or ()), cleaned))
+        return real_fit(cfg, reviews, labels, unlabeled, cleaned)
 
     monkeypatch.setattr(train, "fit", spy)
     cfg = dataclasses.replace(cfg, refit_full=False, calibration_folds=3, self_training_rounds=1)
     train.calibrate(cfg, texts, labels, with_movies["movie"].tolist(), make_unlabeled(30) + copies)
     assert len(fits) == 3
-    for seen, unlabeled in fits:
+    clean = train.pipeline_for(cfg).named_steps["clean"]
+    for seen, unlabeled, cleaned in fits:
         held = set(texts) - seen
-        assert held and not unlabeled & held
+        assert cleaned  # the unlabeled reviews were cleaned once for all the folds
+        assert held and not unlabeled & set(clean.transform(held))
         assert len(unlabeled) >= 30
