@@ -120,7 +120,7 @@ def train_model(
     unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
     # as ingest does for the test split: no unlabeled copy of a validation review, as the model
     # sees it (a case or spacing variant too), is learnt from
-    val_unlabeled = None
+    val_unlabeled, seen = None, None
     if unlabeled:
         held_out = set(model_text(pd.Series(val_x, dtype=object)))
         seen = model_text(pd.Series(unlabeled, dtype=object))
@@ -131,7 +131,7 @@ def train_model(
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
     size = len(reviews) + len(unlabeled or ())
     with workers.pool(processes if size >= FIT_IN_WORKERS_FROM else 1) as pool:
-        cleaned = clean_once(cfg, unlabeled)
+        cleaned = clean_once(cfg, unlabeled, seen)
         val_fit = pool.submit(fit_job, cfg, fit_x, fit_y, cleaned.pick(val_unlabeled), val_x)
         refit = cfg.refit_full and pool.submit(
             fit_job, cfg, reviews, labels, cleaned.pick(unlabeled)
@@ -183,9 +183,11 @@ class Cleaned:
         return [self.by_review[text] for text in reviews] if reviews else None
 
 
-def clean_once(cfg: TrainConfig, unlabeled: list[str] | None) -> Cleaned:
+def clean_once(cfg: TrainConfig, unlabeled: list[str] | None, as_model: Any = None) -> Cleaned:
+    """`as_model`: model_text of them, which is the cleaner's output unless train.negation."""
     unlabeled = unlabeled or []
-    cleaned = pipeline_for(cfg).named_steps["clean"].transform(unlabeled)
+    cleaner = pipeline_for(cfg).named_steps["clean"]
+    cleaned = cleaner.transform(unlabeled) if as_model is None or cfg.negation else list(as_model)
     return Cleaned(unlabeled, dict(zip(unlabeled, cleaned, strict=True)))
 
 
@@ -196,8 +198,7 @@ def fit_job(
     cleaned_unlabeled: list[str] | None = None,
     scored: list[str] | None = None,
 ) -> tuple[Pipeline, np.ndarray | None, float, float, float]:
-    """One fit (in a worker or not): the pipeline, its positive scores of `scored` (if any), fit
-    wall and CPU seconds, and the CPU seconds of scoring."""
+    """One fit (in a worker or not): pipeline, scores of `scored`, fit wall/CPU s, scoring CPU s."""
     pipeline, wall, cpu = fit(cfg, reviews, labels, cleaned_unlabeled, cleaned=True)
     if scored is None:
         return pipeline, None, wall, cpu, 0.0
