@@ -13,8 +13,9 @@ releases the GIL), so a fit on 2 cores takes about half as long; predictions are
 With `warm_start`, a refit on the same features (self-training's later rounds) starts each
 view's logistic regression from the previous fit's coefficients with WARM_SOLVER, which can
 start there (liblinear cannot): a few Newton steps instead of a solve from zero. Measured on the
-round-1 problem of the grouped validation fit (20,000 + 50,000 reviews): 4 CPU-s a view instead of
-14, the same validation accuracy (pyfunc/README.md, "Self-training on the unlabeled reviews").
+round-1 problem of the grouped validation fit (20,000 + 50,000 reviews): 6.4 CPU-s for the three
+views instead of 42, the same validation accuracy (pyfunc/README.md, "The cost of a self-trained
+fit").
 
 `fit` takes per-review sample weights (self-training gives pseudo-labelled reviews weight
 |2p - 1|, see pyfunc/self_training.py): the NB log-count ratios then come from weighted document

@@ -11,7 +11,7 @@ above a confidence cut-off and unlabeled text only in the vocabulary or IDF gave
 
 Each later round starts from the previous round's coefficients (MultiViewClassifier's
 `warm_start`): round 1 moves a little from round 0 and round 2 less, so a few Newton steps
-replace a solve from zero (issue 26: the rounds' CPU seconds from 87 to about 18 on the
+replace a solve from zero (issue 26: the rounds' CPU seconds from 87 to about 12 on the
 grouped validation fit, the same validation accuracy). Round 0 is the plain fit, unchanged.
 Measured and not kept: leaving out the unlabeled reviews of weight under 0.5, or half of the
 unlabeled reviews, cost half of the grouped-validation gain (pyfunc/README.md).
