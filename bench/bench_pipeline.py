@@ -74,7 +74,8 @@ def main() -> int:
     lines = done.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(TABLE_START))
     table = [line for line in lines[start + 1 :] if line.startswith("|")]
-    print(f"aclImdb train archive {data_file()}; load average before {before}, after {load_avg()}")
+    where = data_file().parent
+    print(f"aclImdb train archive in {where}; load average before {before}, after {load_avg()}")
     print(
         f"python -m steps.main: {wall:.1f} s wall in all (aim: < {AIM_SECONDS:.0f} s, 2 idle cores)"
     )
