@@ -10,8 +10,11 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
+
+from steps.stage.errors import StageError
 
 
 class InProcess(Executor):
@@ -25,9 +28,18 @@ class InProcess(Executor):
 
 @contextmanager
 def pool(workers: int) -> Iterator[Executor]:
-    """`workers` spawned processes (jobs and their results must pickle), or this process (1)."""
+    """`workers` spawned processes (jobs and their results must pickle), or this process (1).
+    A worker that dies (killed, out of memory) is a StageError saying so, in one line."""
     if workers <= 1:
         yield InProcess()
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as started:
-        yield started
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn")
+        ) as started:
+            yield started
+    except BrokenProcessPool:
+        raise StageError(
+            f"a worker process died before its job was done (killed, or out of memory with"
+            f" {workers} jobs at once): free memory or CPUs and run the stage again"
+        ) from None

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from steps.stage import workers
+from steps.stage.errors import StageError
 
 
 def test_one_worker_is_this_process_running_each_job_when_submitted():
@@ -29,3 +30,11 @@ def test_two_workers_run_jobs_in_other_processes():
         jobs = [pool.submit(os.getpid) for _ in range(4)]
         pids = {job.result() for job in jobs}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+@pytest.mark.integration
+def test_a_worker_that_dies_is_one_error_line():
+    with pytest.raises(StageError) as died, workers.pool(2) as pool:
+        pool.submit(os._exit, 1).result()
+    assert str(died.value).startswith("a worker process died before its job was done")
+    assert "\n" not in str(died.value)
