@@ -10,6 +10,9 @@ whole batch at once with numpy; the kept n-grams are sorted integer arrays searc
 dict of strings) cost 300-400 us per review here, mostly cache misses in a dict of a million
 strings; HashingVectorizer is faster but its collisions cost 0.3-0.5 accuracy points at 2**20-2**22
 buckets. The integer keys are exact (no collisions) and the model stores no n-gram strings.
+A large batch looks its keys up in a hash table of the kept keys (pandas' Index) instead: 5x
+faster than the binary search over millions of keys (4 s of a 9 s transform of 50,000 reviews,
+issue 26); a small one keeps the binary search, which costs nothing to set up.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from collections.abc import Iterable, Sequence
 from itertools import repeat
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.utils.validation import check_is_fitted
 
 _MAX_KEY = np.iinfo(np.int64).max
+_HASHED_FROM = 100_000  # n-grams in a batch from which the hash table pays for itself
 
 
 class NgramVectorizer(TransformerMixin, BaseEstimator):
@@ -86,6 +91,11 @@ class NgramVectorizer(TransformerMixin, BaseEstimator):
             counts = sp.hstack([counts, chars], format="csr")
         return counts
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_hashed", None)  # a cache of keys_, rebuilt on use: not copied nor pickled
+        return state
+
     @property
     def n_features_(self) -> int:
         check_is_fitted(self, "keys_")
@@ -137,10 +147,9 @@ class NgramVectorizer(TransformerMixin, BaseEstimator):
 
     def _counts(self, grams: list[tuple[np.ndarray, np.ndarray]], n_docs: int) -> sp.csr_matrix:
         rows, columns, offset = [], [], 0
-        for (docs, keys), kept in zip(grams, self.keys_, strict=True):
+        for n, ((docs, keys), kept) in enumerate(zip(grams, self.keys_, strict=True)):
             if len(kept):
-                position = np.minimum(np.searchsorted(kept, keys), len(kept) - 1)
-                hit = kept[position] == keys
+                position, hit = self._positions(n, kept, keys)
                 rows.append(docs[hit])
                 columns.append(position[hit] + offset)
             offset += len(kept)
@@ -151,6 +160,19 @@ class NgramVectorizer(TransformerMixin, BaseEstimator):
         matrix = sp.coo_matrix((data, (rows, columns)), shape=(n_docs, offset)).tocsr()
         matrix.sort_indices()
         return matrix
+
+    def _positions(
+        self, n: int, kept: np.ndarray, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Where each key is in the sorted `kept` keys, and whether it is there at all."""
+        if len(keys) < _HASHED_FROM:
+            position = np.minimum(np.searchsorted(kept, keys), len(kept) - 1)
+            return position, kept[position] == keys
+        tables = self.__dict__.setdefault("_hashed", {})  # built once per fitted key array
+        if tables.get(n, (None,))[0] is not kept:
+            tables[n] = (kept, pd.Index(kept))
+        position = tables[n][1].get_indexer(keys)
+        return position, position >= 0
 
     def _char_vectorizer(self) -> CountVectorizer:
         return CountVectorizer(

@@ -11,6 +11,8 @@ stage applies them (keys, types, choices, bounds), and that no value it would pa
 credential (MLflow would log it; steps/stage/chain.py). `--check` does only that and exits (`make
 run` does it before `mlflow run` logs anything). The whole pipeline holds the pipeline lock
 (steps/stage/lock.py): a second pipeline in the same checkout waits or refuses.
+At the end main prints each stage's wall and CPU seconds (the stage's process and all it started),
+and logs them on the main run as `stage_seconds_<stage>` and `stage_cpu_seconds_<stage>`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
+import resource
 import sys
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -112,19 +118,56 @@ def check(params_file: str, overrides: dict[str, dict[str, str]]) -> Params:
     return params
 
 
-def run(params_file: str, overrides: dict[str, dict[str, str]]) -> dict[str, str]:
+@dataclass(frozen=True)
+class StageTime:
+    """How long one stage of a pipeline run took: its child run, wall and CPU seconds."""
+
+    stage: str
+    run_id: str
+    wall_seconds: float
+    cpu_seconds: float  # user + system of the stage's process and every process it waited for
+
+
+def run(params_file: str, overrides: dict[str, dict[str, str]]) -> list[StageTime]:
     """Run every stage of the pipeline in order under one parent run, then give the parent run
-    the figures one row of a comparison needs; returns the child run id of each stage."""
+    the figures one row of a comparison needs and each stage's times; returns those times."""
     check(params_file, overrides)
-    children = {}
+    times = []
     with lock.hold("main"), store.stage_run("main"):
         for number, stage in enumerate(chain.PIPELINE, start=1):
             log.info("[%d/%d] %s", number, len(chain.PIPELINE), stage)
             parameters = {"params": params_file, **overrides.get(stage, {})}
-            children[stage] = chain.run_entry_point(stage, parameters)
-        roll_up(children)
+            wall, cpu = time.perf_counter(), _children_cpu_seconds()
+            run_id = chain.run_entry_point(stage, parameters)
+            times.append(
+                StageTime(stage, run_id, time.perf_counter() - wall, _children_cpu_seconds() - cpu)
+            )
+        roll_up({t.stage: t.run_id for t in times})
+        mlflow.log_metrics(
+            {
+                f"stage_{kind}_{t.stage}": value
+                for t in times
+                for kind, value in (("seconds", t.wall_seconds), ("cpu_seconds", t.cpu_seconds))
+            }
+        )
     log.info("pipeline finished: %s", " -> ".join(chain.PIPELINE))
-    return children
+    return times
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of the child processes that ended and were waited for (the stages run as
+    `mlflow run` subprocesses, so this is where their time shows)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def time_table(times: list[StageTime]) -> str:
+    """Each stage's wall and CPU seconds and their total, as a Markdown table."""
+    rows = [(t.stage, t.wall_seconds, t.cpu_seconds) for t in times]
+    rows.append(("total", sum(r[1] for r in rows), sum(r[2] for r in rows)))
+    lines = ["| stage | wall s | CPU s |", "| --- | ---: | ---: |"]
+    lines += [f"| {stage} | {wall:.1f} | {cpu:.1f} |" for stage, wall, cpu in rows]
+    return "\n".join(lines)
 
 
 # What the main run carries of its children: the recipe and data, validation and test figures,
@@ -188,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"main: {args.params} and the overrides are fine")
             return 0
         experiment_id = store.configure()
-        run(args.params, overrides)
+        times = run(args.params, overrides)
         params = load_params(args.params)
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"stage times (load average {load}):\n{time_table(times)}")
         print(f"runs: {runs.ui_link(mlflow.get_tracking_uri(), experiment_id)} (make ui)")
         # The last line says what serves, or the exact command that promotes by hand.
         print(champion.status(params.register.model_name))

@@ -17,6 +17,8 @@ validation split, and ship it.
    its score is a calibrated probability (steps/measure/calibration.py, pyfunc/calibration.py).
 3. Save the model to models/model (atomically, for DVC), log it to the MLflow run, and write
    models/model.json (run id, model URI) for evaluate and register.
+The fits of 1 and 2 (validation, calibration folds, refit) do not depend on each other: on real
+data (FIT_IN_WORKERS_FROM reviews or more) they run at once, one worker process per CPU.
 Data that was never ingested or validated, or whose files changed since they were validated, is
 first made (again) by the ingest and validate entry points, run as child runs of this one; the
 train split is then read only if its bytes are those validation passed.
@@ -26,9 +28,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +56,7 @@ from steps.entry import cli
 from steps.measure import calibration as measure_calibration
 from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.monitoring.profile import build_profile
-from steps.stage import chain, lock
+from steps.stage import chain, lock, workers
 from steps.stage.config import Params, TrainConfig
 from steps.stage.errors import StageError
 from steps.stage.files import atomic_dir, write_json
@@ -72,6 +78,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = store.PROJECT_NAME
 VAL_METRICS = (ACCURACY, F1, ROC_AUC, LOG_LOSS)  # logged as val_<name>
 VAL_METRIC_NAMES = tuple(f"val_{name}" for name in VAL_METRICS)
+# Labelled + unlabeled reviews from which the fits run in worker processes: each worker costs
+# about 3 CPU-s to start (imports), worth it for fits of a minute, not for a test's 400 reviews.
+FIT_IN_WORKERS_FROM = 10_000
 
 
 @dataclass(frozen=True)
@@ -86,19 +95,9 @@ class Trained:
 
 
 def pipeline_for(cfg: TrainConfig) -> Pipeline:
-    """The unfitted pipeline a train config describes."""
-    return build_pipeline(
-        negation=cfg.negation,
-        negation_view=cfg.negation_view,
-        ngram_range=cfg.ngram_range,
-        min_df=cfg.min_df,
-        max_features=cfg.max_features,
-        char_ngram_range=cfg.char_ngram_range,
-        views=cfg.views,
-        classifier=cfg.classifier,
-        C=cfg.C,
-        nb_alpha=cfg.nb_alpha,
-    )
+    """The unfitted pipeline a train config describes (each build_pipeline keyword is a key)."""
+    keys = inspect.signature(build_pipeline).parameters
+    return build_pipeline(**{key: getattr(cfg, key) for key in keys})
 
 
 def train_model(
@@ -107,11 +106,13 @@ def train_model(
     cfg: TrainConfig,
     movies: list[str] | None = None,
     unlabeled: list[str] | None = None,
+    processes: int = 1,
 ) -> Trained:
     """Fit on all but a validation split, score it, then (refit_full) refit on all.
 
     `movies` (one key per review) groups the validation split by movie (`train.val_split`);
-    `unlabeled` reviews are learnt from by self-training (`train.unlabeled`).
+    `unlabeled` reviews are learnt from by self-training (`train.unlabeled`). The fits run in up
+    to `processes` worker processes at once (on FIT_IN_WORKERS_FROM reviews or more).
     """
     fit_idx, val_idx, how = validation_split(labels, movies, cfg)
     fit_x, val_x = [reviews[i] for i in fit_idx], [reviews[i] for i in val_idx]
@@ -119,7 +120,7 @@ def train_model(
     unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
     # as ingest does for the test split: no unlabeled copy of a validation review, as the model
     # sees it (a case or spacing variant too), is learnt from
-    val_unlabeled = None
+    val_unlabeled, seen = None, None
     if unlabeled:
         held_out = set(model_text(pd.Series(val_x, dtype=object)))
         seen = model_text(pd.Series(unlabeled, dtype=object))
@@ -128,19 +129,26 @@ def train_model(
         ]
     extra = f" + {len(val_unlabeled):,} unlabeled (self-training)" if val_unlabeled else ""
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
-    pipeline, fit_seconds, fit_cpu = fit(cfg, fit_x, fit_y, val_unlabeled)
-    started = time.process_time()
-    scores = pipeline.predict_proba(val_x)[:, list(pipeline.classes_).index(POSITIVE)]
-    predict_cpu = time.process_time() - started
-    measured = classification_metrics(val_y, scores)
-    metrics = {f"val_{name}": measured[name] for name in VAL_METRICS}
-    validation = pd.DataFrame({"review": val_x, "sentiment": val_y})
-    log.info(
-        "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
-        measured[ACCURACY], measured[F1], measured[ROC_AUC], measured[LOG_LOSS], fit_seconds,
-    )  # fmt: skip
-    calibrator, calibration_metrics = calibrate(cfg, reviews, labels, movies, unlabeled)
-    metrics.update(calibration_metrics)
+    size = len(reviews) + len(unlabeled or ())
+    with workers.pool(processes if size >= FIT_IN_WORKERS_FROM else 1) as pool:
+        cleaned = clean_once(cfg, unlabeled, seen)
+        val_fit = pool.submit(fit_job, cfg, fit_x, fit_y, cleaned.pick(val_unlabeled), val_x)
+        refit = cfg.refit_full and pool.submit(
+            fit_job, cfg, reviews, labels, cleaned.pick(unlabeled)
+        )
+        calibrator, calibration_metrics = calibrate(cfg, reviews, labels, movies, cleaned, pool)
+        pipeline, scores, fit_seconds, fit_cpu, predict_cpu = val_fit.result()
+        measured = classification_metrics(val_y, scores)
+        log.info(
+            "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
+            measured[ACCURACY], measured[F1], measured[ROC_AUC], measured[LOG_LOSS], fit_seconds,
+        )  # fmt: skip
+        metrics = {f"val_{name}": measured[name] for name in VAL_METRICS}
+        metrics.update(calibration_metrics, val_fit_seconds=fit_seconds)
+        if refit:
+            extra = f" + {len(unlabeled):,} unlabeled (self-training)" if unlabeled else ""
+            log.info("refitting on the whole train split (%d reviews%s)", len(reviews), extra)
+            pipeline, _, fit_seconds, fit_cpu, _ = refit.result()
     profile = build_profile(
         val_x,
         calibrator(scores) if calibrator is not None else scores,  # as the served model answers
@@ -150,62 +158,106 @@ def train_model(
         seed=cfg.seed,
     )
     metrics.update(
-        val_fit_seconds=fit_seconds,
         val_predict_reviews_per_cpu_second=len(val_x) / max(predict_cpu, 1e-9),
-        train_reviews=float(len(fit_x)),
+        train_reviews=float(len(reviews) if refit else len(fit_x)),
         val_reviews=float(len(val_x)),
         val_grouped=float(how.startswith("grouped")),
         val_unlabeled_reviews=float(len(val_unlabeled or ())),
         unlabeled_reviews=float(len(unlabeled or ())),
-    )
-    if cfg.refit_full:
-        extra = f" + {len(unlabeled):,} unlabeled (self-training)" if unlabeled else ""
-        log.info("refitting on the whole train split (%d reviews%s)", len(reviews), extra)
-        pipeline, fit_seconds, fit_cpu = fit(cfg, reviews, labels, unlabeled)
-        metrics["train_reviews"] = float(len(reviews))
-    metrics.update(
         train_seconds=fit_seconds,
         train_cpu_seconds=fit_cpu,
         n_features=float(n_features(pipeline)),
     )
+    validation = pd.DataFrame({"review": val_x, "sentiment": val_y})
     return Trained(pipeline, metrics, profile, validation, calibrator)
 
 
+@dataclass(frozen=True)
+class Cleaned:
+    """Unlabeled reviews, and each as the recipe's cleaner leaves it: cleaned once for all fits."""
+
+    reviews: list[str]
+    by_review: dict[str, str]
+
+    def pick(self, reviews: list[str] | None) -> list[str] | None:
+        return [self.by_review[text] for text in reviews] if reviews else None
+
+
+def clean_once(cfg: TrainConfig, unlabeled: list[str] | None, as_model: Any = None) -> Cleaned:
+    """`as_model`: model_text of them, which is the cleaner's output unless train.negation."""
+    unlabeled = unlabeled or []
+    cleaner = pipeline_for(cfg).named_steps["clean"]
+    cleaned = cleaner.transform(unlabeled) if as_model is None or cfg.negation else list(as_model)
+    return Cleaned(unlabeled, dict(zip(unlabeled, cleaned, strict=True)))
+
+
+def fit_job(
+    cfg: TrainConfig,
+    reviews: list[str],
+    labels: list[str],
+    cleaned_unlabeled: list[str] | None = None,
+    scored: list[str] | None = None,
+) -> tuple[Pipeline, np.ndarray | None, float, float, float]:
+    """One fit (in a worker or not): pipeline, scores of `scored`, fit wall/CPU s, scoring CPU s."""
+    pipeline, wall, cpu = fit(cfg, reviews, labels, cleaned_unlabeled, cleaned=True)
+    if scored is None:
+        return pipeline, None, wall, cpu, 0.0
+    started = time.process_time()
+    scores = pipeline.predict_proba(scored)[:, list(pipeline.classes_).index(POSITIVE)]
+    return pipeline, scores, wall, cpu, time.process_time() - started
+
+
 def calibrate(
-    cfg: TrainConfig, reviews: list[str], labels: list[str], movies: list | None, unlabeled: Any
+    cfg: TrainConfig,
+    reviews: list[str],
+    labels: list[str],
+    movies: list | None,
+    unlabeled: list[str] | Cleaned | None,
+    pool: Executor | None = None,
 ) -> tuple[Calibrator | None, dict[str, float]]:
-    """`train.calibration`'s calibrator on out-of-fold scores (folds fitted like the model)."""
+    """`train.calibration`'s calibrator on out-of-fold scores (folds fitted like the model, and
+    submitted to `pool` all before any is waited for); calibration_cpu_seconds counts theirs."""
     if cfg.calibration == "none":
         return None, {}
+    cleaned = unlabeled if isinstance(unlabeled, Cleaned) else clean_once(cfg, unlabeled)
+    started: list[Future] = []
 
-    def fit_and_score(fit_rows: np.ndarray, held_rows: np.ndarray) -> np.ndarray:
-        held, rows = [reviews[i] for i in held_rows], fit_rows
+    def fit_and_score(fit_rows: np.ndarray, held_rows: np.ndarray) -> Callable[[], np.ndarray]:
+        held = [reviews[i] for i in held_rows]
         kept = set(held)
-        extra = [text for text in unlabeled if text not in kept] if unlabeled else None
-        fitted, _, _ = fit(cfg, [reviews[i] for i in rows], [labels[i] for i in rows], extra)
-        return fitted.predict_proba(held)[:, list(fitted.classes_).index(POSITIVE)]
+        extra = [text for text in cleaned.reviews if text not in kept]
+        started.append(
+            (pool or workers.InProcess()).submit(
+                fit_job, cfg, [reviews[i] for i in fit_rows], [labels[i] for i in fit_rows],
+                cleaned.pick(extra), held,
+            )
+        )  # fmt: skip
+        return lambda job=started[-1]: job.result()[1]  # the scores, once the fit is done
 
     methods = calibration.METHODS if cfg.calibration == "best" else (cfg.calibration,)
-    return measure_calibration.fit_calibrator(
+    calibrator, figures = measure_calibration.fit_calibrator(
         fit_and_score, calibration.fit, methods, labels, movies, cfg.calibration_folds, cfg.seed
     )
+    figures["calibration_cpu_seconds"] += sum(job.result()[3] + job.result()[4] for job in started)
+    return calibrator, figures
 
 
 def fit(
-    cfg: TrainConfig, reviews: list[str], labels: list[str], unlabeled: list[str] | None = None
+    cfg: TrainConfig,
+    reviews: list[str],
+    labels: list[str],
+    unlabeled: list[str] | None = None,
+    cleaned: bool = False,
 ) -> tuple[Pipeline, float, float]:
-    """The recipe fitted (self-trained when `unlabeled` reviews are given); wall and CPU seconds."""
+    """The recipe fitted (self-trained when `unlabeled` reviews are given, `cleaned`: already
+    through the recipe's cleaner); wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         if unlabeled:
             pipeline = self_train(
-                pipeline_for(cfg),
-                reviews,
-                labels,
-                unlabeled,
-                rounds=cfg.self_training_rounds,
-                weighting=cfg.self_training_weighting,
-            )
+                pipeline_for(cfg), reviews, labels, unlabeled, rounds=cfg.self_training_rounds,
+                weighting=cfg.self_training_weighting, cleaned=cleaned,
+            )  # fmt: skip
         else:
             pipeline = pipeline_for(cfg).fit(reviews, labels)
     except ValueError as exc:  # bad recipe values: unknown view or classifier, bad n-gram range
@@ -230,6 +282,7 @@ def run(
     metrics_file: Path = TRAIN_METRICS_FILE,
     marker: Path = VALIDATED_MARKER,
     model_name: str = DEFAULT_MODEL_NAME,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """The whole stage inside the active MLflow run; returns what it wrote to `info_file`.
 
@@ -259,7 +312,7 @@ def run(
         mlflow.log_input(
             dataset.as_mlflow_dataset(extra, manifest, "unlabeled", ingested_dir), "unlabeled"
         )
-    trained = train_model(reviews, labels, cfg, movies=movies, unlabeled=unlabeled)
+    trained = train_model(reviews, labels, cfg, movies, unlabeled, processes)
     size_mb = save_model(trained.pipeline, model_dir, trained.profile, trained.calibrator)
     log.info("saved the model to %s (%.1f MB)", model_dir, size_mb)
     metrics = {**trained.metrics, "model_size_mb": size_mb}
@@ -335,7 +388,8 @@ def _command(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None
     with lock.hold("train"), store.stage_run("train"):
         ensure_validated_data(args.params)
         dataset.require_validated()
-        run(cfg, model_name=params.register.model_name)
+        # one fit per CPU at once (there are up to 2 + train.calibration_folds of them)
+        run(cfg, model_name=params.register.model_name, processes=os.cpu_count() or 1)
 
 
 def main(argv: list[str] | None = None) -> int:

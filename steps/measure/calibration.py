@@ -81,23 +81,26 @@ def choose(
 
 
 def out_of_fold_scores(
-    fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray | Callable[[], np.ndarray]],
     labels: Sequence[str],
     movies: Sequence[str] | None,
     folds: int,
     seed: int,
 ) -> tuple[np.ndarray, str]:
     """Every review's score from a model that never saw it (nor, grouped, its movie):
-    `fit_and_score(fit_rows, held_rows)` fits on the first and returns scores of the second."""
+    `fit_and_score(fit_rows, held_rows)` fits on the first and returns scores of the second, or
+    a function that returns them once done: every fold is started before any is waited for, so
+    the folds may be fitted at once (in worker processes)."""
     scores = np.full(len(labels), np.nan)
     splits, how = cv_folds(labels, movies, folds, seed)
-    for fit_rows, held_rows in splits:
-        scores[held_rows] = fit_and_score(fit_rows, held_rows)
+    started = [(held_rows, fit_and_score(fit_rows, held_rows)) for fit_rows, held_rows in splits]
+    for held_rows, fold in started:
+        scores[held_rows] = fold() if callable(fold) else fold
     return scores, how
 
 
 def fit_calibrator(
-    fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray | Callable[[], np.ndarray]],
     fit: Callable[[str, np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]],
     methods: Sequence[str],
     labels: Sequence[str],

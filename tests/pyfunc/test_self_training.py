@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
 from support import make_reviews, make_unlabeled
 
-from pyfunc.classifier import MultiViewClassifier
+from pyfunc.classifier import WARM_SOLVER, MultiViewClassifier
 from pyfunc.pipeline import build_pipeline, n_features
 from pyfunc.self_training import self_train
 
@@ -82,22 +84,58 @@ def test_one_round_refits_on_the_labelled_and_the_pseudo_labelled_reviews(
     reviews, unlabeled, weighting
 ):
     """The recipe, computed by hand: label every unlabeled review with the plain model's p, then
-    refit the classifier on both with label 1[p > 0.5] and weight |2p - 1| (or 1)."""
+    refit the classifier on both with label 1[p > 0.5] and weight |2p - 1| (or 1), starting from
+    the plain model's coefficients."""
     texts, labels = reviews
     plain = build_pipeline().fit(texts, labels)
     p = plain.predict_proba(unlabeled)[:, 1]
     guessed = plain.classes_[(p > 0.5).astype(int)]
     weights = np.abs(2 * p - 1) if weighting == "confidence" else np.ones(len(p))
     features = plain[:-1]
-    expected = clone(plain[-1]).fit(
-        sp.vstack([features.transform(texts), features.transform(unlabeled)]),
-        np.concatenate([labels, guessed]),
-        sample_weight=np.concatenate([np.ones(len(texts)), weights]),
+    expected = (
+        copy.deepcopy(plain[-1])
+        .set_params(warm_start=True)
+        .fit(
+            sp.vstack([features.transform(texts), features.transform(unlabeled)]),
+            np.concatenate([labels, guessed]),
+            sample_weight=np.concatenate([np.ones(len(texts)), weights]),
+        )
     )
     got = self_train(build_pipeline(), texts, labels, unlabeled, rounds=1, weighting=weighting)
     probe = features.transform(unlabeled[:50] + texts[:50])
     np.testing.assert_allclose(got[-1].predict_proba(probe), expected.predict_proba(probe))
     assert not np.allclose(got.predict_proba(texts), plain.predict_proba(texts))
+    assert got[-1].get_params() == plain[-1].get_params()  # the recipe's, warm_start off
+
+
+def test_a_warm_started_refit_is_the_model_a_cold_one_is(counts):
+    """Self-training's later rounds start from the previous coefficients with another solver:
+    the same predictions, within what a solver's tolerance leaves, on the same problem."""
+    X, y = counts
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.2, 1.0, X.shape[0])
+    flipped = y.copy()
+    flipped[:30] = np.where(y[:30] == "positive", "negative", "positive")  # a round's new labels
+    first = MultiViewClassifier().fit(X, y)
+    cold = clone(first).fit(X, flipped, sample_weight=weights)
+    warm = copy.deepcopy(first).set_params(warm_start=True).fit(X, flipped, sample_weight=weights)
+    assert [m.solver for m in cold.estimators_] == ["liblinear"] * 3
+    assert [m.solver for m in warm.estimators_] == [WARM_SOLVER] * 3
+    assert all(m.n_iter_.max() <= 5 for m in warm.estimators_)  # a few steps, not a solve
+    cold_p, warm_p = _proba(cold, X), _proba(warm, X)
+    assert np.mean((cold_p > 0.5) == (warm_p > 0.5)) >= 0.99
+    assert np.abs(cold_p - warm_p).max() < 0.1
+    assert not np.allclose(_proba(first, X), warm_p)  # it did refit
+
+
+def test_warm_start_starts_from_zero_when_there_is_nothing_to_start_from(counts):
+    X, y = counts
+    fitted = MultiViewClassifier(views=("nb",), warm_start=True).fit(X, y)  # nothing fitted yet
+    assert fitted.estimators_[0].solver == "liblinear"
+    fewer = fitted.fit(X[:, :-5], y)  # other features: the old coefficients do not fit
+    assert fewer.estimators_[0].solver == "liblinear"
+    svm = MultiViewClassifier(views=("nb",), classifier="svm", warm_start=True).fit(X, y)
+    assert svm.fit(X, y).predict(X).shape == y.shape  # svm views have no warm start: refit
 
 
 def test_self_training_keeps_the_vocabulary_of_the_labelled_reviews(reviews, unlabeled):

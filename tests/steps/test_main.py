@@ -175,3 +175,46 @@ def test_mlflow_run_p_refuses_before_any_stage_runs(project_copy):
         assert done.returncode != 0
         assert line in done.stderr, done.stderr[-3000:]
     assert not (project_copy / "data").exists()
+
+
+def test_the_stage_times_are_a_table_with_their_total():
+    times = [
+        pipeline.StageTime("ingest", "r1", wall_seconds=2.04, cpu_seconds=1.5),
+        pipeline.StageTime("train", "r2", wall_seconds=100.0, cpu_seconds=180.25),
+    ]
+    assert pipeline.time_table(times).splitlines() == [
+        "| stage | wall s | CPU s |",
+        "| --- | ---: | ---: |",
+        "| ingest | 2.0 | 1.5 |",
+        "| train | 100.0 | 180.2 |",
+        "| total | 102.0 | 181.8 |",
+    ]
+
+
+def test_main_prints_each_stage_s_wall_and_cpu_time_at_the_end(monkeypatch, capsys):
+    times = [
+        pipeline.StageTime(s, f"run-{s}", 1.0 + i, 2.0 * i) for i, s in enumerate(chain.PIPELINE)
+    ]
+    monkeypatch.setattr(pipeline.store, "configure", lambda: "0")
+    monkeypatch.setattr(pipeline, "run", lambda params, overrides: times)
+    monkeypatch.setattr(pipeline.champion, "status", lambda name: "champion: version 1")
+    code, lines = run_main([], capsys)
+    assert code == 0
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage times (load average"))
+    assert lines[start + 1 : start + 3 + len(times) + 1] == pipeline.time_table(times).splitlines()
+    assert lines[-1] == "champion: version 1"
+
+
+def test_the_children_s_cpu_time_is_what_the_stages_used(monkeypatch):
+    """Each stage runs as a child process (mlflow run): its CPU seconds are the children's."""
+    import resource
+    from types import SimpleNamespace
+
+    used = iter(
+        [SimpleNamespace(ru_utime=10.0, ru_stime=1.0), SimpleNamespace(ru_utime=13.5, ru_stime=1.5)]
+    )
+    monkeypatch.setattr(
+        resource, "getrusage", lambda who: next(used) if who == resource.RUSAGE_CHILDREN else None
+    )
+    before, after = pipeline._children_cpu_seconds(), pipeline._children_cpu_seconds()
+    assert after - before == 4.0

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -389,15 +390,45 @@ def test_each_calibration_fold_learns_from_no_copy_of_its_held_out_reviews(
     fits = []
     real_fit = train.fit
 
-    def spy(cfg, reviews, labels, unlabeled=None):
-        fits.append((set(reviews), set(unlabeled or ())))
-        return real_fit(cfg, reviews, labels, unlabeled)
+    def spy(cfg, reviews, labels, unlabeled=None, cleaned=False):
+        fits.append((set(reviews), set(unlabeled or ()), cleaned))
+        return real_fit(cfg, reviews, labels, unlabeled, cleaned)
 
     monkeypatch.setattr(train, "fit", spy)
     cfg = dataclasses.replace(cfg, refit_full=False, calibration_folds=3, self_training_rounds=1)
     train.calibrate(cfg, texts, labels, with_movies["movie"].tolist(), make_unlabeled(30) + copies)
     assert len(fits) == 3
-    for seen, unlabeled in fits:
+    clean = train.pipeline_for(cfg).named_steps["clean"]
+    for seen, unlabeled, cleaned in fits:
         held = set(texts) - seen
-        assert held and not unlabeled & held
+        assert cleaned  # the unlabeled reviews were cleaned once for all the folds
+        assert held and not unlabeled & set(clean.transform(held))
         assert len(unlabeled) >= 30
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_fits_in_worker_processes_make_the_model_the_fits_in_process_make(
+    with_movies, cfg, monkeypatch
+):
+    """On real data the validation fit, the calibration folds and the refit run at once in
+    spawned processes: the same model, metrics and calibrator as one after the other here."""
+    texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
+    movies, unlabeled = with_movies["movie"].tolist(), make_unlabeled(80) + texts[:5]
+    recipe = dataclasses.replace(cfg, self_training_rounds=1)
+    here = train.train_model(texts, labels, recipe, movies, unlabeled, processes=1)
+    monkeypatch.setattr(train, "FIT_IN_WORKERS_FROM", 0)  # 500 reviews: in processes all the same
+    apart = train.train_model(texts, labels, recipe, movies, unlabeled, processes=2)
+    ece = [k for k in here.metrics if k.startswith("calibration_ece_")]
+    measured = [*train.VAL_METRIC_NAMES, *ece]
+    assert measured and {k: apart.metrics[k] for k in measured} == {
+        k: here.metrics[k] for k in measured
+    }
+    assert apart.metrics["unlabeled_reviews"] == here.metrics["unlabeled_reviews"] == 85
+    probe = make_reviews(40, seed=9)["review"].tolist()
+    np.testing.assert_array_equal(
+        apart.pipeline.predict_proba(probe), here.pipeline.predict_proba(probe)
+    )
+    np.testing.assert_array_equal(
+        apart.calibrator(np.linspace(0, 1, 11)), here.calibrator(np.linspace(0, 1, 11))
+    )
