@@ -122,8 +122,8 @@ def measure(which: str, cache: Path) -> dict:
     from pyfunc.contract import TEXT_COLUMN
     from pyfunc.model import SentimentModel
     from pyfunc.packaging import save_model
+    from steps.fitting.recipe import pipeline_for
     from steps.stage.config import load_params
-    from steps.train import pipeline_for
 
     frame = pd.read_parquet(cache / "labelled.parquet")
     reviews, labels = frame["review"].tolist(), frame["sentiment"].to_numpy()

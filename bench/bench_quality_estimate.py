@@ -6,12 +6,12 @@ the true accuracy on windows of 2,000 held-out reviews, unshifted and shifted (i
 
 The 25,000 labelled reviews with their movies (urls_*.txt) and star ratings (file names
 `<id>_<rating>.txt`) are cut into 5 folds grouped by movie (StratifiedGroupKFold, seed 0); for
-HELD_OUT_FOLDS of them the recipe of params.yaml `train` (labelled reviews only, to keep the
-bench short) is fitted on the other four by the train stage's own code (steps.train.fit) and
-calibrated as train calibrates (steps.train.calibrate: out-of-fold scores, the lower-ECE
-method). The held-out reviews of those folds are the pool windows are drawn from (without
-replacement within a window, seed 0); the evaluated accuracy is the pool's, as evaluate measures
-the test split's. Kinds of window:
+HELD_OUT_FOLDS of them the recipe of params.yaml `train` (labelled reviews only, to keep the bench
+short) is fitted on the other four by the train stage's own code (steps.fitting.recipe.fit) and
+calibrated as train calibrates (steps.train.calibrate: out-of-fold scores, the lower-ECE method).
+The held-out reviews of those folds are the pool windows are drawn from (without replacement within
+a window, seed 0); the evaluated accuracy is the pool's, as evaluate measures the test split's.
+Kinds of window:
 - unshifted: any pool reviews (WINDOWS_UNSHIFTED windows; the false alarms are counted on them);
 - shifted by what the text shows: the longest or shortest 30%, those with 3+ `<br />` tags, or
   the 30% with most words outside the 10,000 most frequent of the training folds;
@@ -84,9 +84,10 @@ def main() -> None:
     from sklearn.model_selection import StratifiedGroupKFold
 
     from pyfunc.model import score_reviews
+    from steps.fitting.recipe import fit
     from steps.measure.calibration import expected_calibration_error
     from steps.stage.config import load_params
-    from steps.train import calibrate, fit, train_model
+    from steps.train import calibrate, train_model
 
     params = load_params(REPO_ROOT / "params.yaml")
     cfg = dataclasses.replace(params.train, unlabeled="none")

@@ -6,9 +6,9 @@ by movie (issue 17), and what a self-trained fit costs against a plain one (issu
 
 The 25,000 labelled reviews (with their movies) and the 50,000 unlabeled ones are read once by
 the ingest library; both recipes come from params.yaml `train` (today's = `unlabeled: none`) and
-are fitted by the train stage's own code (steps.train.fit), without the unlabeled reviews that
-copy a held-out one (as ingest leaves out copies of test reviews). Every fit runs in its own
-child process, at most two at once.
+are fitted by the train stage's own code (steps.fitting.recipe.fit), without the unlabeled
+reviews that copy a held-out one (as ingest leaves out copies of test reviews). Every fit runs
+in its own child process, at most two at once.
 - grouped validation: the train stage's split (`train.val_split: grouped`, the first of
   round(1 / val_fraction) StratifiedGroupKFold folds, seed `train.seed`), fit on the rest;
 - 5-fold grouped CV: the same splitter's 5 folds (the first is the grouped validation), mean,
@@ -71,8 +71,8 @@ def prepare(cache: Path) -> dict:
     from sklearn.model_selection import StratifiedGroupKFold
 
     from steps.data.sources import Labels, load
+    from steps.data.splits import validation_split
     from steps.stage.config import load_params
-    from steps.train import validation_split
 
     ingest = dataclasses.replace(
         load_params(REPO_ROOT / "params.yaml").ingest, source=str(data_file())
@@ -105,7 +105,7 @@ def measure(job: dict) -> dict:
     import pandas as pd
 
     from pyfunc.packaging import save_model
-    from steps.train import fit
+    from steps.fitting.recipe import fit
 
     cache = Path(job["cache"])
     frame = pd.read_parquet(cache / "labelled.parquet")

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -47,18 +45,17 @@ from sklearn.pipeline import Pipeline
 
 from pyfunc import calibration, packaging
 from pyfunc.calibration import Calibrator
-from pyfunc.pipeline import build_pipeline, n_features, token_counts
-from pyfunc.self_training import self_train
+from pyfunc.pipeline import n_features, token_counts
 from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE, model_text
 from steps.data.splits import usable_unlabeled, validation_split
 from steps.entry import cli
+from steps.fitting.recipe import Cleaned, clean_once, fit_job
 from steps.measure import calibration as measure_calibration
 from steps.measure.metrics import ACCURACY, F1, LOG_LOSS, ROC_AUC, classification_metrics
 from steps.monitoring.profile import build_profile
-from steps.stage import chain, lock, workers
+from steps.stage import lock, workers
 from steps.stage.config import Params, TrainConfig
-from steps.stage.errors import StageError
 from steps.stage.files import atomic_dir, write_json
 from steps.stage.paths import (
     INGESTED_DIR,
@@ -92,12 +89,6 @@ class Trained:
     profile: dict[str, Any]  # the validation split as drift monitoring sees it (shipped inside)
     validation: pd.DataFrame  # the held-out reviews the val_* metrics were measured on
     calibrator: Calibrator | None = None  # maps the pipeline's score to a calibrated one
-
-
-def pipeline_for(cfg: TrainConfig) -> Pipeline:
-    """The unfitted pipeline a train config describes (each build_pipeline keyword is a key)."""
-    keys = inspect.signature(build_pipeline).parameters
-    return build_pipeline(**{key: getattr(cfg, key) for key in keys})
 
 
 def train_model(
@@ -172,41 +163,6 @@ def train_model(
     return Trained(pipeline, metrics, profile, validation, calibrator)
 
 
-@dataclass(frozen=True)
-class Cleaned:
-    """Unlabeled reviews, and each as the recipe's cleaner leaves it: cleaned once for all fits."""
-
-    reviews: list[str]
-    by_review: dict[str, str]
-
-    def pick(self, reviews: list[str] | None) -> list[str] | None:
-        return [self.by_review[text] for text in reviews] if reviews else None
-
-
-def clean_once(cfg: TrainConfig, unlabeled: list[str] | None, as_model: Any = None) -> Cleaned:
-    """`as_model`: model_text of them, which is the cleaner's output unless train.negation."""
-    unlabeled = unlabeled or []
-    cleaner = pipeline_for(cfg).named_steps["clean"]
-    cleaned = cleaner.transform(unlabeled) if as_model is None or cfg.negation else list(as_model)
-    return Cleaned(unlabeled, dict(zip(unlabeled, cleaned, strict=True)))
-
-
-def fit_job(
-    cfg: TrainConfig,
-    reviews: list[str],
-    labels: list[str],
-    cleaned_unlabeled: list[str] | None = None,
-    scored: list[str] | None = None,
-) -> tuple[Pipeline, np.ndarray | None, float, float, float]:
-    """One fit (in a worker or not): pipeline, scores of `scored`, fit wall/CPU s, scoring CPU s."""
-    pipeline, wall, cpu = fit(cfg, reviews, labels, cleaned_unlabeled, cleaned=True)
-    if scored is None:
-        return pipeline, None, wall, cpu, 0.0
-    started = time.process_time()
-    scores = pipeline.predict_proba(scored)[:, list(pipeline.classes_).index(POSITIVE)]
-    return pipeline, scores, wall, cpu, time.process_time() - started
-
-
 def calibrate(
     cfg: TrainConfig,
     reviews: list[str],
@@ -240,29 +196,6 @@ def calibrate(
     )
     figures["calibration_cpu_seconds"] += sum(job.result()[3] + job.result()[4] for job in started)
     return calibrator, figures
-
-
-def fit(
-    cfg: TrainConfig,
-    reviews: list[str],
-    labels: list[str],
-    unlabeled: list[str] | None = None,
-    cleaned: bool = False,
-) -> tuple[Pipeline, float, float]:
-    """The recipe fitted (self-trained when `unlabeled` reviews are given, `cleaned`: already
-    through the recipe's cleaner); wall and CPU seconds."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        if unlabeled:
-            pipeline = self_train(
-                pipeline_for(cfg), reviews, labels, unlabeled, rounds=cfg.self_training_rounds,
-                weighting=cfg.self_training_weighting, cleaned=cleaned,
-            )  # fmt: skip
-        else:
-            pipeline = pipeline_for(cfg).fit(reviews, labels)
-    except ValueError as exc:  # bad recipe values: unknown view or classifier, bad n-gram range
-        raise StageError(f"cannot train with these train.* parameters: {exc}") from None
-    return pipeline, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def save_model(
@@ -373,20 +306,9 @@ def _missing_logged_models_api(exc: MlflowException) -> bool:
     return "logged-models" in message and ("404" in message or "ENDPOINT_NOT_FOUND" in message)
 
 
-def ensure_validated_data(params_file: str) -> None:
-    """Run ingest and validate (as child runs) unless the files there are validated ones."""
-    try:
-        dataset.require_validated(INGESTED_DIR, VALIDATED_MARKER)
-        return
-    except StageError as exc:
-        log.info("%s: running ingest and validate first", exc)
-    for stage in chain.DATA_STAGES:
-        chain.run_entry_point(stage, {"params": params_file})
-
-
 def _command(params: Params, cfg: TrainConfig, args: argparse.Namespace) -> None:
     with lock.hold("train"), store.stage_run("train"):
-        ensure_validated_data(args.params)
+        dataset.ensure_validated(args.params)
         dataset.require_validated()
         # one fit per CPU at once (there are up to 2 + train.calibration_folds of them)
         run(cfg, model_name=params.register.model_name, processes=os.cpu_count() or 1)

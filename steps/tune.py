@@ -40,6 +40,7 @@ from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE
 from steps.data.splits import cv_folds, unlabeled_per_fold, usable_unlabeled
 from steps.entry import cli
+from steps.fitting.recipe import fit
 from steps.measure.metrics import ACCURACY, classification_metrics
 from steps.stage import grid, lock
 from steps.stage.coercion import mapping_text, value_text
@@ -52,7 +53,6 @@ from steps.tracking import store
 
 # tune cross-validates train's recipe with train's own code: the one entry point another imports
 # (tests/test_architecture.py names it), so a fit here is a fit there.
-from steps.train import ensure_validated_data, fit
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def paste_lines(values: dict[str, Any]) -> str:
 def _command(params: Params, cfg: TuneConfig, args: Any) -> None:
     made = candidates(cfg, params.train)  # a bad grid is refused before any data is made
     with lock.hold("tune"), store.stage_run("tune"):
-        ensure_validated_data(args.params)
+        dataset.ensure_validated(args.params)
         dataset.require_validated()
         tuned = run(cfg, params.train)
     best = tuned.ranked[0]

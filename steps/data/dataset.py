@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
 
 from pyfunc.contract import LABELS, TEXT_COLUMN
+from steps.stage import chain
 from steps.stage.errors import StageError, one_line
 from steps.stage.files import read_json, write_json
 from steps.stage.paths import (
@@ -49,6 +51,8 @@ from steps.stage.paths import (
     UNLABELED_FILE_NAME,
     VALIDATED_MARKER,
 )
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (TEXT_COLUMN, "sentiment")  # the review column is the model's input column
 MOVIE_COLUMN = "movie"  # optional: the movie a review is about, where the source says
@@ -321,3 +325,14 @@ def read_validated_unlabeled(
 def _recorded_files(record: Mapping[str, Any]) -> dict[str, str]:
     files = record.get("files")
     return files if isinstance(files, dict) else {}
+
+
+def ensure_validated(params_file: str) -> None:
+    """Run ingest and validate (as child runs) unless the files there are validated ones."""
+    try:
+        require_validated(INGESTED_DIR, VALIDATED_MARKER)
+        return
+    except StageError as exc:
+        log.info("%s: running ingest and validate first", exc)
+    for stage in chain.DATA_STAGES:
+        chain.run_entry_point(stage, {"params": params_file})

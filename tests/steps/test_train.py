@@ -25,6 +25,7 @@ from support import (
 
 from steps import train
 from steps.data import dataset
+from steps.fitting import recipe
 from steps.stage import chain
 from steps.stage.config import load_params
 from steps.stage.errors import StageError
@@ -388,17 +389,17 @@ def test_each_calibration_fold_learns_from_no_copy_of_its_held_out_reviews(
     texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
     copies = texts[:40]
     fits = []
-    real_fit = train.fit
+    real_fit = recipe.fit
 
     def spy(cfg, reviews, labels, unlabeled=None, cleaned=False):
         fits.append((set(reviews), set(unlabeled or ()), cleaned))
         return real_fit(cfg, reviews, labels, unlabeled, cleaned)
 
-    monkeypatch.setattr(train, "fit", spy)
+    monkeypatch.setattr(recipe, "fit", spy)
     cfg = dataclasses.replace(cfg, refit_full=False, calibration_folds=3, self_training_rounds=1)
     train.calibrate(cfg, texts, labels, with_movies["movie"].tolist(), make_unlabeled(30) + copies)
     assert len(fits) == 3
-    clean = train.pipeline_for(cfg).named_steps["clean"]
+    clean = recipe.pipeline_for(cfg).named_steps["clean"]
     for seen, unlabeled, cleaned in fits:
         held = set(texts) - seen
         assert cleaned  # the unlabeled reviews were cleaned once for all the folds
