@@ -129,6 +129,8 @@ def train_model(
         )
         calibrator, calibration_metrics = calibrate(cfg, reviews, labels, movies, cleaned, pool)
         pipeline, scores, fit_seconds, fit_cpu, predict_cpu = val_fit.result()
+        # the profile's unseen words as the model that never saw the validation reviews sees them
+        val_tokens = token_counts(pipeline, val_x)
         measured = classification_metrics(val_y, scores)
         log.info(
             "validation: accuracy %.4f, F1 %.4f, ROC AUC %.4f, log loss %.4f (fit %.1f s)",
@@ -143,7 +145,7 @@ def train_model(
     profile = build_profile(
         val_x,
         calibrator(scores) if calibrator is not None else scores,  # as the served model answers
-        token_counts(pipeline, val_x),
+        val_tokens,
         positive_label_share=float(np.mean(np.asarray(labels) == POSITIVE)),
         accuracy=measured[ACCURACY],
         seed=cfg.seed,

@@ -206,6 +206,19 @@ def test_mlflow_run_train_then_evaluate_in_a_project_copy(project_copy, reviews,
 # Grouped validation and self-training (issue 17)
 
 
+def test_the_profile_is_measured_by_the_fit_that_never_saw_the_validation_reviews(reviews, cfg):
+    """The refit learns every validation word: measured with it, the profile's unseen-token share
+    would be 0 and any new batch would read as drift (monitor)."""
+    texts, labels = reviews["review"].tolist(), reviews["sentiment"].tolist()
+    shipped = {
+        refit: train.train_model(
+            texts, labels, dataclasses.replace(cfg, refit_full=refit, calibration="none")
+        ).profile["unseen_token_share"]
+        for refit in (True, False)
+    }
+    assert shipped[True] == shipped[False] > 0
+
+
 @pytest.fixture(scope="module")
 def with_movies(reviews):
     """The reviews, five per movie."""
