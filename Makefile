@@ -76,11 +76,11 @@ run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri, 
 test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb), with coverage
 	$(PY) -m pytest --cov --cov-report=term:skip-covered --durations=25
 
-# The quick tiers run on every CPU (pytest-xdist): a file's tests on one worker (tests/conftest.py).
+# The unit tier runs on every CPU (pytest-xdist); test-fast stays serial: its Docker tests share tags.
 PARALLEL := -n auto --dist loadgroup
 
-test-fast: $(STAMP) ## run the tests not marked slow, on every CPU
-	$(PY) -m pytest -m "not slow" $(PARALLEL)
+test-fast: $(STAMP) ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow"
 
 test-unit: $(STAMP) ## the inner loop: the tests that start no process, server or container (< 1 min)
 	$(PY) -m pytest -m unit $(PARALLEL)
