@@ -76,8 +76,8 @@ run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri, 
 test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb), with coverage
 	$(PY) -m pytest --cov --cov-report=term:skip-covered --durations=25
 
-# The unit tier runs on every CPU (pytest-xdist); test-fast stays serial: its Docker tests share tags.
-PARALLEL := -n auto --dist loadgroup
+# The unit tier runs on every CPU (pytest-xdist), a file's tests on one worker; test-fast is serial.
+PARALLEL := -n auto --dist loadfile
 
 test-fast: $(STAMP) ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"

@@ -38,18 +38,6 @@ def pytest_sessionstart(session):
     store.git_commit()
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test-unit` and `test-fast` run `-n auto --dist loadgroup`): a
-    file's tests stay on one worker, so its module fixtures start once, and every Docker test is
-    on the same worker, as they share the engine's images and tags."""
-    if config.getoption("dist", default="no") == "no":  # not under xdist
-        return
-    for item in items:
-        group = "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(autouse=True)
 def _mlflow_state_per_test():
     """Tracking set-up writes into os.environ and MLflow's module globals (tracking and registry
