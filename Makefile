@@ -73,14 +73,15 @@ run: $(STAMP) ## run the whole pipeline (MLproject `main`); SOURCE=path-or-uri, 
 	$(WITH_TRACKING) mlflow run . -e main --env-manager local $(if $(SOURCE),-P 'source=$(SOURCE)') \
 		$(P_MLFLOW)
 
-test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb), with coverage
-	$(PY) -m pytest --cov --cov-report=term:skip-covered --durations=25
+# Every tier runs on every CPU (pytest-xdist): a file's tests on one worker, and the tests that
+# share the Docker engine, the Spark JVM or the model servers on one worker (tests/xdist_groups.py).
+PARALLEL := -n auto --dist loadgroup
 
-# The unit tier runs on every CPU (pytest-xdist), a file's tests on one worker; test-fast is serial.
-PARALLEL := -n auto --dist loadfile
+test: $(STAMP) ## run the whole test suite (real-data tests need ../shared/data/imdb), with coverage
+	$(PY) -m pytest $(PARALLEL) --cov --cov-report=term:skip-covered --durations=25
 
 test-fast: $(STAMP) ## run the tests not marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(PARALLEL)
 
 test-unit: $(STAMP) ## the inner loop: the tests that start no process, server or container (< 1 min)
 	$(PY) -m pytest -m unit $(PARALLEL)

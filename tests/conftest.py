@@ -23,7 +23,10 @@ from support import (
     unavailable,
 )
 
-pytest_plugins = ["unit_tier"]  # the unit tier and its guard (tests/README.md)
+pytest_plugins = [
+    "unit_tier",
+    "xdist_groups",
+]  # the unit tier; who shares a worker (tests/README.md)
 
 # Environment variables that steer MLflow or our tracking set-up, or the words of hints (`make
 # test` runs under the Makefile's IMDB_CALLER=make; a test that wants it sets it).
