@@ -49,11 +49,6 @@ MODEL_TEXT_CALLERS = {
     "steps.data.splits",  # train's and tune's splits, called by them only
 }
 MAX_LINES = 400
-# Over MAX_LINES today and being split by others working on issue 21: the lead empties this when
-# their work merges (an entry no longer over the limit fails the test, so the list only shrinks).
-LONG_FOR_NOW = {
-    "steps/tracking/store.py",
-}
 RUNNER_ARGUMENTS = ["section", "argv", "command"]  # the shared main every entry point calls
 # What writes to the process's own output, besides print(): methods of sys.stdout / sys.stderr
 # (or their .buffer), pprint's printers, traceback's print_* (to stderr), os.write to fd 1 or 2.
@@ -327,9 +322,8 @@ def test_no_module_under_steps_is_over_the_line_limit():
     lengths = {
         str(p.relative_to(REPO_ROOT)): len(p.read_text().splitlines()) for p in steps_files()
     }
-    over = {path for path, n in lengths.items() if n > MAX_LINES}
-    assert {p: lengths[p] for p in over - LONG_FOR_NOW} == {}, f"split them (max {MAX_LINES})"
-    assert LONG_FOR_NOW - over == set(), "no longer over the limit: take off LONG_FOR_NOW"
+    over = {path: n for path, n in lengths.items() if n > MAX_LINES}
+    assert over == {}, f"split them (max {MAX_LINES})"
 
 
 MIRRORED = ("steps", "pyfunc")

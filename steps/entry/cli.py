@@ -34,7 +34,7 @@ from steps.stage.config import Params, load_params
 from steps.stage.errors import ConfigError, CredentialRefused, StageError, error_line
 from steps.stage.paths import PARAMS_FILE
 from steps.stage.schema import allowed, flat_docs, flat_fields, flat_value, section_fields
-from steps.tracking import purge, store
+from steps.tracking import failures, purge, store
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def main(
         return 1
     except MlflowException as exc:
         # The tracking server stopped answering mid-stage: one line, as configure() says it.
-        reason = store.unreachable_reason(exc)
+        reason = failures.unreachable_reason(exc)
         if reason is None:
             raise
         print(error_line(name, f"tracking server {reason}"), file=sys.stderr)

@@ -31,7 +31,6 @@ import dataclasses
 import functools
 import logging
 import os
-import re
 import shlex
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -54,7 +53,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from steps.stage.errors import StageError, one_line
 from steps.stage.paths import ARTIFACTS_DIR, PROJECT_ROOT, TRACKING_DB
 from steps.stage.secrets import find_credential, shown
-from steps.tracking import purge
+from steps.tracking import failures, purge
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ def configure() -> str:
     try:
         return _set_experiment(uri)
     except MlflowException as exc:
-        raise StageError(_explain(exc, target)) from None
+        raise StageError(failures.explain(exc, target)) from None
 
 
 def retry_budget(env: Mapping[str, str]) -> dict[str, str]:
@@ -209,54 +208,6 @@ def _set_experiment(uri: str) -> str:
             client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
-
-
-def _explain(exc: MlflowException, target: Target) -> str:
-    """One line saying what the tracking server said and which variables to check."""
-    where = f"tracking server {shown(target.tracking_uri)}"
-    check = (
-        "DAGSHUB_USER_TOKEN (and DAGSHUB_USERNAME, if set)"
-        if target.username is not None
-        else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
-    )
-    status = exc.get_http_status_code()
-    if status == 401:
-        return f"{where} rejected the credentials (HTTP 401): check {check}"
-    if status == 403:
-        return f"{where} refused access (HTTP 403): the user of {check} lacks permission"
-    if unreachable := unreachable_reason(exc):
-        return f"{where} ({target.origin}) {unreachable}"
-    return shown(f"{where} ({target.origin}) failed: {one_line(exc.message, 300)}")
-
-
-_REQUEST_FAILED = re.compile(r"^API request to \S+ failed with exception")
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
-_STATUS = re.compile(r"too many (\d{3}) error responses")
-
-
-def unreachable_reason(exc: MlflowException) -> str | None:
-    """For a request that never got a usable answer (refused, timed out, unknown host, an error
-    status on every attempt), the words "is unreachable (<why>) after N attempts (...)"; None for
-    any other MLflow error."""
-    message = one_line(exc.message)
-    if not _REQUEST_FAILED.match(message):
-        return None
-    verb = "is unreachable"
-    if errno := _ERRNO.search(message):
-        why = errno.group(1).strip()
-    elif status := _STATUS.search(message):
-        verb, why = "keeps failing", f"HTTP {status.group(1)} on every attempt"
-    elif "timed out" in message.lower() or "timeout" in message.lower():
-        timeout = MLFLOW_HTTP_REQUEST_TIMEOUT
-        why = f"no answer within {timeout.name}={timeout.get()} s"
-    else:
-        why = shown(one_line(message.split(" failed with exception ", 1)[-1], 200))
-    retries = MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
-    return (
-        f"{verb} ({why}) after {retries + 1} attempts"
-        f" ({MLFLOW_HTTP_REQUEST_MAX_RETRIES.name}={retries}): check the URI and that the server"
-        " is running"
-    )
 
 
 def local_artifact_root(uri: str) -> Path | None:
