@@ -33,6 +33,16 @@ def _test_file(marker: str = "") -> str:
     )
 
 
+# What pyspark.sql.connect checks before it calls sys.exit(0) (Great Expectations imports it).
+MAIN_MODULE_TEST = """
+import sys
+
+def test_main_does_not_look_like_a_doctest_run():
+    main = sys.modules["__main__"]
+    assert main.__spec__ is not None or hasattr(main, "__file__") or hasattr(sys, "ps1")
+"""
+
+
 @pytest.mark.integration  # starts pytest-xdist workers
 def test_files_and_the_docker_tests_each_stay_on_one_worker(pytester, tmp_path, monkeypatch):
     record = tmp_path / "record"
@@ -44,6 +54,7 @@ def test_files_and_the_docker_tests_each_stay_on_one_worker(pytester, tmp_path, 
     pytester.makeini("[pytest]\nmarkers =\n    docker: needs a Docker engine\n")
     pytester.makeconftest('pytest_plugins = ["xdist_groups"]')
     pytester.makepyfile(
+        test_main_module=MAIN_MODULE_TEST,
         test_plain_one=_test_file(),
         test_plain_two=_test_file(),
         test_docker_one=_test_file("@pytest.mark.docker"),
@@ -52,7 +63,7 @@ def test_files_and_the_docker_tests_each_stay_on_one_worker(pytester, tmp_path, 
     result = pytester.runpytest_subprocess(
         "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(passed=4 * PER_FILE)
+    result.assert_outcomes(passed=4 * PER_FILE + 1)
 
     workers: dict[str, set[str]] = {}
     for path in record.iterdir():

@@ -14,8 +14,10 @@ lists it in pytest_plugins; tests/README.md says why.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def group_of(item: pytest.Item) -> str:
 
 
 # --- in a worker ---
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A worker's __main__ is execnet's `python -c` bootstrap: no __spec__, no __file__. pyspark
+    (the spark extra) reads that as "running doctests" and calls sys.exit(0) when Great
+    Expectations imports `pyspark.sql.connect`: give __main__ the spec of a plain `__main__`
+    (multiprocessing's spawn then starts children without re-running any main)."""
+    if hasattr(config, "workerinput"):
+        main = sys.modules["__main__"]
+        if main.__spec__ is None and not hasattr(main, "__file__"):
+            main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
 
 
 @pytest.hookimpl(trylast=True)
