@@ -17,9 +17,10 @@ round-1 problem of the grouped validation fit (20,000 + 50,000 reviews): 6.4 CPU
 views instead of 42, the same validation accuracy (pyfunc/README.md, "The cost of a self-trained
 fit").
 
-Views are weighted VIEW_BATCH rows at a time: weighting 75,000 rows in one pass allocated
-temporaries of hundreds of MB, which the kernel maps page by page (in a self-trained fit, 1.2-1.9
-CPU-s of system time per round, issue 26); the rows come out the same. `fit_scored` fits and
+Views are weighted VIEW_BATCH rows at a time into one array of values that shares the count
+matrix's index arrays: weighting 75,000 rows in one pass allocated copies and temporaries of
+hundreds of MB, which the kernel maps page by page (in a self-trained fit, 1.2-1.9 CPU-s of
+system time per round, issue 26); the values come out the same. `fit_scored` fits and
 scores some of the rows it fitted on from the views it built (self-training's next round needs
 the unlabeled rows scored): the same probabilities as predict_proba, without weighting them again.
 
@@ -128,7 +129,7 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         base = self._base_estimator()
 
         def fit_view(view: str, start: LogisticRegression | None):
-            model, weighted = clone(base), self._view(X, view, present)
+            model, weighted = clone(base), self._view(X, view)
             if start is not None:
                 model.set_params(solver=WARM_SOLVER, tol=WARM_TOL, warm_start=True)
                 model.coef_, model.intercept_ = start.coef_.copy(), start.intercept_.copy()
@@ -164,10 +165,9 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         X = sp.csr_matrix(X, dtype=np.float32)
         if X.shape[0] > VIEW_BATCH:
             return np.vstack([self.predict_proba(X[rows]) for rows in _batches(0, X.shape[0])])
-        present = _binary(X)
         positive = np.mean(
             [
-                _positive_probability(model, self._view(X, view, present))
+                _positive_probability(model, self._view(X, view))
                 for view, model in zip(self.views, self.estimators_, strict=True)
             ],
             axis=0,
@@ -178,19 +178,25 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: sp.spmatrix) -> np.ndarray:
         return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
-    def _view(self, X: sp.csr_matrix, view: str, present: sp.csr_matrix) -> sp.csr_matrix:
-        if X.shape[0] > VIEW_BATCH:
-            rows = _batches(0, X.shape[0])
-            return sp.vstack([self._view(X[r], view, present[r]) for r in rows], format="csr")
-        if view == "nb":
-            weighted = _scale_columns(present, self.log_ratio_)
-        else:
-            tfidf = X.copy()
-            np.log1p(tfidf.data, out=tfidf.data)
-            weighted = _scale_columns(tfidf, self.idf_)
-            if view == "nb_tfidf":
-                weighted = _scale_columns(weighted, self.log_ratio_)
-        return _normalize_rows(weighted)
+    def _view(self, X: sp.csr_matrix, view: str) -> sp.csr_matrix:
+        """X's counts weighted as `view`, each row of unit L2 norm. Every view has X's non-zeros,
+        so it shares X's index arrays; its values are computed VIEW_BATCH rows at a time."""
+        data = np.empty_like(X.data)
+        for rows in _batches(0, X.shape[0]):
+            start, stop = X.indptr[rows.start], X.indptr[rows.stop]
+            values = data[start:stop]
+            values[:] = self._weighted(X.data[start:stop], X.indices[start:stop], view)
+            _normalize(values, X.indptr[rows.start : rows.stop + 1] - start)
+        return sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape)
+
+    def _weighted(self, counts: np.ndarray, columns: np.ndarray, view: str) -> np.ndarray:
+        if view == "nb":  # presence (1) x the NB ratio
+            return self.log_ratio_[columns]
+        weighted = np.log1p(counts)
+        weighted *= self.idf_[columns]
+        if view == "nb_tfidf":
+            weighted *= self.log_ratio_[columns]
+        return weighted
 
     def _warm_starts(self, views: tuple[str, ...], n_features: int) -> list:
         """Per view, the fitted model to start from (None: start from zero)."""
@@ -258,26 +264,25 @@ def _positive_probability(model, X: sp.csr_matrix) -> np.ndarray:
 
 def _normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
     """Each row scaled to unit L2 norm (empty rows stay empty), in place."""
-    lengths = np.diff(X.indptr)
+    _normalize(X.data, X.indptr)
+    return X
+
+
+def _normalize(data: np.ndarray, indptr: np.ndarray) -> None:
+    """The rows (`indptr`, from 0) of CSR values `data` scaled to unit L2 norm, in place."""
+    lengths = np.diff(indptr)
     filled = lengths > 0
-    norms = np.ones(X.shape[0])
-    if X.nnz:  # reduceat over the non-empty rows only: an empty row's start may be out of range
-        squares = np.add.reduceat(X.data.astype(np.float64) ** 2, X.indptr[:-1][filled])
+    norms = np.ones(len(lengths))
+    if len(data):  # reduceat over the non-empty rows only: an empty row's start may be out of range
+        squares = np.add.reduceat(data.astype(np.float64) ** 2, indptr[:-1][filled])
         norms[filled] = np.sqrt(squares)
     norms[norms == 0] = 1.0
-    X.data /= np.repeat(norms, lengths).astype(X.data.dtype)
-    return X
+    data /= np.repeat(norms, lengths).astype(data.dtype)
 
 
 def _binary(X: sp.csr_matrix) -> sp.csr_matrix:
     """X's pattern with every value 1 (sharing X's index arrays: nothing writes to them)."""
     return sp.csr_matrix((np.ones_like(X.data), X.indices, X.indptr), shape=X.shape)
-
-
-def _scale_columns(X: sp.csr_matrix, weights: np.ndarray) -> sp.csr_matrix:
-    scaled = X.copy()
-    scaled.data *= weights[scaled.indices]
-    return scaled
 
 
 def _log_count_ratio(
