@@ -13,6 +13,8 @@ Each later round starts from the previous round's coefficients (MultiViewClassif
 `warm_start`): round 1 moves a little from round 0 and round 2 less, so a few Newton steps
 replace a solve from zero (issue 26: the rounds' CPU seconds from 87 to about 12 on the
 grouped validation fit, the same validation accuracy). Round 0 is the plain fit, unchanged.
+Round 0's model scores the unlabeled reviews once; each later round's fit scores them from the
+views it has just weighted (MultiViewClassifier.fit_scored), not by weighting them again.
 Measured and not kept: leaving out the unlabeled reviews of weight under 0.5, or half of the
 unlabeled reviews, cost half of the grouped-validation gain (pyfunc/README.md).
 

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import mlflow
@@ -23,7 +24,7 @@ from steps.entry import cli
 from steps.stage import grid
 from steps.stage.coercion import mapping_text
 from steps.stage.config import TrainConfig, load_params
-from steps.stage.paths import INGESTED_DIR, TUNE_REPORT, VALIDATED_MARKER
+from steps.stage.paths import INGESTED_DIR, TUNE_REPORT, UNLABELED_FILE_NAME, VALIDATED_MARKER
 from steps.stage.schema import hints
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +222,21 @@ def test_only_varied_keys_whose_best_value_is_new_are_to_paste():
     )
     same = dict(values, min_df=params.train.min_df)
     assert tune.to_paste(dataclasses.replace(best, values=same), cfg, params.train) == {}
+
+
+def test_tune_cleans_each_unlabeled_review_once(
+    ingested, tracking_uri, monkeypatch, forget_experiment
+):
+    from pyfunc import cleaning
+
+    unlabeled = pd.read_parquet(ingested / INGESTED_DIR / UNLABELED_FILE_NAME)["review"].tolist()
+    cleaned, real = Counter(), cleaning.clean
+    monkeypatch.setattr(
+        cleaning,
+        "clean",
+        lambda text, negation=False: cleaned.update([text]) or real(text, negation),
+    )
+    grid = "C=10|30;unlabeled=self_training"
+    assert tune.main(["--params", str(PARAMS), "--grid", grid, "--folds", "3"]) == 0
+    # checked against the test split, kept out of the folds they copy, learnt from by 2 x 3 fits
+    assert [cleaned[text] for text in unlabeled] == [1] * len(unlabeled)
