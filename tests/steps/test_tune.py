@@ -19,6 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from support import make_reviews, make_unlabeled, mark_validated, write_ingested
 
+from pyfunc.cleaning import clean
 from steps import tune
 from steps.entry import cli
 from steps.stage import grid
@@ -145,9 +146,9 @@ def test_a_self_training_candidate_learns_from_no_copy_of_its_held_out_fold(
     seen = []
     real_fit = tune.fit
 
-    def fit(recipe, texts, labels, extra=None):
-        seen.append((recipe.unlabeled, texts, extra))
-        return real_fit(recipe, texts, labels, extra)
+    def fit(recipe, texts, labels, extra=None, cleaned=False):
+        seen.append((recipe.unlabeled, texts, extra, cleaned))
+        return real_fit(recipe, texts, labels, extra, cleaned=cleaned)
 
     monkeypatch.setattr(tune, "fit", fit)
     params = load_params(PARAMS)
@@ -159,14 +160,15 @@ def test_a_self_training_candidate_learns_from_no_copy_of_its_held_out_fold(
     with mlflow.start_run():
         tuned = tune.run(cfg, plain)
     assert tuned.unlabeled == 45 and len(seen) == 10
-    for use, texts, extra in seen:
+    for use, texts, extra, cleaned in seen:
         if use == "none":
             assert extra is None
             continue
+        assert cleaned  # the unlabeled reviews come cleaned, once for every fold
         fitted = {text.lower() for text in texts}
         held_copies = [text for text in copied if text.lower() not in fitted]
         assert len(extra) == 45 - len(held_copies)
-        assert not set(held_copies) & set(extra)
+        assert not {clean(text) for text in held_copies} & set(extra)
 
 
 @pytest.mark.integration
