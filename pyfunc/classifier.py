@@ -17,6 +17,13 @@ round-1 problem of the grouped validation fit (20,000 + 50,000 reviews): 6.4 CPU
 views instead of 42, the same validation accuracy (pyfunc/README.md, "The cost of a self-trained
 fit").
 
+Views are weighted VIEW_BATCH rows at a time into one array of values that shares the count
+matrix's index arrays: weighting 75,000 rows in one pass allocated copies and temporaries of
+hundreds of MB, which the kernel maps page by page (in a self-trained fit, 1.2-1.9 CPU-s of
+system time per round, issue 26); the values come out the same. `fit_scored` fits and
+scores some of the rows it fitted on from the views it built (self-training's next round needs
+the unlabeled rows scored): the same probabilities as predict_proba, without weighting them again.
+
 `fit` takes per-review sample weights (self-training gives pseudo-labelled reviews weight
 |2p - 1|, see pyfunc/self_training.py): the NB log-count ratios then come from weighted document
 counts and each view's classifier is fitted with the weights; the IDF counts every review once.
@@ -45,6 +52,7 @@ WARM_SOLVER = "newton-cg"  # warm-startable; GIL-bound, unlike liblinear (see wa
 # Its stopping gradient norm: from round 0's coefficients one or two Newton steps reach it, with
 # the grouped-validation accuracy of a full solve (1e-4: three steps, the same accuracy).
 WARM_TOL = 1e-3
+VIEW_BATCH = 5_000  # rows weighted (and scored) at once: the same rows, less memory mapped
 
 
 class MultiViewClassifier(ClassifierMixin, BaseEstimator):
@@ -79,6 +87,27 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
     def fit(
         self, X: sp.spmatrix, y: Sequence, sample_weight: Sequence[float] | None = None
     ) -> MultiViewClassifier:
+        self._fit(X, y, sample_weight, None)
+        return self
+
+    def fit_scored(
+        self,
+        X: sp.spmatrix,
+        y: Sequence,
+        sample_weight: Sequence[float] | None = None,
+        from_row: int = 0,
+    ) -> np.ndarray:
+        """`fit`, then the positive-class probability of X's rows from `from_row` on (as
+        predict_proba gives it) from the views the fit weighted."""
+        return self._fit(X, y, sample_weight, from_row)
+
+    def _fit(
+        self,
+        X: sp.spmatrix,
+        y: Sequence,
+        sample_weight: Sequence[float] | None,
+        from_row: int | None,
+    ) -> np.ndarray | None:
         views = self._checked_views()
         y = np.asarray(y)
         self.classes_ = np.unique(y)
@@ -100,38 +129,45 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
         base = self._base_estimator()
 
         def fit_view(view: str, start: LogisticRegression | None):
-            model = clone(base)
-            if start is None:
-                return model.fit(
-                    self._view(X, view, present), positive, sample_weight=sample_weight
+            model, weighted = clone(base), self._view(X, view)
+            if start is not None:
+                model.set_params(solver=WARM_SOLVER, tol=WARM_TOL, warm_start=True)
+                model.coef_, model.intercept_ = start.coef_.copy(), start.intercept_.copy()
+            model.fit(weighted, positive, sample_weight=sample_weight)
+            if start is not None:
+                # float32 views give float32 coefficients here (liblinear's are float64, as the
+                # state stores them): float64, so the model scores as it will once saved and loaded
+                model.coef_, model.intercept_ = (
+                    model.coef_.astype(float),
+                    model.intercept_.astype(float),
                 )
-            model.set_params(solver=WARM_SOLVER, tol=WARM_TOL, warm_start=True)
-            model.coef_, model.intercept_ = start.coef_.copy(), start.intercept_.copy()
-            model.fit(self._view(X, view, present), positive, sample_weight=sample_weight)
-            # float32 views give float32 coefficients here (liblinear's are float64, as the
-            # state stores them): float64, so the model scores as it will once saved and loaded
-            model.coef_, model.intercept_ = (
-                model.coef_.astype(float),
-                model.intercept_.astype(float),
-            )
-            return model
+            if from_row is None:
+                return model, None
+            rows = _batches(from_row, X.shape[0])
+            return model, np.concatenate([_positive_probability(model, weighted[r]) for r in rows])
 
         # GIL-bound warm solves gain nothing from threads: one at a time (less memory at once)
         threads = 1 if any(starts) else self.n_jobs or min(len(views), os.cpu_count() or 1)
         # The views are the parallelism: BLAS threads under them only spin (round 0 of the
         # grouped validation fit: 15.4 CPU-s with OpenBLAS's 2 threads, 6.4 with one; issue 26).
         with threadpool_limits(1), ThreadPoolExecutor(max_workers=threads) as pool:
-            self.estimators_ = list(pool.map(fit_view, views, starts))
+            fitted = list(pool.map(fit_view, views, starts))
+        self.estimators_ = [model for model, _ in fitted]
         self.n_features_in_ = X.shape[1]
-        return self
+        if from_row is None:
+            return None
+        positive = np.mean([scores for _, scores in fitted], axis=0)
+        positive[np.diff(X.indptr)[from_row:] == 0] = NO_EVIDENCE
+        return positive
 
     def predict_proba(self, X: sp.spmatrix) -> np.ndarray:
         check_is_fitted(self, "estimators_")
         X = sp.csr_matrix(X, dtype=np.float32)
-        present = _binary(X)
+        if X.shape[0] > VIEW_BATCH:
+            return np.vstack([self.predict_proba(X[rows]) for rows in _batches(0, X.shape[0])])
         positive = np.mean(
             [
-                _positive_probability(model, self._view(X, view, present))
+                _positive_probability(model, self._view(X, view))
                 for view, model in zip(self.views, self.estimators_, strict=True)
             ],
             axis=0,
@@ -142,16 +178,25 @@ class MultiViewClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: sp.spmatrix) -> np.ndarray:
         return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
-    def _view(self, X: sp.csr_matrix, view: str, present: sp.csr_matrix) -> sp.csr_matrix:
-        if view == "nb":
-            weighted = _scale_columns(present, self.log_ratio_)
-        else:
-            tfidf = X.copy()
-            np.log1p(tfidf.data, out=tfidf.data)
-            weighted = _scale_columns(tfidf, self.idf_)
-            if view == "nb_tfidf":
-                weighted = _scale_columns(weighted, self.log_ratio_)
-        return _normalize_rows(weighted)
+    def _view(self, X: sp.csr_matrix, view: str) -> sp.csr_matrix:
+        """X's counts weighted as `view`, each row of unit L2 norm. Every view has X's non-zeros,
+        so it shares X's index arrays; its values are computed VIEW_BATCH rows at a time."""
+        data = np.empty_like(X.data)
+        for rows in _batches(0, X.shape[0]):
+            start, stop = X.indptr[rows.start], X.indptr[rows.stop]
+            values = data[start:stop]
+            values[:] = self._weighted(X.data[start:stop], X.indices[start:stop], view)
+            _normalize(values, X.indptr[rows.start : rows.stop + 1] - start)
+        return sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape)
+
+    def _weighted(self, counts: np.ndarray, columns: np.ndarray, view: str) -> np.ndarray:
+        if view == "nb":  # presence (1) x the NB ratio
+            return self.log_ratio_[columns]
+        weighted = np.log1p(counts)
+        weighted *= self.idf_[columns]
+        if view == "nb_tfidf":
+            weighted *= self.log_ratio_[columns]
+        return weighted
 
     def _warm_starts(self, views: tuple[str, ...], n_features: int) -> list:
         """Per view, the fitted model to start from (None: start from zero)."""
@@ -204,6 +249,11 @@ class CalibratedLinear:
         return np.column_stack([1 - positive, positive])
 
 
+def _batches(start: int, stop: int) -> list[slice]:
+    """Rows start..stop as slices of at most VIEW_BATCH rows."""
+    return [slice(i, min(i + VIEW_BATCH, stop)) for i in range(start, stop, VIEW_BATCH)]
+
+
 def _positive_probability(model, X: sp.csr_matrix) -> np.ndarray:
     if isinstance(model, LogisticRegression):
         # The same sigmoid as model.predict_proba, without its per-call input validation, which
@@ -214,27 +264,25 @@ def _positive_probability(model, X: sp.csr_matrix) -> np.ndarray:
 
 def _normalize_rows(X: sp.csr_matrix) -> sp.csr_matrix:
     """Each row scaled to unit L2 norm (empty rows stay empty), in place."""
-    lengths = np.diff(X.indptr)
-    filled = lengths > 0
-    norms = np.ones(X.shape[0])
-    if X.nnz:  # reduceat over the non-empty rows only: an empty row's start may be out of range
-        squares = np.add.reduceat(X.data.astype(np.float64) ** 2, X.indptr[:-1][filled])
-        norms[filled] = np.sqrt(squares)
-    norms[norms == 0] = 1.0
-    X.data /= np.repeat(norms, lengths).astype(X.data.dtype)
+    _normalize(X.data, X.indptr)
     return X
 
 
+def _normalize(data: np.ndarray, indptr: np.ndarray) -> None:
+    """The rows (`indptr`, from 0) of CSR values `data` scaled to unit L2 norm, in place."""
+    lengths = np.diff(indptr)
+    filled = lengths > 0
+    norms = np.ones(len(lengths))
+    if len(data):  # reduceat over the non-empty rows only: an empty row's start may be out of range
+        squares = np.add.reduceat(data.astype(np.float64) ** 2, indptr[:-1][filled])
+        norms[filled] = np.sqrt(squares)
+    norms[norms == 0] = 1.0
+    data /= np.repeat(norms, lengths).astype(data.dtype)
+
+
 def _binary(X: sp.csr_matrix) -> sp.csr_matrix:
-    present = X.copy()
-    present.data[:] = 1.0
-    return present
-
-
-def _scale_columns(X: sp.csr_matrix, weights: np.ndarray) -> sp.csr_matrix:
-    scaled = X.copy()
-    scaled.data *= weights[scaled.indices]
-    return scaled
+    """X's pattern with every value 1 (sharing X's index arrays: nothing writes to them)."""
+    return sp.csr_matrix((np.ones_like(X.data), X.indices, X.indptr), shape=X.shape)
 
 
 def _log_count_ratio(

@@ -48,7 +48,7 @@ from pyfunc.calibration import Calibrator
 from pyfunc.pipeline import n_features, token_counts
 from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE, model_text
-from steps.data.splits import usable_unlabeled, validation_split
+from steps.data.splits import Unlabeled, usable_unlabeled, validation_split
 from steps.entry import cli
 from steps.fitting.recipe import Cleaned, clean_once, fit_job
 from steps.measure import calibration as measure_calibration
@@ -96,7 +96,7 @@ def train_model(
     labels: list[str],
     cfg: TrainConfig,
     movies: list[str] | None = None,
-    unlabeled: list[str] | None = None,
+    unlabeled: list[str] | Unlabeled | None = None,
     processes: int = 1,
 ) -> Trained:
     """Fit on all but a validation split, score it, then (refit_full) refit on all.
@@ -108,13 +108,17 @@ def train_model(
     fit_idx, val_idx, how = validation_split(labels, movies, cfg)
     fit_x, val_x = [reviews[i] for i in fit_idx], [reviews[i] for i in val_idx]
     fit_y, val_y = [labels[i] for i in fit_idx], [labels[i] for i in val_idx]
+    seen = None  # the unlabeled reviews as the model sees them, when already cleaned
+    if isinstance(unlabeled, Unlabeled):
+        unlabeled, seen = unlabeled.reviews, unlabeled.as_model
     unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
     # as ingest does for the test split: no unlabeled copy of a validation review, as the model
     # sees it (a case or spacing variant too), is learnt from
-    val_unlabeled, seen = None, None
+    val_unlabeled = None
     if unlabeled:
         held_out = set(model_text(pd.Series(val_x, dtype=object)))
-        seen = model_text(pd.Series(unlabeled, dtype=object))
+        if seen is None:
+            seen = model_text(pd.Series(unlabeled, dtype=object)).tolist()
         val_unlabeled = [
             text for text, key in zip(unlabeled, seen, strict=True) if key not in held_out
         ]
@@ -122,7 +126,7 @@ def train_model(
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
     size = len(reviews) + len(unlabeled or ())
     with workers.pool(processes if size >= FIT_IN_WORKERS_FROM else 1) as pool:
-        cleaned = clean_once(cfg, unlabeled, seen)
+        cleaned = clean_once(cfg, unlabeled, seen if unlabeled else None)
         val_fit = pool.submit(fit_job, cfg, fit_x, fit_y, cleaned.pick(val_unlabeled), val_x)
         refit = cfg.refit_full and pool.submit(
             fit_job, cfg, reviews, labels, cleaned.pick(unlabeled)
@@ -243,7 +247,7 @@ def run(
     mlflow.set_tags({store.DATA_TAG: manifest.content_sha256, store.SOURCE_TAG: manifest.source})
     mlflow.log_input(dataset.as_mlflow_dataset(frame, manifest, "train", ingested_dir), "train")
     if unlabeled:  # self-training learns from them too
-        extra = pd.DataFrame({"review": unlabeled})
+        extra = pd.DataFrame({"review": unlabeled.reviews})
         mlflow.log_input(
             dataset.as_mlflow_dataset(extra, manifest, "unlabeled", ingested_dir), "unlabeled"
         )

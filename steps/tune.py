@@ -38,9 +38,9 @@ from mlflow.tracking import MlflowClient
 
 from steps.data import dataset
 from steps.data.dataset import MOVIE_COLUMN, POSITIVE
-from steps.data.splits import cv_folds, unlabeled_per_fold, usable_unlabeled
+from steps.data.splits import Unlabeled, cv_folds, unlabeled_per_fold, usable_unlabeled
 from steps.entry import cli
-from steps.fitting.recipe import fit
+from steps.fitting.recipe import clean_once, fit
 from steps.measure.metrics import ACCURACY, classification_metrics
 from steps.stage import grid, lock
 from steps.stage.coercion import mapping_text, value_text
@@ -140,11 +140,11 @@ def run(
     mlflow.log_input(dataset.as_mlflow_dataset(frame, manifest, "train", ingested_dir), "train")
     log.info(
         "%d candidates x %s of %d reviews%s", len(made), how, len(reviews),
-        f" (+ {len(unlabeled):,} unlabeled for self-training)" if unlabeled else "",
+        f" (+ {len(unlabeled.reviews):,} unlabeled for self-training)" if unlabeled else "",
     )  # fmt: skip
     cpu, wall, load = time.process_time(), time.perf_counter(), os.getloadavg()[0]
     done = [
-        _cross_validate(number, values, recipe, reviews, labels, folds, extra, len(made))
+        _cross_validate(number, values, recipe, reviews, labels, folds, extra, unlabeled, len(made))
         for number, (values, recipe) in enumerate(made, 1)
     ]
     ranked = sorted(done, key=lambda c: (-c.mean, c.std, c.fit_cpu_seconds))
@@ -164,7 +164,8 @@ def run(
     )
     mlflow.set_tag("best_candidate_run_id", ranked[0].run_id)
     tuned = Tuned(
-        ranked, list(cfg.grid), how, len(reviews), len(unlabeled or ()), "", parent.info.run_id,
+        ranked, list(cfg.grid), how, len(reviews), len(unlabeled.reviews) if unlabeled else 0, "",
+        parent.info.run_id,
         cpu, wall, (load, os.getloadavg()[0]),
     )  # fmt: skip
     tuned = dataclasses.replace(tuned, table=markdown(tuned))
@@ -182,9 +183,14 @@ def _cross_validate(
     labels: list[str],
     folds: list[tuple[np.ndarray, np.ndarray]],
     extra: list[list[str] | None],
+    unlabeled: Unlabeled | None,
     total: int,
 ) -> Candidate:
-    """One candidate's nested run: fitted on each fold's rest, scored on the fold."""
+    """One candidate's nested run: fitted on each fold's rest, scored on the fold. `extra`: each
+    fold's unlabeled reviews, of `unlabeled` (cleaned once for all folds when self-trained)."""
+    cleaned = None
+    if unlabeled is not None and recipe.unlabeled == "self_training":
+        cleaned = clean_once(recipe, unlabeled.reviews, unlabeled.as_model)
     with mlflow.start_run(run_name=f"candidate {number}: {_shown(values)}", nested=True) as run:
         mlflow.set_tags(
             {store.STAGE_TAG: CANDIDATE_STAGE, store.PROJECT_TAG: store.PROJECT_NAME,
@@ -192,12 +198,13 @@ def _cross_validate(
         )  # fmt: skip
         store.log_config(recipe)
         accuracies, cpu, wall = [], 0.0, 0.0
-        for k, ((fit_rows, held_rows), unlabeled) in enumerate(zip(folds, extra, strict=True), 1):
+        for k, ((fit_rows, held_rows), learnt) in enumerate(zip(folds, extra, strict=True), 1):
             pipeline, fit_wall, fit_cpu = fit(
                 recipe,
                 [reviews[i] for i in fit_rows],
                 [labels[i] for i in fit_rows],
-                unlabeled if recipe.unlabeled == "self_training" else None,
+                cleaned.pick(learnt) if cleaned is not None else None,
+                cleaned=True,
             )
             held = [reviews[i] for i in held_rows]
             scores = pipeline.predict_proba(held)[:, list(pipeline.classes_).index(POSITIVE)]

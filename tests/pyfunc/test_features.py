@@ -74,3 +74,23 @@ def test_char_ngrams_add_columns():
 def test_a_bad_ngram_range_is_a_clear_error():
     with pytest.raises(ValueError, match="ngram_range"):
         NgramVectorizer(ngram_range=(2, 1)).fit(DOCS)
+
+
+def test_a_large_transform_counts_in_batches_with_the_same_counts(monkeypatch):
+    from pyfunc import features
+
+    docs = DOCS * 5 + ["", "unseen words only"]  # 22 reviews, an empty one in the last batch
+    vectorizer = NgramVectorizer(ngram_range=(1, 3), min_df=1).fit(DOCS)
+    whole = vectorizer.transform(docs)
+    counted = []
+    real_counts = NgramVectorizer._counts
+    monkeypatch.setattr(features, "TRANSFORM_BATCH", 4)
+    monkeypatch.setattr(
+        NgramVectorizer,
+        "_counts",
+        lambda self, grams, n: counted.append(n) or real_counts(self, grams, n),
+    )
+    batched = vectorizer.transform(docs)
+    assert counted == [4, 4, 4, 4, 4, 2]
+    assert batched.dtype == whole.dtype and batched.has_sorted_indices
+    assert np.array_equal(batched.toarray(), whole.toarray())

@@ -159,3 +159,35 @@ def test_bad_self_training_options(reviews, unlabeled):
         self_train(build_pipeline(), texts, labels, unlabeled, rounds=-1)
     with pytest.raises(ValueError, match="negation-view average is not supported"):
         self_train(build_pipeline(negation_view=True), texts, labels, unlabeled)
+
+
+def test_the_unlabeled_reviews_are_scored_from_the_fits_views_not_weighted_again(
+    reviews, unlabeled, monkeypatch
+):
+    texts, labels = reviews
+    pipeline = build_pipeline(ngram_range=(1, 2), min_df=1)
+    # what self-training is: each round scores the unlabeled reviews with the last model
+    features = clone(pipeline)[:-1]
+    labelled = features.fit_transform(texts, labels)
+    pseudo = features.transform(unlabeled)
+    model = MultiViewClassifier(warm_start=True).fit(labelled, labels)
+    for _ in range(2):
+        positive = model.predict_proba(pseudo)[:, 1]
+        model.fit(
+            sp.vstack([labelled, pseudo]),
+            np.concatenate([labels, model.classes_[(positive > 0.5).astype(int)]]),
+            sample_weight=np.concatenate([np.ones(len(labels)), np.abs(2 * positive - 1)]),
+        )
+    scored = []
+    real = MultiViewClassifier.predict_proba
+    monkeypatch.setattr(
+        MultiViewClassifier,
+        "predict_proba",
+        lambda self, X: scored.append(X.shape[0]) or real(self, X),
+    )
+    trained = self_train(clone(pipeline), texts, labels, unlabeled, rounds=2)
+    assert scored == [len(unlabeled)]  # round 0's model only; round 1's fit scored them itself
+    monkeypatch.undo()
+    np.testing.assert_array_equal(
+        trained.predict_proba(texts)[:, 1], model.predict_proba(labelled)[:, 1]
+    )

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import mlflow
@@ -446,3 +447,24 @@ def test_fits_in_worker_processes_make_the_model_the_fits_in_process_make(
     np.testing.assert_array_equal(
         apart.calibrator(np.linspace(0, 1, 11)), here.calibrator(np.linspace(0, 1, 11))
     )
+
+
+def test_the_stage_cleans_each_unlabeled_review_once(
+    with_movies, cfg, tracking_uri, tmp_path, monkeypatch
+):
+    from pyfunc import cleaning
+
+    unlabeled = make_unlabeled(60)
+    frame = pd.DataFrame({"review": unlabeled})
+    ingested = write_ingested(tmp_path / "in", with_movies[:400], with_movies[400:], frame)
+    cleaned, real = Counter(), cleaning.clean
+    monkeypatch.setattr(
+        cleaning,
+        "clean",
+        lambda text, negation=False: cleaned.update([text]) or real(text, negation),
+    )
+    with mlflow.start_run():
+        info = train.run(cfg, ingested, **_run_paths(tmp_path, ingested))
+    assert info["metrics"]["unlabeled_reviews"] == 60
+    # checked against the test split, then learnt from by the validation, calibration and refit fits
+    assert [cleaned[text] for text in unlabeled] == [1] * 60
