@@ -29,6 +29,7 @@ MARKER_GROUPS = {"docker": "docker"}
 FIXTURE_GROUPS = {"spark": "spark", "model_servers": "model-servers"}
 SHARED_GROUPS = (*MARKER_GROUPS.values(), *FIXTURE_GROUPS.values())
 GROUPS_FOLDER = "imdb_xdist_groups"  # workerinput key: the folder the workers write to
+FOLDER_KEY = pytest.StashKey[str]()  # the controller's: the same folder
 
 
 def group_of(item: pytest.Item) -> str:
@@ -39,21 +40,31 @@ def group_of(item: pytest.Item) -> str:
     for fixture, group in FIXTURE_GROUPS.items():
         if fixture in used:
             return group
-    return item.nodeid.split("::", 1)[0]
+    return _file_of(item.nodeid)
 
 
-# --- in a worker ---
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+# --- set up by the controller, then in a worker ---
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        _give_main_a_spec()
+    elif _loadgroup(config):  # the controller: where its workers write their groups
+        config.stash[FOLDER_KEY] = tempfile.mkdtemp(prefix="xdist-groups-")
+
+
+def _give_main_a_spec() -> None:
     """A worker's __main__ is execnet's `python -c` bootstrap: no __spec__, no __file__. pyspark
     (the spark extra) reads that as "running doctests" and calls sys.exit(0) when Great
     Expectations imports `pyspark.sql.connect`: give __main__ the spec of a plain `__main__`
     (multiprocessing's spawn then starts children without re-running any main)."""
-    if hasattr(config, "workerinput"):
-        main = sys.modules["__main__"]
-        if main.__spec__ is None and not hasattr(main, "__file__"):
-            main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    main = sys.modules["__main__"]
+    if main.__spec__ is None and not hasattr(main, "__file__"):
+        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
 
 
 @pytest.hookimpl(trylast=True)
@@ -77,15 +88,13 @@ def _loadgroup(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
-    if _loadgroup(node.config):
-        if not hasattr(node.config, "_imdb_groups_folder"):
-            node.config._imdb_groups_folder = tempfile.mkdtemp(prefix="xdist-groups-")
-        node.workerinput[GROUPS_FOLDER] = node.config._imdb_groups_folder
+    if FOLDER_KEY in node.config.stash:
+        node.workerinput[GROUPS_FOLDER] = node.config.stash[FOLDER_KEY]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    if not _loadgroup(config):
+    if FOLDER_KEY not in config.stash:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
@@ -96,9 +105,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:
-                folder = Path(config._imdb_groups_folder)
+                folder = Path(config.stash[FOLDER_KEY])
                 self.groups = json.loads(next(folder.glob("*.json")).read_text())
-            return self.groups.get(nodeid) or nodeid.split("::", 1)[0]
+            return self.groups.get(nodeid) or _file_of(nodeid)
 
         def _assign_work_unit(self, node) -> None:
             for group in reversed(SHARED_GROUPS):  # the long shared groups go out first
@@ -110,6 +119,5 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    folder = getattr(config, "_imdb_groups_folder", None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    if FOLDER_KEY in config.stash:
+        shutil.rmtree(config.stash[FOLDER_KEY], ignore_errors=True)
