@@ -96,7 +96,7 @@ def train_model(
     labels: list[str],
     cfg: TrainConfig,
     movies: list[str] | None = None,
-    unlabeled: list[str] | Unlabeled | None = None,
+    unlabeled: Unlabeled | None = None,
     processes: int = 1,
 ) -> Trained:
     """Fit on all but a validation split, score it, then (refit_full) refit on all.
@@ -108,29 +108,20 @@ def train_model(
     fit_idx, val_idx, how = validation_split(labels, movies, cfg)
     fit_x, val_x = [reviews[i] for i in fit_idx], [reviews[i] for i in val_idx]
     fit_y, val_y = [labels[i] for i in fit_idx], [labels[i] for i in val_idx]
-    seen = None  # the unlabeled reviews as the model sees them, when already cleaned
-    if isinstance(unlabeled, Unlabeled):
-        unlabeled, seen = unlabeled.reviews, unlabeled.as_model
-    unlabeled = unlabeled if cfg.unlabeled == "self_training" else None
+    unlabeled = unlabeled if cfg.unlabeled == "self_training" and unlabeled else None
     # as ingest does for the test split: no unlabeled copy of a validation review, as the model
     # sees it (a case or spacing variant too), is learnt from
     val_unlabeled = None
     if unlabeled:
-        held_out = set(model_text(pd.Series(val_x, dtype=object)))
-        if seen is None:
-            seen = model_text(pd.Series(unlabeled, dtype=object)).tolist()
-        val_unlabeled = [
-            text for text, key in zip(unlabeled, seen, strict=True) if key not in held_out
-        ]
+        val_unlabeled = unlabeled.copying_none_of(set(model_text(pd.Series(val_x, dtype=object))))
     extra = f" + {len(val_unlabeled):,} unlabeled (self-training)" if val_unlabeled else ""
     log.info("fitting on %d reviews%s, validating on %d (%s)", len(fit_x), extra, len(val_x), how)
     size = len(reviews) + len(unlabeled or ())
     with workers.pool(processes if size >= FIT_IN_WORKERS_FROM else 1) as pool:
-        cleaned = clean_once(cfg, unlabeled, seen if unlabeled else None)
+        learnt = unlabeled.reviews if unlabeled else None
+        cleaned = clean_once(cfg, learnt, unlabeled.as_model if unlabeled else None)
         val_fit = pool.submit(fit_job, cfg, fit_x, fit_y, cleaned.pick(val_unlabeled), val_x)
-        refit = cfg.refit_full and pool.submit(
-            fit_job, cfg, reviews, labels, cleaned.pick(unlabeled)
-        )
+        refit = cfg.refit_full and pool.submit(fit_job, cfg, reviews, labels, cleaned.pick(learnt))
         calibrator, calibration_metrics = calibrate(cfg, reviews, labels, movies, cleaned, pool)
         pipeline, scores, fit_seconds, fit_cpu, predict_cpu = val_fit.result()
         # the profile's unseen words as the model that never saw the validation reviews sees them

@@ -67,23 +67,28 @@ class Unlabeled:
     reviews: list[str]
     as_model: list[str]
 
+    @classmethod
+    def of(cls, reviews: Sequence[str]) -> Unlabeled:
+        """The reviews, cleaned here."""
+        return cls(list(reviews), model_text(pd.Series(reviews, dtype=object)).tolist())
+
+    def __len__(self) -> int:
+        return len(self.reviews)
+
+    def copying_none_of(self, held: set[str]) -> list[str]:
+        """The reviews that are, as the model sees them, none of `held` (model_text keys)."""
+        pairs = zip(self.reviews, self.as_model, strict=True)
+        return [text for text, key in pairs if key not in held]
+
 
 def unlabeled_per_fold(
-    unlabeled: list[str] | Unlabeled, reviews: list[str], held_out: Sequence[np.ndarray]
+    unlabeled: Unlabeled, reviews: list[str], held_out: Sequence[np.ndarray]
 ) -> list[list[str]]:
     """For each fold's held-out rows of `reviews`, the unlabeled reviews that copy none of them
     as the model sees them (as train's validation fit learns from no copy of a validation
     review)."""
-    if isinstance(unlabeled, Unlabeled):
-        unlabeled, seen = unlabeled.reviews, np.asarray(unlabeled.as_model, dtype=object)
-    else:
-        seen = model_text(pd.Series(unlabeled, dtype=object)).to_numpy()
     keys = model_text(pd.Series(reviews, dtype=object)).to_numpy()
-    kept = []
-    for rows in held_out:
-        held = set(keys[rows])
-        kept.append([text for text, key in zip(unlabeled, seen, strict=True) if key not in held])
-    return kept
+    return [unlabeled.copying_none_of(set(keys[rows])) for rows in held_out]
 
 
 def usable_unlabeled(

@@ -26,6 +26,7 @@ from support import (
 
 from steps import train
 from steps.data import dataset
+from steps.data.splits import Unlabeled
 from steps.fitting import recipe
 from steps.stage import chain
 from steps.stage.config import load_params
@@ -312,7 +313,9 @@ def test_validation_fit_learns_from_no_copy_of_a_validation_review(with_movies, 
     copies = [spell(texts[i]) for spell, i in zip(spellings[:7], val_idx[:7], strict=True)]
     unlabeled = make_unlabeled(50) + copies
     held_out = dataclasses.replace(cfg, refit_full=False)
-    metrics = train.train_model(texts, labels, held_out, with_movies["movie"].tolist(), unlabeled)
+    metrics = train.train_model(
+        texts, labels, held_out, with_movies["movie"].tolist(), Unlabeled.of(unlabeled)
+    )
     assert metrics.metrics["val_unlabeled_reviews"] == 50
     assert metrics.metrics["unlabeled_reviews"] == 57
 
@@ -429,7 +432,7 @@ def test_fits_in_worker_processes_make_the_model_the_fits_in_process_make(
     """On real data the validation fit, the calibration folds and the refit run at once in
     spawned processes: the same model, metrics and calibrator as one after the other here."""
     texts, labels = with_movies["review"].tolist(), with_movies["sentiment"].tolist()
-    movies, unlabeled = with_movies["movie"].tolist(), make_unlabeled(80) + texts[:5]
+    movies, unlabeled = with_movies["movie"].tolist(), Unlabeled.of(make_unlabeled(80) + texts[:5])
     recipe = dataclasses.replace(cfg, self_training_rounds=1)
     here = train.train_model(texts, labels, recipe, movies, unlabeled, processes=1)
     monkeypatch.setattr(train, "FIT_IN_WORKERS_FROM", 0)  # 500 reviews: in processes all the same

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from support import make_reviews
 
-from steps.data.splits import cv_folds, unlabeled_per_fold
+from steps.data.splits import Unlabeled, cv_folds, unlabeled_per_fold
 
 
 def test_folds_keep_each_movie_on_one_side_and_cover_every_review_once():
@@ -29,5 +29,7 @@ def test_folds_keep_each_movie_on_one_side_and_cover_every_review_once():
 def test_each_fold_learns_from_no_unlabeled_copy_of_its_held_out_reviews():
     reviews = ["A fine film.", "A dull film.", "Great acting.", "Poor plot."]
     unlabeled = ["A FINE   film.", "Something else.", "poor plot."]  # copies as the model sees
-    kept = unlabeled_per_fold(unlabeled, reviews, [np.array([0, 1]), np.array([2, 3])])
+    kept = unlabeled_per_fold(
+        Unlabeled.of(unlabeled), reviews, [np.array([0, 1]), np.array([2, 3])]
+    )
     assert kept == [["Something else.", "poor plot."], ["A FINE   film.", "Something else."]]
